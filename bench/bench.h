@@ -1,0 +1,49 @@
+/* Shared helpers of the benchmark programs in bench/: median timing and one JSON line per measurement,
+ * {"op", "shape", "args", "threads", "seconds", "gflops"}, which scripts/bench-ops collects and
+ * tools/bench_ops_pytorch.py joins with PyTorch's time for the same op, args and threads.
+ * Header-only: each bench/*.c is its own program. */
+#ifndef DIFFUSE_BENCH_H
+#define DIFFUSE_BENCH_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "core/timer.h"
+
+static int bench_compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median seconds of `repeats` calls after `warmup` uncounted ones. */
+static inline double bench_median_seconds(void (*run)(void *ctx), void *ctx, int warmup, int repeats) {
+    for (int i = 0; i < warmup; i++) run(ctx);
+    double *times = malloc((size_t)repeats * sizeof *times);
+    for (int i = 0; i < repeats; i++) {
+        double start = time_now();
+        run(ctx);
+        times[i] = time_now() - start;
+    }
+    qsort(times, (size_t)repeats, sizeof *times, bench_compare_doubles);
+    double median = times[repeats / 2];
+    free(times);
+    return median;
+}
+
+/* args: a JSON object literal of the op's parameters, e.g. "{\"N\":2,\"H\":64}". */
+static inline void bench_report(const char *op, const char *shape, const char *args, double seconds, double flops) {
+    printf("{\"op\":\"%s\",\"shape\":\"%s\",\"args\":%s,\"threads\":%d,\"seconds\":%.6g,\"gflops\":%.4g}\n", op, shape,
+           args, threads_get(), seconds, flops / seconds * 1e-9);
+    fflush(stdout);
+}
+
+/* The thread counts to measure: 1 and all cores (once when they are equal). */
+static inline int bench_thread_counts(int counts[2]) {
+    counts[0] = 1;
+    counts[1] = threads_available();
+    return counts[1] > 1 ? 2 : 1;
+}
+
+#endif

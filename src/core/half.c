@@ -1,0 +1,35 @@
+/* 16-bit float conversions (see half.h). Written bit by bit so they are exact for every input,
+ * subnormals, infinities and NaN included. */
+#include "core/half.h"
+
+#include <string.h>
+
+static float float_from_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1Fu;
+    uint32_t mantissa = h & 0x3FFu;
+    if (exponent == 0x1F) return float_from_bits(sign | 0x7F800000u | (mantissa << 13)); /* inf / NaN */
+    if (exponent == 0) {
+        if (mantissa == 0) return float_from_bits(sign);
+        /* Subnormal half: value = mantissa * 2^-24, exact in float. */
+        float value = (float)mantissa * (1.0f / 16777216.0f);
+        return sign ? -value : value;
+    }
+    return float_from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+float bfloat16_to_float(uint16_t b) { return float_from_bits((uint32_t)b << 16); }
+
+uint16_t float_to_bfloat16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) return (uint16_t)((bits >> 16) | 0x40u);
+    uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+    return (uint16_t)((bits + rounding) >> 16);
+}

@@ -1,0 +1,29 @@
+/* Counter-based random numbers (Philox 4x32-10, Salmon et al., SC'11). Every draw is addressed by
+ * (seed, stream, index) rather than by a position in a sequence, so a value does not depend on how work
+ * is split over threads or MPI ranks, and a resumed run draws exactly what an uninterrupted one would.
+ * Streams name independent uses (a training step's noise, a sample's initial noise, dropout masks, data
+ * order); rng_stream() derives one from a purpose and up to two numbers such as the step. */
+#ifndef DIFFUSE_RNG_H
+#define DIFFUSE_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The raw generator: 4 x 32 random bits for a 128-bit counter under a 64-bit key. */
+void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+
+/* A stream id for (purpose, a, b), e.g. rng_stream(RNG_PURPOSE_NOISE, step, 0). */
+uint64_t rng_stream(uint32_t purpose, uint64_t a, uint64_t b);
+
+/* Element `index` of a stream: 32 random bits, a float uniform in [0, 1), a standard normal (from
+ * Box-Muller in double), an integer uniform in [0, n). */
+uint32_t rng_bits(uint64_t seed, uint64_t stream, uint64_t index);
+float rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
+float rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
+uint64_t rng_below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t n);
+
+/* out[i] = the draw at first_index + i, for i < n; parallel, identical for any thread count. */
+void rng_fill_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first_index);
+void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first_index);
+
+#endif

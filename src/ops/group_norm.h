@@ -1,0 +1,16 @@
+/* Group normalisation with affine parameters, as torch.nn.GroupNorm, on channels-last activations:
+ * the C channels form G groups of C/G consecutive channels; each (sample, group) is normalised over all
+ * its positions and channels: out = (inp - mean) * rstd * weight[c] + bias[c], rstd = 1 / sqrt(var + eps),
+ * var the biased variance (statistics accumulated in double).
+ * Shapes: inp, out (N, ..., C) (e.g. (N, H, W, C) or (N, L, C)); weight, bias (C); mean, rstd (N, G). */
+#ifndef DIFFUSE_GROUP_NORM_H
+#define DIFFUSE_GROUP_NORM_H
+
+#include "core/tensor.h"
+
+void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
+                        float eps);
+void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
+                         Tensor weight, int n_groups);
+
+#endif

@@ -1,0 +1,15 @@
+/* Fully connected layer, as torch.nn.Linear: out = inp weightᵀ + bias over the last dimension.
+ * Shapes: inp (..., Fi), weight (Fo, Fi), bias (Fo) or none, out (..., Fo); the leading dimensions
+ * (M rows in all, e.g. N * L tokens of a channels-last image) must agree between inp and out. */
+#ifndef DIFFUSE_LINEAR_H
+#define DIFFUSE_LINEAR_H
+
+#include "core/tensor.h"
+
+void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
+void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+
+void linear_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias);
+void linear_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+
+#endif
