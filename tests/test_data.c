@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <png.h>
 #include <zlib.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "data/cifar.h"
 #include "data/dataset.h"
 #include "data/idx.h"
@@ -271,6 +273,47 @@ static void test_decode_rejects_bad_files(void) {
     free(png);
     free(good);
     free(good_png);
+}
+
+/* A 16-bit RGBA, Adam7-interlaced PNG written with libpng: decoded to the high bytes, alpha dropped. */
+static void test_decode_png_16bit_interlaced(void) {
+    enum { H = 7, W = 11 };
+    char *path = tmp_path("deep.png");
+    FILE *f = fopen(path, "wb");
+    CHECK(f, "cannot create %s", path);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    CHECK(png && info, "libpng write structs");
+    if (setjmp(png_jmpbuf(png))) CHECK(0, "libpng write failed");
+    png_init_io(png, f);
+    png_set_IHDR(png, info, W, H, 16, PNG_COLOR_TYPE_RGB_ALPHA, PNG_INTERLACE_ADAM7, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    static uint8_t rows[H][W * 8];
+    png_bytep row_pointers[H];
+    for (int y = 0; y < H; y++) {
+        for (int i = 0; i < W * 8; i++) rows[y][i] = (uint8_t)(y * 29 + i * 7 + (i % 2) * 100);
+        row_pointers[y] = rows[y];
+    }
+    png_set_rows(png, info, row_pointers);
+    png_write_png(png, info, PNG_TRANSFORM_IDENTITY, NULL);
+    png_destroy_write_struct(&png, &info);
+    fclose(f);
+    DecodedImage img;
+    Error err;
+    int rc = image_decode_file(&img, path, &err);
+    EXPECT(rc == 0 && img.height == H && img.width == W && img.channels == 3, "decode: %s",
+           rc ? err.message : "wrong shape");
+    for (int y = 0; rc == 0 && y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) {
+                uint8_t want = rows[y][x * 8 + c * 2]; /* big-endian: the high byte comes first */
+                if (img.pixels[(y * W + x) * 3 + c] != want) {
+                    EXPECT(0, "pixel (%d, %d, %d) is %d, want %d", y, x, c, img.pixels[(y * W + x) * 3 + c], want);
+                    y = H, x = W, c = 3;
+                }
+            }
+    if (rc == 0) image_decode_free(&img);
+    free(path);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -560,6 +603,17 @@ static void test_image_folder_tiny_imagenet(void) {
         fixture_close(fx);
         dataset_free(&ds);
     }
+    /* The same with one thread and with two: identical. */
+    Dataset one, two;
+    int saved = threads_get();
+    threads_set(1);
+    rc = dataset_open(&one, train, &opt, &err);
+    threads_set(2);
+    rc |= dataset_open(&two, train, &opt, &err);
+    threads_set(saved);
+    EXPECT(rc == 0 && one.count == two.count && memcmp(one.pixels, two.pixels, one.count * 16 * 16 * 3) == 0,
+           "result depends on the thread count");
+    if (rc == 0) dataset_free(&one), dataset_free(&two);
     /* The same folder at its first image's own size and channels, and as grey. */
     rc = dataset_open(&ds, train, NULL, &err);
     EXPECT(rc == 0 && ds.height == 30 && ds.width == 40 && ds.channels == 3, "native size: %s",
@@ -751,6 +805,7 @@ int main(void) {
     RUN(test_luma_and_levels_match_pil_and_torch);
     RUN(test_decode_matches_pil);
     RUN(test_decode_rejects_bad_files);
+    RUN(test_decode_png_16bit_interlaced);
     RUN(test_idx_plain_and_gzipped);
     RUN(test_idx_bad_files);
     RUN(test_fashion_mnist);

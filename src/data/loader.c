@@ -89,11 +89,11 @@ void loader_next_batch(Loader *loader, float *x, int *labels, uint64_t *position
         if (positions) positions[j] = loader->epoch * loader->total + p;
         loader->next++;
     }
+    /* One thread: a batch is a fraction of a millisecond of memory traffic, less than a parallel region's
+     * wake-up costs on a busy machine, and nothing next to the training step it feeds. */
     size_t image_elems = dataset_image_bytes(ds);
-    long long n = (long long)batch;
-#pragma omp parallel for schedule(static) if (batch * image_elems > 65536)
-    for (long long j = 0; j < n; j++)
-        transform_image_to_float(x + (size_t)j * image_elems, dataset_image(ds, index[j]), ds->height, ds->width,
+    for (size_t j = 0; j < batch; j++)
+        transform_image_to_float(x + j * image_elems, dataset_image(ds, index[j]), ds->height, ds->width,
                                  ds->channels, flip[j]);
     free(index);
     free(flip);
