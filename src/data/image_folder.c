@@ -205,11 +205,9 @@ int image_folder_read(Dataset *ds, const char *root, const DatasetOptions *optio
             goto done;
         }
     }
+    /* The slots of skipped images stay allocated at the end: usually a few, and shrinking would need a
+     * second copy of the whole array for a moment. */
     ds->count = kept;
-    if (kept < files.n) {
-        ds->owned_pixels = xrealloc(ds->owned_pixels, kept * image_bytes);
-        ds->pixels = ds->owned_pixels;
-    }
 done:
     if (rc) dataset_free(ds);
     for (size_t i = 0; i < files.n; i++) {

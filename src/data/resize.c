@@ -106,10 +106,30 @@ static void coeffs_free(ResizeCoeffs *c) {
     free(c->weights);
 }
 
-static inline uint8_t clip_fixed(int64_t acc) {
+/* Accumulators fit in int32: weights are non-negative (triangle and box filters) and sum to 2^22 plus at
+ * most half a unit per tap, so 255 * sum + 2^21 < 2^31. */
+static inline uint8_t clip_fixed(int32_t acc) {
     if (acc <= 0) return 0;
-    if (acc >= ((int64_t)255 << RESIZE_PRECISION_BITS)) return 255;
+    if (acc >= (255 << RESIZE_PRECISION_BITS)) return 255;
     return (uint8_t)(acc >> RESIZE_PRECISION_BITS);
+}
+
+/* One row of the horizontal pass for a compile-time channel count, so the channel loop unrolls. The
+ * table is read into restrict-qualified locals: byte stores to `out` could otherwise alias it. */
+static inline void row_horizontal(uint8_t *restrict out, const uint8_t *restrict row, const ResizeCoeffs *cx,
+                                  size_t ch) {
+    const int32_t *restrict weights = cx->weights;
+    const int *restrict start = cx->start, *restrict len = cx->len;
+    size_t n = cx->n, width = cx->width;
+    for (size_t x = 0; x < n; x++) {
+        const int32_t *w = weights + x * width;
+        const uint8_t *p = row + (size_t)start[x] * ch;
+        int32_t acc[4] = {1 << (RESIZE_PRECISION_BITS - 1), 1 << (RESIZE_PRECISION_BITS - 1),
+                          1 << (RESIZE_PRECISION_BITS - 1), 1 << (RESIZE_PRECISION_BITS - 1)};
+        for (int k = 0, taps = len[x]; k < taps; k++)
+            for (size_t c = 0; c < ch; c++) acc[c] += (int32_t)p[(size_t)k * ch + c] * w[k];
+        for (size_t c = 0; c < ch; c++) out[x * ch + c] = clip_fixed(acc[c]);
+    }
 }
 
 /* dst (n_rows, cx.n, ch) from src rows (n_rows, in_w, ch). */
@@ -118,31 +138,31 @@ static void pass_horizontal(uint8_t *dst, const uint8_t *src, size_t n_rows, siz
     for (size_t y = 0; y < n_rows; y++) {
         const uint8_t *row = src + y * in_w * ch;
         uint8_t *out = dst + y * cx->n * ch;
-        for (size_t x = 0; x < cx->n; x++) {
-            const int32_t *w = cx->weights + x * cx->width;
-            const uint8_t *p = row + (size_t)cx->start[x] * ch;
-            for (size_t c = 0; c < ch; c++) {
-                int64_t acc = (int64_t)1 << (RESIZE_PRECISION_BITS - 1);
-                for (int k = 0; k < cx->len[x]; k++) acc += (int64_t)p[(size_t)k * ch + c] * w[k];
-                out[x * ch + c] = clip_fixed(acc);
-            }
-        }
+        if (ch == 3) row_horizontal(out, row, cx, 3);
+        else if (ch == 1) row_horizontal(out, row, cx, 1);
+        else if (ch <= 4) row_horizontal(out, row, cx, ch);
+        else CHECK(0, "resize supports up to 4 channels, got %zu", ch);
     }
 }
 
-/* dst (cy.n, row_elems) from src rows indexed from src_first. */
-static void pass_vertical(uint8_t *dst, const uint8_t *src, size_t src_first, size_t row_elems,
+/* dst (cy.n, row_elems) from src rows indexed from src_first. Whole rows at a time: the inner loop runs
+ * along the row and vectorises. */
+static void pass_vertical(uint8_t *restrict dst, const uint8_t *restrict src, size_t src_first, size_t row_elems,
                           const ResizeCoeffs *cy) {
+    int32_t *restrict acc = xmalloc(row_elems * sizeof *acc);
     for (size_t y = 0; y < cy->n; y++) {
         const int32_t *w = cy->weights + y * cy->width;
         const uint8_t *base = src + ((size_t)cy->start[y] - src_first) * row_elems;
-        uint8_t *out = dst + y * row_elems;
-        for (size_t i = 0; i < row_elems; i++) {
-            int64_t acc = (int64_t)1 << (RESIZE_PRECISION_BITS - 1);
-            for (int k = 0; k < cy->len[y]; k++) acc += (int64_t)base[(size_t)k * row_elems + i] * w[k];
-            out[i] = clip_fixed(acc);
+        for (size_t i = 0; i < row_elems; i++) acc[i] = 1 << (RESIZE_PRECISION_BITS - 1);
+        for (int k = 0, taps = cy->len[y]; k < taps; k++) {
+            const uint8_t *restrict row = base + (size_t)k * row_elems;
+            int32_t wk = w[k];
+            for (size_t i = 0; i < row_elems; i++) acc[i] += (int32_t)row[i] * wk;
         }
+        uint8_t *restrict out = dst + y * row_elems;
+        for (size_t i = 0; i < row_elems; i++) out[i] = clip_fixed(acc[i]);
     }
+    free(acc);
 }
 
 void resize_crop_u8(uint8_t *out, size_t out_h, size_t out_w, const uint8_t *in, size_t in_h, size_t in_w,
