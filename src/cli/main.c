@@ -1,0 +1,53 @@
+/* The diffuse program: dispatches to a subcommand from the table below. The only place that prints an
+ * error and exits with status 1: every failure below it comes back as an Error, printed here as one line
+ * "diffuse <command>: <message>". */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+typedef struct Command {
+    const char *name;
+    const char *help; /* one line for `diffuse --help` */
+    int (*run)(int argc, char **argv, Error *err);
+} Command;
+
+static const Command commands[] = {
+    {"info", "show a model's config, parameter count, FLOPs per image and training memory", cmd_info},
+    {"init", "write a freshly initialised model folder from a config or preset", cmd_init},
+    {"convert", "rewrite a diffusers model folder as F32 with current tensor names", cmd_convert},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void print_usage(FILE *out) {
+    fprintf(out, "usage: diffuse <command> [arguments] [options]\n\n"
+                 "Trains and samples diffusion models (diffusers UNet2DModel compatible).\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\n`diffuse <command> --help` describes a command and its options.\n");
+}
+
+/* Messages are one line: a newline inside one would split it. */
+static void print_error(const char *command, Error *err) {
+    for (char *p = err->message; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fprintf(stderr, "diffuse %s: %s\n", command, err->message);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        Error err = {{0}};
+        if (commands[i].run(argc - 1, argv + 1, &err) == 0) return 0;
+        print_error(commands[i].name, &err);
+        return 1;
+    }
+    char names[256] = "";
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", commands[i].name);
+    fprintf(stderr, "diffuse: unknown command '%s' (commands: %s; see diffuse --help)\n", argv[1], names);
+    return 1;
+}
