@@ -4,7 +4,14 @@
  *   out[n, y, x, o] = bias[o] + sum_{i, ky, kx} inp[n, y*s + ky - pad_top, x*s + kx - pad_left, i] * weight[o, i, ky, kx]
  * with out-of-range input positions reading zero.
  * Shapes: inp (N, H, W, Ci), weight (Co, Ci, kH, kW), bias (Co) or none, out (N, Ho, Wo, Co),
- *   Ho = (H + pad_top + pad_bottom - kH) / stride + 1, likewise Wo. */
+ *   Ho = (H + pad_top + pad_bottom - kH) / stride + 1, likewise Wo.
+ *
+ * conv2d_forward / conv2d_backward run on oneDNN (conv2d_dnnl.c); the _reference twins are plain loops
+ * (conv2d_reference.c). Backward ACCUMULATES into dinp, dweight and dbias; any of them may be
+ * tensor_none() and is then not computed (the fast path skips the matching oneDNN primitive). Every call
+ * CHECKs the shapes against each other, the stride (1 or 2), the padding (>= 0) and that no output
+ * overlaps an input. Results are repeatable bit for bit at a fixed thread count; the fast path's dweight
+ * and dbias may change in the last bits with the thread count (oneDNN's reduction order). */
 #ifndef DIFFUSE_CONV2D_H
 #define DIFFUSE_CONV2D_H
 
@@ -28,5 +35,10 @@ void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
 void conv2d_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p);
 void conv2d_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
                                Conv2dParams p);
+
+/* The fast path keeps its oneDNN primitives and scratch buffers per shape after first use (so a
+ * warmed-up call allocates nothing). This releases them all, e.g. after a run's last step or before a
+ * leak check; the next call rebuilds what it needs. */
+void conv2d_cache_free(void);
 
 #endif

@@ -1,0 +1,389 @@
+/* conv2d fast path on oneDNN 2.6 (C API): the same op as conv2d_reference.c,
+ *   out[n,y,x,o] = bias[o] + sum_{i,ky,kx} inp[n, y*s+ky-pt, x*s+kx-pl, i] * weight[o,i,ky,kx]
+ * with its backward (torch.nn.functional.conv2d); shapes inp (N, H, W, Ci), weight (Co, Ci, kH, kW).
+ *
+ * Why it is shaped so:
+ *   - Activations are described to oneDNN as nhwc over our own buffers: no reorder of inp, out, dout or
+ *     dinp. Weights are `any`, which lets oneDNN pick its blocked layout and its fast direct kernels;
+ *     plain oihw weights with nhwc data fall to a reference kernel about 100x slower. So every call
+ *     reorders the oihw weights in (forward, backward-data) or the blocked weight gradient back out.
+ *   - oneDNN overwrites its outputs but our backward accumulates (ops.h). The weight gradient comes back
+ *     through a reorder with a `sum` post-op (dweight = 1 * dweight + reordered), so accumulating costs
+ *     nothing extra; the input gradient goes to a scratch buffer and is added in one pass, and the bias
+ *     gradient (Co floats) likewise.
+ *   - Primitives, memory objects and descriptors are built once per (kind, shape, params, bias,
+ *     thread count) and kept in a small cache; the buffers they work in (blocked weights, oneDNN's
+ *     scratchpad in user mode, the input-gradient scratch) are shared by all plans and only grow, so a
+ *     warmed-up call allocates nothing. oneDNN sizes its work partition by the thread count when a
+ *     primitive is created, hence the count in the key.
+ *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
+ * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
+ * depends on the thread count, so dweight and dbias may differ in the last bits between counts. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "core/alloc.h"
+#include "core/check.h"
+#include "core/threads.h"
+#include "ops/conv2d_internal.h"
+
+/* Any oneDNN status other than success is a programmer or environment error we cannot recover from. */
+#define DNNL_CALL(call)                                                                                   \
+    do {                                                                                                  \
+        dnnl_status_t status_ = (call);                                                                   \
+        CHECK(status_ == dnnl_success, "oneDNN call %s failed with status %s", #call, dnnl_status2str(status_)); \
+    } while (0)
+
+typedef enum PlanKind { PLAN_FORWARD, PLAN_BACKWARD_DATA, PLAN_BACKWARD_WEIGHTS } PlanKind;
+
+static const char *plan_kind_name(PlanKind kind) {
+    return kind == PLAN_FORWARD ? "forward" : kind == PLAN_BACKWARD_DATA ? "backward-data" : "backward-weights";
+}
+
+typedef struct PlanKey {
+    PlanKind kind;
+    Conv2dShape s;
+    Conv2dParams p;
+    bool with_bias; /* forward: bias added; backward-weights: dbias computed */
+    int n_threads;
+} PlanKey;
+
+/* One convolution primitive and everything it runs with. Memory objects carry no buffer of their own:
+ * each call points them at the caller's tensors and the shared workspace. */
+typedef struct Plan {
+    PlanKey key;
+    unsigned long last_use;
+    dnnl_primitive_desc_t hint_pd; /* backward plans: the forward descriptor oneDNN requires as a hint */
+    dnnl_primitive_t conv;
+    /* forward, backward-data: oihw -> the kernel's layout (NULL when oneDNN chose oihw itself);
+     * backward-weights: the kernel's layout -> oihw, summed into the destination. */
+    dnnl_primitive_t reorder;
+    dnnl_memory_t act_in, act_out;   /* forward: src, dst; backward-data: diff_dst, diff_src;
+                                        backward-weights: src, diff_dst */
+    dnnl_memory_t wei_user, wei;     /* weights (or their gradient) as oihw, and in the kernel's layout */
+    dnnl_memory_t bias;              /* bias (forward) or diff_bias (backward-weights); NULL without */
+    dnnl_memory_t scratchpad, reorder_scratchpad;
+} Plan;
+
+enum { PLAN_CACHE_CAPACITY = 64 };
+
+/* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
+typedef struct Workspace {
+    void *wei, *scratchpad, *dinp, *dbias;
+    size_t wei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes;
+} Workspace;
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static Plan *cache[PLAN_CACHE_CAPACITY];
+static unsigned long use_clock;
+static Workspace ws;
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Plans */
+
+static bool key_equal(const PlanKey *a, const PlanKey *b) {
+    const Conv2dShape *x = &a->s, *y = &b->s;
+    return a->kind == b->kind && a->with_bias == b->with_bias && a->n_threads == b->n_threads &&
+           a->p.stride == b->p.stride && a->p.pad_top == b->p.pad_top && a->p.pad_bottom == b->p.pad_bottom &&
+           a->p.pad_left == b->p.pad_left && a->p.pad_right == b->p.pad_right && x->n == y->n && x->h == y->h &&
+           x->w == y->w && x->ci == y->ci && x->co == y->co && x->kh == y->kh && x->kw == y->kw;
+}
+
+static void grow(void **buf, size_t *have, size_t need) {
+    if (need <= *have) return;
+    alloc_free(*buf);
+    *buf = alloc_aligned(need);
+    *have = need;
+}
+
+static dnnl_memory_desc_t md_of(int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag) {
+    dnnl_memory_desc_t md;
+    DNNL_CALL(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag));
+    return md;
+}
+
+static dnnl_memory_t memory_of(const dnnl_memory_desc_t *md) {
+    dnnl_memory_t m;
+    DNNL_CALL(dnnl_memory_create(&m, md, engine, DNNL_MEMORY_NONE));
+    return m;
+}
+
+/* A primitive descriptor, with a message naming the convolution when oneDNN cannot build one. */
+static dnnl_primitive_desc_t pd_create(const PlanKey *key, const_dnnl_op_desc_t desc, const_dnnl_primitive_attr_t attr,
+                                       const_dnnl_primitive_desc_t hint) {
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, desc, attr, engine, hint);
+    const Conv2dShape *s = &key->s;
+    CHECK(status == dnnl_success,
+          "oneDNN call dnnl_primitive_desc_create failed with status %s for conv2d %s: inp (%zu, %zu, %zu, %zu), "
+          "weight (%zu, %zu, %zu, %zu), stride %d, padding (top %d, bottom %d, left %d, right %d)",
+          dnnl_status2str(status), plan_kind_name(key->kind), s->n, s->h, s->w, s->ci, s->co, s->ci, s->kh, s->kw,
+          key->p.stride, key->p.pad_top, key->p.pad_bottom, key->p.pad_left, key->p.pad_right);
+    return pd;
+}
+
+static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    grow(&ws.scratchpad, &ws.scratchpad_bytes, dnnl_memory_desc_get_size(md));
+    return memory_of(md);
+}
+
+/* The reorder between the user's oihw weights and the kernel's layout; none when they are equal. A
+ * backward-weights plan always has one: it reorders the other way and adds into the destination. */
+static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *kernel_md,
+                         bool to_user_with_sum) {
+    if (!to_user_with_sum && dnnl_memory_desc_equal(user_md, kernel_md)) return;
+    dnnl_primitive_attr_t attr;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (to_user_with_sum) {
+        dnnl_post_ops_t ops;
+        DNNL_CALL(dnnl_post_ops_create(&ops));
+        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
+        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
+        DNNL_CALL(dnnl_post_ops_destroy(ops));
+    }
+    dnnl_primitive_desc_t pd;
+    const dnnl_memory_desc_t *from = to_user_with_sum ? kernel_md : user_md, *to = to_user_with_sum ? user_md : kernel_md;
+    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr));
+    DNNL_CALL(dnnl_primitive_create(&plan->reorder, pd));
+    plan->reorder_scratchpad = scratchpad_memory(pd);
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    plan->wei = memory_of(kernel_md);
+    grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
+}
+
+static Plan *plan_create(const PlanKey *key) {
+    const Conv2dShape *s = &key->s;
+    const Conv2dParams *p = &key->p;
+    Plan *plan = xcalloc(1, sizeof *plan);
+    plan->key = *key;
+
+    const dnnl_dims_t src_dims = {(dnnl_dim_t)s->n, (dnnl_dim_t)s->ci, (dnnl_dim_t)s->h, (dnnl_dim_t)s->w};
+    const dnnl_dims_t dst_dims = {(dnnl_dim_t)s->n, (dnnl_dim_t)s->co, (dnnl_dim_t)s->ho, (dnnl_dim_t)s->wo};
+    const dnnl_dims_t wei_dims = {(dnnl_dim_t)s->co, (dnnl_dim_t)s->ci, (dnnl_dim_t)s->kh, (dnnl_dim_t)s->kw};
+    const dnnl_dims_t bias_dims = {(dnnl_dim_t)s->co};
+    const dnnl_dims_t strides = {p->stride, p->stride};
+    const dnnl_dims_t pad_lo = {p->pad_top, p->pad_left}, pad_hi = {p->pad_bottom, p->pad_right};
+    dnnl_memory_desc_t src_md = md_of(4, src_dims, dnnl_nhwc), dst_md = md_of(4, dst_dims, dnnl_nhwc);
+    dnnl_memory_desc_t wei_any = md_of(4, wei_dims, dnnl_format_tag_any), wei_user = md_of(4, wei_dims, dnnl_oihw);
+    dnnl_memory_desc_t bias_md = md_of(1, bias_dims, dnnl_a);
+    const dnnl_memory_desc_t *bias_or_null = key->with_bias ? &bias_md : NULL;
+
+    dnnl_primitive_attr_t attr;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+
+    dnnl_convolution_desc_t fwd_desc;
+    DNNL_CALL(dnnl_convolution_forward_desc_init(&fwd_desc, dnnl_forward_training, dnnl_convolution_direct, &src_md,
+                                                 &wei_any, bias_or_null, &dst_md, strides, pad_lo, pad_hi));
+    dnnl_primitive_desc_t pd;
+    const dnnl_memory_desc_t *kernel_wei;
+    if (key->kind == PLAN_FORWARD) {
+        pd = pd_create(key, &fwd_desc, attr, NULL);
+        kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        plan->act_in = memory_of(&src_md);
+        plan->act_out = memory_of(&dst_md);
+    } else {
+        plan->hint_pd = pd_create(key, &fwd_desc, NULL, NULL);
+        dnnl_convolution_desc_t desc;
+        if (key->kind == PLAN_BACKWARD_DATA) {
+            DNNL_CALL(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &src_md, &wei_any,
+                                                               &dst_md, strides, pad_lo, pad_hi));
+        } else {
+            DNNL_CALL(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src_md, &wei_any,
+                                                                  bias_or_null, &dst_md, strides, pad_lo, pad_hi));
+        }
+        pd = pd_create(key, &desc, attr, plan->hint_pd);
+        if (key->kind == PLAN_BACKWARD_DATA) {
+            kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            plan->act_in = memory_of(&dst_md);
+            plan->act_out = memory_of(&src_md);
+            grow(&ws.dinp, &ws.dinp_bytes, s->n * s->h * s->w * s->ci * sizeof(float));
+        } else {
+            kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+            plan->act_in = memory_of(&src_md);
+            plan->act_out = memory_of(&dst_md);
+            if (key->with_bias) grow(&ws.dbias, &ws.dbias_bytes, s->co * sizeof(float));
+        }
+    }
+    DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
+    plan->scratchpad = scratchpad_memory(pd);
+    plan->wei_user = memory_of(&wei_user);
+    if (key->with_bias && key->kind != PLAN_BACKWARD_DATA) plan->bias = memory_of(&bias_md);
+    plan_reorder(plan, &wei_user, kernel_wei, key->kind == PLAN_BACKWARD_WEIGHTS);
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd)); /* the primitive keeps its own copy; kernel_wei dies here */
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    return plan;
+}
+
+static void memory_free(dnnl_memory_t m) {
+    if (m) DNNL_CALL(dnnl_memory_destroy(m));
+}
+
+static void plan_free(Plan *plan) {
+    if (!plan) return;
+    DNNL_CALL(dnnl_primitive_destroy(plan->conv));
+    if (plan->reorder) DNNL_CALL(dnnl_primitive_destroy(plan->reorder));
+    if (plan->hint_pd) DNNL_CALL(dnnl_primitive_desc_destroy(plan->hint_pd));
+    memory_free(plan->act_in);
+    memory_free(plan->act_out);
+    memory_free(plan->wei_user);
+    memory_free(plan->wei);
+    memory_free(plan->bias);
+    memory_free(plan->scratchpad);
+    memory_free(plan->reorder_scratchpad);
+    free(plan);
+}
+
+/* The cached plan for key, built on first use; when the cache is full the least recently used goes. */
+static Plan *plan_get(const PlanKey *key) {
+    if (!engine) {
+        DNNL_CALL(dnnl_engine_create(&engine, dnnl_cpu, 0));
+        DNNL_CALL(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
+    }
+    use_clock++;
+    size_t slot = 0;
+    for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
+        if (cache[i] && key_equal(&cache[i]->key, key)) {
+            cache[i]->last_use = use_clock;
+            return cache[i];
+        }
+        if (!cache[i] || (cache[slot] && cache[i]->last_use < cache[slot]->last_use)) slot = i;
+    }
+    plan_free(cache[slot]);
+    cache[slot] = plan_create(key);
+    cache[slot]->last_use = use_clock;
+    return cache[slot];
+}
+
+void conv2d_cache_free(void) {
+    for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
+        plan_free(cache[i]);
+        cache[i] = NULL;
+    }
+    alloc_free(ws.wei);
+    alloc_free(ws.scratchpad);
+    alloc_free(ws.dinp);
+    alloc_free(ws.dbias);
+    ws = (Workspace){0};
+    if (engine) {
+        DNNL_CALL(dnnl_stream_destroy(stream));
+        DNNL_CALL(dnnl_engine_destroy(engine));
+        engine = NULL;
+        stream = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Running plans */
+
+/* oneDNN takes non-const handles even for the buffers it only reads. */
+static void bind(dnnl_memory_t m, const void *data) {
+    if (m) DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, stream));
+}
+
+static void execute(dnnl_primitive_t prim, int n_args, const dnnl_exec_arg_t *args) {
+    DNNL_CALL(dnnl_primitive_execute(prim, stream, n_args, args));
+}
+
+static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bias) {
+    return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias, .n_threads = threads_get()};
+}
+
+/* Reorders the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
+static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
+    bind(plan->wei_user, weight);
+    if (!plan->reorder) return plan->wei_user;
+    bind(plan->wei, ws.wei);
+    bind(plan->reorder_scratchpad, ws.scratchpad);
+    execute(plan->reorder, 3,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei_user}, {DNNL_ARG_TO, plan->wei},
+                                {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
+    return plan->wei;
+}
+
+void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p) {
+    Conv2dShape s = conv2d_check_forward(__func__, out, inp, weight, bias, p);
+    bool with_bias = !tensor_is_none(bias);
+    PlanKey key = key_of(PLAN_FORWARD, s, p, with_bias);
+    Plan *plan = plan_get(&key);
+    dnnl_memory_t wei = weights_in(plan, weight.data);
+    bind(plan->act_in, inp.data);
+    bind(plan->act_out, out.data);
+    bind(plan->bias, bias.data);
+    bind(plan->scratchpad, ws.scratchpad);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, plan->act_out},
+                               {DNNL_ARG_SCRATCHPAD, plan->scratchpad}, {DNNL_ARG_BIAS, plan->bias}};
+    execute(plan->conv, with_bias ? 5 : 4, args);
+    DNNL_CALL(dnnl_stream_wait(stream));
+}
+
+/* dst[i] += src[i]: how oneDNN's overwritten outputs join the caller's accumulated gradients. */
+static void add_into(float *restrict dst, const float *restrict src, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* The input gradient goes to the workspace and is added to dinp. */
+static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
+    PlanKey key = key_of(PLAN_BACKWARD_DATA, s, p, false);
+    Plan *plan = plan_get(&key);
+    dnnl_memory_t wei = weights_in(plan, weight.data);
+    bind(plan->act_in, dout.data);
+    bind(plan->act_out, ws.dinp);
+    bind(plan->scratchpad, ws.scratchpad);
+    execute(plan->conv, 4,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_DIFF_DST, plan->act_in}, {DNNL_ARG_WEIGHTS, wei},
+                                {DNNL_ARG_DIFF_SRC, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+    DNNL_CALL(dnnl_stream_wait(stream));
+    add_into(dinp.data, ws.dinp, tensor_numel(dinp));
+}
+
+/* dbias alone, when no weight gradient is wanted: a fixed-order sum per channel (as the reference). */
+static void backward_bias_only(float *dbias, const float *dout, size_t n_pos, size_t co) {
+#pragma omp parallel for schedule(static)
+    for (size_t o = 0; o < co; o++) {
+        double acc = 0;
+        for (size_t pos = 0; pos < n_pos; pos++) acc += dout[pos * co + o];
+        dbias[o] += (float)acc;
+    }
+}
+
+/* The weight gradient, computed in the kernel's layout in the workspace, is reordered back to oihw and
+ * summed into dweight in the same pass; the bias gradient is added from the workspace. */
+static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Conv2dShape s, Conv2dParams p) {
+    bool with_bias = !tensor_is_none(dbias);
+    PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, s, p, with_bias);
+    Plan *plan = plan_get(&key);
+    bind(plan->wei, ws.wei);
+    bind(plan->act_in, inp.data);
+    bind(plan->act_out, dout.data);
+    bind(plan->bias, ws.dbias);
+    bind(plan->scratchpad, ws.scratchpad);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_DIFF_DST, plan->act_out},
+                               {DNNL_ARG_DIFF_WEIGHTS, plan->wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad},
+                               {DNNL_ARG_DIFF_BIAS, plan->bias}};
+    execute(plan->conv, with_bias ? 5 : 4, args);
+    bind(plan->wei_user, dweight.data);
+    bind(plan->reorder_scratchpad, ws.scratchpad);
+    execute(plan->reorder, 3,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei}, {DNNL_ARG_TO, plan->wei_user},
+                                {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
+    DNNL_CALL(dnnl_stream_wait(stream));
+    if (with_bias) add_into(dbias.data, ws.dbias, s.co);
+}
+
+void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
+                     Conv2dParams p) {
+    Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight, p);
+    if (!tensor_is_none(dinp)) backward_data(dinp, dout, weight, s, p);
+    if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, inp, s, p);
+    else if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
+}
