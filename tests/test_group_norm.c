@@ -302,7 +302,7 @@ static void test_group_norm_realistic_shapes(void) {
  * results are bitwise identical for any number of threads. */
 
 static void test_group_norm_thread_count_independent(void) {
-    static const RefShape shapes[] = {{2, 4096, 224, 32}, {2, 64, 896, 32}, {3, 100, 24, 6}};
+    static const RefShape shapes[] = {{2, 4096, 224, 32}, {2, 64, 896, 32}, {3, 1000, 24, 6}};
     int saved = threads_get();
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         RefShape sh = shapes[k];
@@ -359,6 +359,35 @@ static void test_group_norm_robust_to_offset(void) {
     free(want), free(x), free(y), free(w), free(b), free(y_ref);
 }
 
+/* A group whose values are all equal has variance 0 (its M2 may round to a tiny negative): rstd must be
+ * 1 / sqrt(eps), the output the bias, nothing NaN. */
+static void test_group_norm_constant_group(void) {
+    RefShape sh = {2, 100, 8, 2};
+    size_t numel = sh.n * sh.s * sh.c;
+    float *x = xmalloc(numel * sizeof(float)), *y = xmalloc(numel * sizeof(float)), *dy = xmalloc(numel * sizeof(float));
+    float *dx = xcalloc(numel, sizeof(float)), w[8], b[8], dw[8] = {0}, db[8] = {0}, mean[4], rstd[4];
+    fill_normal(x, numel, 41), fill_normal(dy, numel, 42), fill_uniform(w, 8, 43, 0.5f, 1.5f), fill_normal(b, 8, 44);
+    for (size_t i = 0; i < numel; i++)
+        if (i % sh.c < 4) x[i] = 3.7f; /* group 0 of both samples */
+    Tensor mt = tensor_2d(mean, 2, 2), rt = tensor_2d(rstd, 2, 2);
+    group_norm_forward(act3(y, sh), mt, rt, act3(x, sh), tensor_1d(w, 8), tensor_1d(b, 8), 2, 1e-5f);
+    group_norm_backward(act3(dx, sh), tensor_1d(dw, 8), tensor_1d(db, 8), act3(dy, sh), act3(x, sh), mt, rt,
+                        tensor_1d(w, 8), 2);
+    float want = (float)(1.0 / sqrt((double)1e-5f));
+    EXPECT(fabsf(rstd[0] - want) <= 1e-6f * want && fabsf(rstd[2] - want) <= 1e-6f * want,
+           "rstd of a constant group: %g and %g, expected %g", (double)rstd[0], (double)rstd[2], (double)want);
+    EXPECT(mean[0] == 3.7f && mean[2] == 3.7f, "mean of a constant group: %.9g", (double)mean[0]);
+    double worst = 0;
+    for (size_t i = 0; i < numel; i++)
+        if (i % sh.c < 4) worst = fmax(worst, fabs((double)y[i] - b[i % sh.c]));
+    /* x a and mean a (a = rstd w ~ 300) cancel up to the rounding of values ~ 1e3. */
+    EXPECT(worst < 2e-4, "a constant group's output is off its bias by %g", worst);
+    expect_all_finite("constant group y", y, numel);
+    expect_all_finite("constant group dx", dx, numel);
+    expect_all_finite("constant group dweight", dw, 8);
+    free(x), free(y), free(dy), free(dx);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* CHECK failures */
 
@@ -401,6 +430,7 @@ int main(void) {
     RUN(test_group_norm_realistic_shapes);
     RUN(test_group_norm_thread_count_independent);
     RUN(test_group_norm_robust_to_offset);
+    RUN(test_group_norm_constant_group);
     RUN(test_group_norm_check_failures);
     return harness_finish();
 }
