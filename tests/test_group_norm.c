@@ -1,8 +1,10 @@
 /* Group norm: finite-difference gradients, PyTorch fixtures (tests/fixtures/group_norm.safetensors from
  * tools/torchref/fixtures_group_norm.py), the U-Net's realistic shapes against a plain double-precision
  * reference written here (guarded outputs, NaN/inf checks, backward accumulating twice), bitwise identical
- * results for 1, 2 and 3 threads, robustness to a large mean offset, and CHECK failures. */
+ * results for 1, 2 and 3 threads, robustness to a large mean offset, a zero-variance group, and CHECK
+ * failures. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,6 +333,31 @@ static void test_group_norm_thread_count_independent(void) {
     }
 }
 
+/* Large outputs in 64-byte aligned memory are written with non-temporal stores, others with ordinary
+ * ones: the same arithmetic, the same bits, and nothing written past the end. */
+static void test_group_norm_streamed_output(void) {
+#ifdef __SANITIZE_ADDRESS__
+    RefShape sh = {1, 4096, 512, 32}; /* 8 MB, the smallest streamed size */
+#else
+    RefShape sh = {2, 4096, 448, 32};
+#endif
+    size_t numel = sh.n * sh.s * sh.c;
+    float *x = xmalloc(numel * sizeof(float)), *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
+    fill_normal(x, numel, 51), fill_normal(w, sh.c, 52), fill_normal(b, sh.c, 53);
+    float *aligned = alloc_floats(numel + 16), *plain = xmalloc((numel + 1) * sizeof(float));
+    float *unaligned = plain + ((uintptr_t)plain % 64 == 0); /* 4 bytes off a 64-byte boundary at least */
+    for (size_t i = 0; i < 16; i++) aligned[numel + i] = -7.0f;
+    float mean[64], rstd[64];
+    Tensor mt = tensor_2d(mean, sh.n, sh.g), rt = tensor_2d(rstd, sh.n, sh.g);
+    group_norm_forward(act3(aligned, sh), mt, rt, act3(x, sh), tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+    group_norm_forward(act3(unaligned, sh), mt, rt, act3(x, sh), tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+    EXPECT(memcmp(aligned, unaligned, numel * sizeof(float)) == 0, "streamed and ordinary outputs differ");
+    bool intact = true;
+    for (size_t i = 0; i < 16; i++) intact = intact && aligned[numel + i] == -7.0f;
+    EXPECT(intact, "the streamed output wrote past its end");
+    free(x), free(w), free(b), alloc_free(aligned), free(plain);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* A mean far from zero next to a small spread: the one-pass E[x^2] - E[x]^2 in float loses every digit
  * here (mean^2 = 1e6 against a variance of 1e-4); the two-pass statistics must not. */
@@ -429,6 +456,7 @@ int main(void) {
     RUN(test_group_norm_gradcheck);
     RUN(test_group_norm_realistic_shapes);
     RUN(test_group_norm_thread_count_independent);
+    RUN(test_group_norm_streamed_output);
     RUN(test_group_norm_robust_to_offset);
     RUN(test_group_norm_constant_group);
     RUN(test_group_norm_check_failures);

@@ -75,6 +75,7 @@ void concat_channels_backward(Tensor da, Tensor db, Tensor dout) {
 #pragma omp parallel for schedule(static) if (tensor_numel(dout) >= ELEMENTWISE_PARALLEL_ELEMS)
     for (size_t r = 0; r < rows; r++) {
         const float *src = dout.data + r * c;
+        /* out[r, 0:ca] = a[r], out[r, ca:c] = b[r] */
         if (pa) {
 #pragma omp simd
             for (size_t k = 0; k < ca; k++) pa[r * ca + k] += src[k];
