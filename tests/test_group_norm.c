@@ -185,9 +185,11 @@ static void gradcheck_shape(int ndim, const size_t *shape, int groups) {
 }
 
 static void test_group_norm_gradcheck(void) {
+    /* The first three take the chunk split, the last the slab split (see group_norm.c). */
     gradcheck_shape(4, (size_t[]){2, 3, 5, 8}, 4);  /* 15 positions: a partial 8-row step */
     gradcheck_shape(3, (size_t[]){1, 20, 6}, 3);    /* tokens (N, L, C) */
     gradcheck_shape(2, (size_t[]){3, 12}, 4);       /* one position per sample */
+    gradcheck_shape(4, (size_t[]){2, 3, 5, 32}, 8); /* slabs of 4 groups of 4 channels */
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -362,8 +364,7 @@ static void test_group_norm_streamed_output(void) {
 /* A mean far from zero next to a small spread: the one-pass E[x^2] - E[x]^2 in float loses every digit
  * here (mean^2 = 1e6 against a variance of 1e-4); the two-pass statistics must not. */
 
-static void test_group_norm_robust_to_offset(void) {
-    RefShape sh = {2, 4096, 16, 4};
+static void check_offset(RefShape sh) {
     size_t numel = sh.n * sh.s * sh.c;
     float *x = xmalloc(numel * sizeof(float)), *y = xmalloc(numel * sizeof(float));
     float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
@@ -386,24 +387,28 @@ static void test_group_norm_robust_to_offset(void) {
     free(want), free(x), free(y), free(w), free(b), free(y_ref);
 }
 
+static void test_group_norm_robust_to_offset(void) {
+    check_offset((RefShape){2, 4096, 16, 4}); /* slab split */
+    check_offset((RefShape){2, 8192, 16, 4}); /* chunk split */
+}
+
 /* A group whose values are all equal has variance 0 (its M2 may round to a tiny negative): rstd must be
  * 1 / sqrt(eps), the output the bias, nothing NaN. */
-static void test_group_norm_constant_group(void) {
-    RefShape sh = {2, 100, 8, 2};
+static void check_constant_group(RefShape sh) {
     size_t numel = sh.n * sh.s * sh.c;
     float *x = xmalloc(numel * sizeof(float)), *y = xmalloc(numel * sizeof(float)), *dy = xmalloc(numel * sizeof(float));
-    float *dx = xcalloc(numel, sizeof(float)), w[8], b[8], dw[8] = {0}, db[8] = {0}, mean[4], rstd[4];
-    fill_normal(x, numel, 41), fill_normal(dy, numel, 42), fill_uniform(w, 8, 43, 0.5f, 1.5f), fill_normal(b, 8, 44);
+    float *dx = xcalloc(numel, sizeof(float)), w[16], b[16], dw[16] = {0}, db[16] = {0}, mean[8], rstd[8];
+    fill_normal(x, numel, 41), fill_normal(dy, numel, 42), fill_uniform(w, sh.c, 43, 0.5f, 1.5f), fill_normal(b, sh.c, 44);
     for (size_t i = 0; i < numel; i++)
         if (i % sh.c < 4) x[i] = 3.7f; /* group 0 of both samples */
-    Tensor mt = tensor_2d(mean, 2, 2), rt = tensor_2d(rstd, 2, 2);
-    group_norm_forward(act3(y, sh), mt, rt, act3(x, sh), tensor_1d(w, 8), tensor_1d(b, 8), 2, 1e-5f);
-    group_norm_backward(act3(dx, sh), tensor_1d(dw, 8), tensor_1d(db, 8), act3(dy, sh), act3(x, sh), mt, rt,
-                        tensor_1d(w, 8), 2);
+    Tensor mt = tensor_2d(mean, 2, sh.g), rt = tensor_2d(rstd, 2, sh.g), wt = tensor_1d(w, sh.c);
+    group_norm_forward(act3(y, sh), mt, rt, act3(x, sh), wt, tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+    group_norm_backward(act3(dx, sh), tensor_1d(dw, sh.c), tensor_1d(db, sh.c), act3(dy, sh), act3(x, sh), mt, rt,
+                        wt, (int)sh.g);
     float want = (float)(1.0 / sqrt((double)1e-5f));
-    EXPECT(fabsf(rstd[0] - want) <= 1e-6f * want && fabsf(rstd[2] - want) <= 1e-6f * want,
-           "rstd of a constant group: %g and %g, expected %g", (double)rstd[0], (double)rstd[2], (double)want);
-    EXPECT(mean[0] == 3.7f && mean[2] == 3.7f, "mean of a constant group: %.9g", (double)mean[0]);
+    EXPECT(fabsf(rstd[0] - want) <= 1e-6f * want && fabsf(rstd[sh.g] - want) <= 1e-6f * want,
+           "rstd of a constant group: %g and %g, expected %g", (double)rstd[0], (double)rstd[sh.g], (double)want);
+    EXPECT(mean[0] == 3.7f && mean[sh.g] == 3.7f, "mean of a constant group: %.9g", (double)mean[0]);
     double worst = 0;
     for (size_t i = 0; i < numel; i++)
         if (i % sh.c < 4) worst = fmax(worst, fabs((double)y[i] - b[i % sh.c]));
@@ -411,8 +416,13 @@ static void test_group_norm_constant_group(void) {
     EXPECT(worst < 2e-4, "a constant group's output is off its bias by %g", worst);
     expect_all_finite("constant group y", y, numel);
     expect_all_finite("constant group dx", dx, numel);
-    expect_all_finite("constant group dweight", dw, 8);
+    expect_all_finite("constant group dweight", dw, sh.c);
     free(x), free(y), free(dy), free(dx);
+}
+
+static void test_group_norm_constant_group(void) {
+    check_constant_group((RefShape){2, 100, 8, 2});  /* chunk split */
+    check_constant_group((RefShape){2, 100, 16, 4}); /* slab split */
 }
 
 /* ------------------------------------------------------------------------------------------------ */
