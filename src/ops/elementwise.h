@@ -1,12 +1,15 @@
-/* The elementwise glue between a U-Net's layers, on channels-last activations.
- * concat_channels:  out (N, H, W, Ca + Cb) = [a (N, H, W, Ca), b (N, H, W, Cb)] along channels (skips).
+/* The elementwise glue between a U-Net's layers, on channels-last activations. (N, ..., C) below is
+ * (N, H, W, C), (N, L, C) or (N, C): any positions between the batch and the channels.
+ * concat_channels:  out (N, ..., Ca + Cb) = [a (N, ..., Ca), b (N, ..., Cb)] along channels (skips).
  * add_scaled:       out = (a + b) * scale, all the same shape (residual add divided by the block's
- *                   output_scale_factor: scale = 1 / output_scale_factor). out may alias a or b.
- * add_channel:      out (N, H, W, C) = inp + v[n, c], v (N, C) (time embedding added to every position).
+ *                   output_scale_factor: scale = 1 / output_scale_factor). out may alias a or b; in
+ *                   backward da and db may be the same buffer.
+ * add_channel:      out (N, ..., C) = inp + v[n, c], v (N, C) (time embedding added to every position).
  *                   out may alias inp.
- * scale_shift:      out (N, H, W, C) = inp * (1 + scale[n, c]) + shift[n, c], scale, shift (N, C)
+ * scale_shift:      out (N, ..., C) = inp * (1 + scale[n, c]) + shift[n, c], scale, shift (N, C)
  *                   (resnet_time_scale_shift = "scale_shift"). out may alias inp.
- * Backward functions accumulate; any gradient may be tensor_none(). */
+ * Backward functions accumulate; any gradient may be tensor_none(). The per-channel sums (dv, dscale,
+ * dshift) are accumulated in double and do not depend on the thread count. */
 #ifndef DIFFUSE_ELEMENTWISE_H
 #define DIFFUSE_ELEMENTWISE_H
 

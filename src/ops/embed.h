@@ -3,7 +3,8 @@
  *   get_timestep_embedding: half = dim / 2, exponent_i = -ln(max_period) * i / (half - downscale_freq_shift),
  *   arg_i = scale * t * exp(exponent_i); out = [sin(arg), cos(arg)], swapped to [cos, sin] when
  *   flip_sin_to_cos; an odd dim gets a zero last column. Computed in double, stored as float.
- *   timesteps: N values; out (N, dim). Forward only: the time steps are not learned.
+ *   timesteps: N values; out (N, dim), dim >= 1 (half - downscale_freq_shift must not be 0).
+ *   Forward only: the time steps are not learned.
  * embedding: table lookup, as torch.nn.Embedding: out[n] = table[ids[n]]; ids CHECKed in [0, V).
  *   table (V, F), out (N, F). Backward accumulates dout rows into dtable. */
 #ifndef DIFFUSE_EMBED_H

@@ -1,8 +1,12 @@
 /* Group normalisation with affine parameters, as torch.nn.GroupNorm, on channels-last activations:
  * the C channels form G groups of C/G consecutive channels; each (sample, group) is normalised over all
  * its positions and channels: out = (inp - mean) * rstd * weight[c] + bias[c], rstd = 1 / sqrt(var + eps),
- * var the biased variance (statistics accumulated in double).
- * Shapes: inp, out (N, ..., C) (e.g. (N, H, W, C) or (N, L, C)); weight, bias (C); mean, rstd (N, G). */
+ * var the biased variance (statistics accumulated in double, numerically robust to an offset mean).
+ * Shapes: inp, out, dout, dinp (N, ..., C) (e.g. (N, H, W, C) or (N, L, C)); weight, bias, dweight,
+ * dbias (C); mean, rstd (N, G), written by forward for backward.
+ * weight and bias may be tensor_none() (GroupNorm(affine=False): weight 1, bias 0). Backward accumulates
+ * into dinp, dweight, dbias, any of which may be tensor_none(); dweight needs the weight. Results are
+ * bitwise identical for any thread count. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 

@@ -2,7 +2,8 @@
  * Nearest upsampling (F.interpolate(scale_factor=2, mode="nearest")): out[n, y, x, c] = inp[n, y/2, x/2, c];
  *   inp (N, H, W, C), out (N, 2H, 2W, C).
  * 2x2 average pooling, stride 2 (F.avg_pool2d(kernel_size=2, stride=2), used by diffusers' "resnet"
- *   downsampling): inp (N, H, W, C) with H, W even, out (N, H/2, W/2, C). */
+ *   downsampling): inp (N, H, W, C) with H, W even (CHECKed), out (N, H/2, W/2, C).
+ * Backward functions accumulate into dinp. */
 #ifndef DIFFUSE_RESAMPLE_H
 #define DIFFUSE_RESAMPLE_H
 

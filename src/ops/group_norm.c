@@ -1,0 +1,592 @@
+/* Group normalisation on channels-last activations (torch.nn.GroupNorm; Wu & He, "Group Normalization",
+ * ECCV 2018; https://pytorch.org/docs/stable/generated/torch.nn.GroupNorm.html).
+ *
+ *   For sample n and group g (channels g Cg .. g Cg + Cg - 1, Cg = C / G), over its M = S Cg values
+ *   (S = positions per sample):
+ *     mean = sum(x) / M,  var = sum((x - mean)^2) / M (biased),  rstd = 1 / sqrt(var + eps)
+ *     xhat = (x - mean) rstd,  y = xhat weight[c] + bias[c]      (weight 1 and bias 0 when absent)
+ *   Backward, with A_c = sum_s dy and B_c = sum_s dy (x - mean) per (n, c):
+ *     dbias[c] += sum_n A_c,  dweight[c] += sum_n rstd B_c
+ *     dx = rstd (w dy - SA / M - xhat rstd SB / M),  SA = sum_{c in g} w_c A_c,  SB = sum_{c in g} w_c B_c
+ *
+ * Buffers: inp, out, dout, dinp (N, S, C) with S any product of middle dims (H W, or L, or none);
+ *          weight, bias, dweight, dbias (C); mean, rstd (N, G), saved by forward as float.
+ *
+ * Work split. In channels-last memory a group is a sliver of Cg (7 to 28) floats in every row of C, so a
+ * task per (n, group) would read a strided fraction of each cache line. Two splits, chosen by the shape
+ * alone (never by the thread count, so every result is bitwise the same for any number of threads):
+ *   - slabs, for few positions (a slab's data <= GN_SLAB_MAX_BYTES, e.g. 8 x 8 and 16 x 16 images): a task
+ *     per (sample, slab of k groups), k Cg channels a whole number of cache lines wide; it computes its
+ *     groups' statistics and output from its cached slab alone, with no merge between tasks and no barrier;
+ *   - chunks, otherwise: a task per (sample, chunk of positions) reading whole rows into per-channel
+ *     accumulators vectorised over C; chunks depend only on the shape (>= 32K elements, <= 64 per sample)
+ *     and their partial results merge in chunk order.
+ * In both, channels fold into groups after their per-channel sums.
+ *
+ * Statistics, in double and numerically robust. An item walks its chunk in 64 KB blocks that stay in L2 and
+ * makes two passes over each: channel means, then squared deviations from them; blocks merge into the
+ * item's per-channel moments and channels into groups by Chan, Golub & LeVeque's pairwise update (mean and
+ * M2 of a union), items into the sample likewise. Eight rows of a channel are summed in float before each
+ * double accumulation (block_moments says why that is safe). Measured in cache at U-Net widths, one thread,
+ * per element: Welford per channel in double 0.16 ns, these two passes all in double 0.20 ns, with the
+ * float eight-row steps 0.08 ns. The input comes from memory twice, for the statistics and for the output;
+ * for tensors past GN_LARGE_BYTES the statistics pass prefetches its next block and the output is written
+ * with non-temporal stores.
+ *
+ * Output: y = x a_c + b_c with a_c = rstd w_c and b_c = bias_c - mean a_c, PyTorch's formula; its rounding
+ * (~ulp(mean) rstd |w|) stays below what the input's own rounding contributes. The row kernel that
+ * writes it is where a fused GroupNorm + SiLU applies the activation.
+ *
+ * Backward: one pass over dy and x for A and B (eight-row float steps into double, as above), then
+ * dx += dy alpha_c + x beta_g + gamma_g with the per-(n, g) constants folded from SA and SB. */
+#include "ops/group_norm.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <math.h>
+#include <omp.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/alloc.h"
+#include "core/check.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Shapes, plans and scratch */
+
+/* Chunk split: a chunk has at least GN_CHUNK_ELEMS elements, so per-chunk partials stay small next to the
+ * data, and a sample has at most GN_MAX_CHUNKS chunks. Forward chunks are walked in blocks of about
+ * GN_BLOCK_ELEMS elements (64 KB), which stay in L2 between the two statistics passes. */
+#define GN_CHUNK_ELEMS 32768
+#define GN_MAX_CHUNKS 64
+#define GN_BLOCK_ELEMS 16384
+/* Slab split: when a slab (all positions of k groups) fits in this much of L2, with room for its output. */
+#define GN_SLAB_MAX_BYTES (384u << 10)
+#define GN_SLAB_MAX_WIDTH 512
+/* Below this many elements one thread does the work: waking a team costs more than it saves. */
+#define GN_PARALLEL_ELEMS 16384
+/* From this input size on, the statistics pass prefetches its next block while it works on the cached one,
+ * and the output is streamed past the cache: a quarter of the 32 MB L3 of the machine this was tuned on. */
+#define GN_LARGE_BYTES (8u << 20)
+
+typedef struct GroupNormPlan {
+    size_t n, s, c, g, cg;       /* samples, positions per sample, channels, groups, channels per group */
+    bool slabs;                  /* which split */
+    size_t slab_groups, slab_width, n_slabs; /* slabs: k groups, k cg channels, slabs per sample */
+    size_t chunk_rows, n_chunks; /* chunks: rows per chunk, chunks per sample */
+    size_t n_tasks;
+} GroupNormPlan;
+
+static size_t div_ceil(size_t a, size_t b) { return (a + b - 1) / b; }
+
+static size_t gcd(size_t a, size_t b) {
+    while (b) {
+        size_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+static GroupNormPlan plan_of(Tensor inp, int n_groups, const char *where) {
+    tensor_expect(inp, where, "inp", inp.ndim, NULL);
+    char buf[96];
+    CHECK(inp.ndim >= 2, "%s: inp has shape %s, expected (N, ..., C)", where, tensor_shape_str(inp, buf, sizeof buf));
+    GroupNormPlan pl = {.n = inp.shape[0], .c = inp.shape[inp.ndim - 1]};
+    pl.s = tensor_numel(inp) / (pl.n * pl.c);
+    CHECK(n_groups > 0 && pl.c % (size_t)n_groups == 0, "%s: n_groups %d does not divide the %zu channels of inp %s",
+          where, n_groups, pl.c, tensor_shape_str(inp, buf, sizeof buf));
+    pl.g = (size_t)n_groups;
+    pl.cg = pl.c / pl.g;
+    /* The fewest whole groups that make whole 64-byte lines: k Cg a multiple of 16 floats. */
+    pl.slab_groups = 16 / gcd(pl.cg, 16);
+    pl.slab_width = pl.slab_groups * pl.cg;
+    pl.slabs = pl.g % pl.slab_groups == 0 && pl.slab_width <= GN_SLAB_MAX_WIDTH &&
+               pl.s * pl.slab_width * sizeof(float) <= GN_SLAB_MAX_BYTES && pl.n * (pl.g / pl.slab_groups) >= 2;
+    if (pl.slabs) {
+        pl.n_slabs = pl.g / pl.slab_groups;
+        pl.n_tasks = pl.n * pl.n_slabs;
+    } else {
+        size_t min_rows = div_ceil(GN_CHUNK_ELEMS, pl.c), max_chunks_rows = div_ceil(pl.s, GN_MAX_CHUNKS);
+        pl.chunk_rows = div_ceil(min_rows > max_chunks_rows ? min_rows : max_chunks_rows, 8) * 8; /* 8-row steps */
+        if (pl.chunk_rows > pl.s) pl.chunk_rows = pl.s;
+        pl.n_chunks = div_ceil(pl.s, pl.chunk_rows);
+        pl.n_tasks = pl.n * pl.n_chunks;
+    }
+    return pl;
+}
+
+/* Rows [r0, r1) of chunk task `task`, and its sample. */
+static size_t chunk_rows_of(const GroupNormPlan *pl, size_t task, size_t *r0, size_t *r1) {
+    *r0 = task % pl->n_chunks * pl->chunk_rows;
+    *r1 = *r0 + pl->chunk_rows < pl->s ? *r0 + pl->chunk_rows : pl->s;
+    return task / pl->n_chunks;
+}
+
+/* One grow-only scratch buffer for this file: ops run one at a time, so no call overlaps another, and
+ * after the first call at the largest shape nothing is allocated. */
+static void *scratch_get(size_t n_bytes) {
+    static void *buffer;
+    static size_t capacity;
+    if (n_bytes > capacity) {
+        alloc_free(buffer);
+        buffer = alloc_aligned(n_bytes);
+        capacity = n_bytes;
+    }
+    return buffer;
+}
+
+static size_t align64(size_t n_bytes) { return (n_bytes + 63) / 64 * 64; }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Statistics */
+
+/* Count, mean and sum of squared deviations (M2) of a set of values. */
+typedef struct Moments {
+    double count, mean, m2;
+} Moments;
+
+/* Chan, Golub & LeVeque's update: the moments of the union of two disjoint sets. */
+static void moments_merge(Moments *acc, Moments part) {
+    if (acc->count == 0) {
+        *acc = part;
+        return;
+    }
+    double total = acc->count + part.count, delta = part.mean - acc->mean;
+    acc->mean += delta * (part.count / total);
+    acc->m2 += part.m2 + delta * delta * (acc->count * part.count / total);
+    acc->count = total;
+}
+
+/* The moments of each of `width` channels over a block of rows (row stride ld), merged into per-channel
+ * moments (mean_c, m2_c over *count rows each), with two passes over the cached block: pass 1 sums x for
+ * the channel means m, pass 2 sums (x - m_f)^2 with m_f = m rounded to float, and
+ * M2 = sum (x - m_f)^2 - n_rows (m - m_f)^2 (exact, as the deviations from m sum to zero).
+ * Accumulators are double. Eight rows of a channel are first combined in float (pass 1: a pairwise sum;
+ * pass 2: a chain of eight non-negative squares), a few float roundings per eight terms: a relative error
+ * of at most ~5e-7 of the terms' magnitude, which does not grow with the count nor with the mean's offset
+ * (nothing cancels), for half the work of converting every element to double. When prefetch is given,
+ * pass 2 pulls in the block that follows. work: 2 width doubles and width floats. */
+static void block_moments(double *restrict mean_c, double *restrict m2_c, double *count, double *restrict work,
+                          const float *restrict x, size_t n_rows, size_t width, size_t ld, const float *prefetch) {
+    double *restrict s1 = work, *restrict s2 = work + width;
+    float *restrict m = (float *)(work + 2 * width);
+    for (size_t c = 0; c < width; c++) s1[c] = 0, s2[c] = 0;
+    size_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) {
+        const float *x0 = x + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) {
+            const float *p = x0 + c;
+            float q = ((p[0] + p[ld]) + (p[2 * ld] + p[3 * ld])) + ((p[4 * ld] + p[5 * ld]) + (p[6 * ld] + p[7 * ld]));
+            s1[c] += (double)q;
+        }
+    }
+    for (; r < n_rows; r++) {
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) s1[c] += (double)x[r * ld + c];
+    }
+    const double rows = (double)n_rows, inv_rows = 1.0 / rows;
+#pragma omp simd
+    for (size_t c = 0; c < width; c++) {
+        s1[c] *= inv_rows; /* s1 now holds the block's channel means */
+        m[c] = (float)s1[c];
+    }
+    for (r = 0; r + 8 <= n_rows; r += 8) {
+        const float *x0 = x + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) {
+            const float *p = x0 + c;
+            const float mc = m[c];
+            float d0 = p[0] - mc, d1 = p[ld] - mc, d2 = p[2 * ld] - mc, d3 = p[3 * ld] - mc;
+            float d4 = p[4 * ld] - mc, d5 = p[5 * ld] - mc, d6 = p[6 * ld] - mc, d7 = p[7 * ld] - mc;
+            float q = d0 * d0;
+            q += d1 * d1, q += d2 * d2, q += d3 * d3, q += d4 * d4, q += d5 * d5, q += d6 * d6, q += d7 * d7;
+            s2[c] += (double)q;
+        }
+        if (prefetch)
+            for (size_t i = 0; i < 8 * ld; i += 16) __builtin_prefetch(prefetch + r * ld + i);
+    }
+    for (; r < n_rows; r++) {
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) {
+            float d = x[r * ld + c] - m[c];
+            s2[c] += (double)(d * d);
+        }
+    }
+    /* Chan et al.'s update with the moments so far: every channel has the same counts. */
+    const double total = *count + rows, weight_new = rows / total, weight_cross = *count * rows / total;
+#pragma omp simd
+    for (size_t c = 0; c < width; c++) {
+        double offset = (double)m[c] - s1[c], m2 = s2[c] - rows * offset * offset, delta = s1[c] - mean_c[c];
+        mean_c[c] += delta * weight_new;
+        m2_c[c] += m2 + delta * delta * weight_cross;
+    }
+    *count = total;
+}
+
+/* Folds per-channel moments (count values each) into the moments of each group of cg channels:
+ * mean = average of the channel means, M2 = sum of the channel M2 + count sum (mean_c - mean)^2.
+ * The group index runs innermost, so the sums of different groups proceed side by side.
+ * work: 2 n_groups doubles. */
+static void fold_groups(Moments *moments, const double *mean_c, const double *m2_c, double count, size_t n_groups,
+                        size_t cg, double *work) {
+    double *mean_g = work, *m2_g = work + n_groups;
+    for (size_t g = 0; g < n_groups; g++) mean_g[g] = 0, m2_g[g] = 0;
+    for (size_t j = 0; j < cg; j++)
+        for (size_t g = 0; g < n_groups; g++) mean_g[g] += mean_c[g * cg + j], m2_g[g] += m2_c[g * cg + j];
+    for (size_t g = 0; g < n_groups; g++) mean_g[g] /= (double)cg;
+    for (size_t j = 0; j < cg; j++)
+        for (size_t g = 0; g < n_groups; g++) {
+            double d = mean_c[g * cg + j] - mean_g[g];
+            m2_g[g] += count * d * d;
+        }
+    for (size_t g = 0; g < n_groups; g++) moments[g] = (Moments){count * (double)cg, mean_g[g], m2_g[g]};
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Forward */
+
+/* From a group's moments: its saved mean and rstd, and the output coefficients a, b of its cg channels
+ * (offset c0) such that y = x a + b. */
+static void group_output_coefficients(float *mean, float *rstd, float *a, float *b, Moments m, float eps,
+                                      const float *w, const float *bias, size_t c0, size_t cg) {
+    double var = m.m2 > 0 ? m.m2 / m.count : 0; /* M2 of a constant group may round below 0 */
+    double r = 1.0 / sqrt(var + (double)eps);
+    *mean = (float)m.mean;
+    *rstd = (float)r;
+    for (size_t j = 0; j < cg; j++) {
+        double ac = r * (w ? (double)w[c0 + j] : 1.0);
+        a[j] = (float)ac;
+        b[j] = (float)((bias ? (double)bias[c0 + j] : 0.0) - m.mean * ac);
+    }
+}
+
+/* Whether normalize_rows can write with non-temporal stores, which skip reading the destination's cache
+ * lines before overwriting them (a third less memory traffic). Used only for tensors too large to stay
+ * in cache for the next layer anyway (GN_LARGE_BYTES). */
+static bool can_stream(const float *out, size_t c_all) {
+#if defined(__AVX512F__)
+    return c_all % 16 == 0 && (uintptr_t)out % 64 == 0;
+#else
+    (void)out, (void)c_all;
+    return false;
+#endif
+}
+
+/* out = x a + b for n_rows rows of `width` channels (row stride ld), with per-channel a = rstd w and
+ * b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below the
+ * rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
+ * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). A fused
+ * GroupNorm + SiLU applies the activation to the value stored here. */
+static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
+                           const float *restrict a, const float *restrict b, bool stream) {
+#if defined(__AVX512F__)
+    if (stream) {
+        for (size_t r = 0; r < n_rows; r++)
+            for (size_t c = 0; c < width; c += 16) {
+                __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + r * ld + c), _mm512_loadu_ps(a + c));
+                _mm512_stream_ps(out + r * ld + c, _mm512_add_ps(v, _mm512_loadu_ps(b + c)));
+            }
+        _mm_sfence(); /* order the streamed stores before the barrier that publishes them */
+        return;
+    }
+#else
+    (void)stream;
+#endif
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *row = x + r * ld;
+        float *orow = out + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) orow[c] = row[c] * a[c] + b[c];
+    }
+}
+
+typedef struct ForwardArgs {
+    Tensor out, mean, rstd, inp;
+    const float *w, *bias;
+    float eps;
+} ForwardArgs;
+
+/* Slab split: each task owns k groups of one sample from statistics to output. */
+static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
+    const size_t width = pl->slab_width, k = pl->slab_groups;
+    /* per thread: mean_c, m2_c, block_moments' work (2 width + width / 2), fold work 2 k, a and b */
+    const size_t work_doubles = 5 * width + 2 * k + (width + 1) / 2;
+    double *work = scratch_get((size_t)omp_get_max_threads() * work_doubles * sizeof(double));
+#pragma omp parallel if (pl->n * pl->s * pl->c >= GN_PARALLEL_ELEMS)
+    {
+        double *mean_c = work + (size_t)omp_get_thread_num() * work_doubles, *m2_c = mean_c + width;
+        double *block_work = m2_c + width, *fold_work = block_work + 2 * width + (width + 1) / 2;
+        float *a = (float *)(fold_work + 2 * k), *b = a + width;
+        Moments moments[16];
+#pragma omp for schedule(static)
+        for (size_t task = 0; task < pl->n_tasks; task++) {
+            size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
+            size_t offset = n * pl->s * pl->c + c0;
+            double count = 0;
+            for (size_t c = 0; c < width; c++) mean_c[c] = 0, m2_c[c] = 0;
+            block_moments(mean_c, m2_c, &count, block_work, f->inp.data + offset, pl->s, width, pl->c, NULL);
+            fold_groups(moments, mean_c, m2_c, count, k, pl->cg, fold_work);
+            for (size_t j = 0; j < k; j++)
+                group_output_coefficients(&f->mean.data[n * pl->g + g0 + j], &f->rstd.data[n * pl->g + g0 + j],
+                                          a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias,
+                                          c0 + j * pl->cg, pl->cg);
+            normalize_rows(f->out.data + offset, f->inp.data + offset, pl->s, width, pl->c, a, b, false);
+        }
+    }
+}
+
+/* Chunk split: statistics per chunk, merged per sample in chunk order, then the output per chunk. */
+static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
+    const size_t c_all = pl->c, n_groups = pl->g;
+    const size_t work_doubles = 4 * c_all + (c_all + 1) / 2 + 2 * n_groups; /* mean_c, m2_c, block, fold */
+    const size_t moments_bytes = align64(pl->n_tasks * n_groups * sizeof(Moments));
+    const size_t work_bytes = align64((size_t)omp_get_max_threads() * work_doubles * sizeof(double));
+    char *scratch = scratch_get(moments_bytes + work_bytes + pl->n * 2 * c_all * sizeof(float));
+    Moments *chunk_moments = (Moments *)scratch;                   /* (tasks, G) */
+    double *work = (double *)(scratch + moments_bytes);             /* (threads, work_doubles) */
+    float *coef = (float *)(scratch + moments_bytes + work_bytes);  /* (N, 2, C): a, b */
+    size_t block_rows = GN_BLOCK_ELEMS / c_all / 8 * 8;
+    if (block_rows < 8) block_rows = 8;
+    const bool large = pl->n * pl->s * c_all * sizeof(float) >= GN_LARGE_BYTES;
+    const bool stream = large && can_stream(f->out.data, c_all);
+#pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
+    {
+        double *mean_c = work + (size_t)omp_get_thread_num() * work_doubles, *m2_c = mean_c + c_all;
+        double *block_work = m2_c + c_all, *fold_work = block_work + 2 * c_all + (c_all + 1) / 2;
+#pragma omp for schedule(static)
+        for (size_t task = 0; task < pl->n_tasks; task++) {
+            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
+            double count = 0;
+            for (size_t c = 0; c < c_all; c++) mean_c[c] = 0, m2_c[c] = 0;
+            for (size_t r = r0; r < r1; r += block_rows) {
+                size_t rows = r1 - r < block_rows ? r1 - r : block_rows;
+                const float *x = f->inp.data + (n * pl->s + r) * c_all;
+                block_moments(mean_c, m2_c, &count, block_work, x, rows, c_all, c_all,
+                              r + rows < r1 && large ? x + rows * c_all : NULL);
+            }
+            fold_groups(chunk_moments + task * n_groups, mean_c, m2_c, count, n_groups, pl->cg, fold_work);
+        }
+#pragma omp for schedule(static)
+        for (size_t ng = 0; ng < pl->n * n_groups; ng++) {
+            size_t n = ng / n_groups, g = ng % n_groups;
+            Moments total = {0, 0, 0};
+            for (size_t k = 0; k < pl->n_chunks; k++) moments_merge(&total, chunk_moments[(n * pl->n_chunks + k) * n_groups + g]);
+            float *a = coef + n * 2 * c_all + g * pl->cg;
+            group_output_coefficients(&f->mean.data[ng], &f->rstd.data[ng], a, a + c_all, total, f->eps, f->w, f->bias,
+                                      g * pl->cg, pl->cg);
+        }
+#pragma omp for schedule(static)
+        for (size_t task = 0; task < pl->n_tasks; task++) {
+            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
+            const float *a = coef + n * 2 * c_all;
+            normalize_rows(f->out.data + offset, f->inp.data + offset, r1 - r0, c_all, c_all, a, a + c_all, stream);
+        }
+    }
+}
+
+void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
+                        float eps) {
+    const GroupNormPlan pl = plan_of(inp, n_groups, __func__);
+    tensor_expect(out, __func__, "out", inp.ndim, inp.shape);
+    EXPECT_SHAPE(mean, "mean", pl.n, pl.g);
+    EXPECT_SHAPE(rstd, "rstd", pl.n, pl.g);
+    if (!tensor_is_none(weight)) EXPECT_SHAPE(weight, "weight", pl.c);
+    if (!tensor_is_none(bias)) EXPECT_SHAPE(bias, "bias", pl.c);
+    CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", __func__, (double)eps);
+    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps};
+    if (pl.slabs) forward_slabs(&pl, &f);
+    else forward_chunks(&pl, &f);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Backward */
+
+/* Adds to A[c] the sum of dy and to B[c] the sum of dy (x - mu) over n_rows rows of `width` channels (row
+ * stride ld), eight rows at a time summed pairwise in float before the double accumulators (as
+ * block_moments does). */
+static void grad_sums(double *restrict a_sum, double *restrict b_sum, const float *restrict dy,
+                      const float *restrict x, const float *restrict mu, size_t n_rows, size_t width, size_t ld) {
+    size_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) {
+        const float *g = dy + r * ld, *v = x + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) {
+            const float *p = g + c, *q = v + c, m = mu[c];
+            float t0 = p[0] * (q[0] - m), t1 = p[ld] * (q[ld] - m);
+            float t2 = p[2 * ld] * (q[2 * ld] - m), t3 = p[3 * ld] * (q[3 * ld] - m);
+            float t4 = p[4 * ld] * (q[4 * ld] - m), t5 = p[5 * ld] * (q[5 * ld] - m);
+            float t6 = p[6 * ld] * (q[6 * ld] - m), t7 = p[7 * ld] * (q[7 * ld] - m);
+            float sa = ((p[0] + p[ld]) + (p[2 * ld] + p[3 * ld])) + ((p[4 * ld] + p[5 * ld]) + (p[6 * ld] + p[7 * ld]));
+            a_sum[c] += (double)sa;                                                   /* y = ... + bias */
+            b_sum[c] += (double)(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))); /* y = xhat w + ... */
+        }
+    }
+    for (; r < n_rows; r++) {
+        const float *g = dy + r * ld, *v = x + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) {
+            a_sum[c] += (double)g[c];
+            b_sum[c] += (double)(g[c] * (v[c] - mu[c]));
+        }
+    }
+}
+
+/* The input-gradient coefficients of one group (channels c0 .. c0 + cg - 1) from its sums A, B:
+ * y = (x - mean) rstd w + bias, with mean and rstd functions of every x of the group, gives
+ * dx = rstd w dy - rstd SA / M - (x - mean) rstd^3 SB / M = dy alpha + x beta + gamma. */
+static void group_grad_coefficients(float *alpha, float *beta, float *gamma, const double *a_sum, const double *b_sum,
+                                    const float *w, size_t c0, size_t cg, double mean, double rstd, double count) {
+    double sa = 0, sb = 0;
+    for (size_t j = 0; j < cg; j++) {
+        double wc = w ? (double)w[c0 + j] : 1.0;
+        sa += wc * a_sum[j], sb += wc * b_sum[j];
+    }
+    double be = -rstd * rstd * rstd * sb / count, ga = -rstd * sa / count - mean * be;
+    for (size_t j = 0; j < cg; j++) {
+        alpha[j] = (float)(rstd * (w ? (double)w[c0 + j] : 1.0));
+        beta[j] = (float)be;
+        gamma[j] = (float)ga;
+    }
+}
+
+/* dx += dy alpha + x beta + gamma over n_rows rows of `width` channels (row stride ld). */
+static void input_grad_rows(float *restrict dx, const float *restrict dy, const float *restrict x, size_t n_rows,
+                            size_t width, size_t ld, const float *restrict alpha, const float *restrict beta,
+                            const float *restrict gamma) {
+    for (size_t r = 0; r < n_rows; r++) {
+        float *d = dx + r * ld;
+        const float *g = dy + r * ld, *v = x + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) d[c] += (g[c] * alpha[c] + v[c] * beta[c]) + gamma[c];
+    }
+}
+
+typedef struct BackwardArgs {
+    Tensor dinp, dweight, dbias, dout, inp, mean, rstd;
+    const float *w;
+} BackwardArgs;
+
+/* y = xhat w + bias: dbias = sum dy, dweight = sum dy xhat = rstd B, over samples in order, from the
+ * per-sample sums (N, 2, C). Runs inside a parallel region. */
+static void param_grads(const GroupNormPlan *pl, const BackwardArgs *b, const double *sums) {
+#pragma omp for schedule(static)
+    for (size_t g = 0; g < pl->g; g++)
+        for (size_t c = g * pl->cg; c < (g + 1) * pl->cg; c++) {
+            double dw = 0, db = 0;
+            for (size_t n = 0; n < pl->n; n++) {
+                db += sums[n * 2 * pl->c + c];
+                dw += (double)b->rstd.data[n * pl->g + g] * sums[n * 2 * pl->c + pl->c + c];
+            }
+            if (b->dbias.data) b->dbias.data[c] += (float)db;
+            if (b->dweight.data) b->dweight.data[c] += (float)dw;
+        }
+}
+
+/* Slab split: each task owns k groups of one sample; only the parameter gradients meet across tasks. */
+static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
+    const size_t width = pl->slab_width, c_all = pl->c, count = pl->s * pl->cg;
+    const size_t work_floats = 4 * width; /* per thread: mu, alpha, beta, gamma */
+    const size_t sums_bytes = align64(pl->n * 2 * c_all * sizeof(double));
+    char *scratch = scratch_get(sums_bytes + (size_t)omp_get_max_threads() * work_floats * sizeof(float));
+    double *sums = (double *)scratch; /* (N, 2, C): A, B of each sample */
+    float *work = (float *)(scratch + sums_bytes);
+#pragma omp parallel if (pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
+    {
+        float *mu = work + (size_t)omp_get_thread_num() * work_floats, *alpha = mu + width, *beta = alpha + width;
+        float *gamma = beta + width;
+#pragma omp for schedule(static)
+        for (size_t task = 0; task < pl->n_tasks; task++) {
+            size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
+            size_t offset = n * pl->s * c_all + c0;
+            double *a_sum = sums + n * 2 * c_all + c0, *b_sum = a_sum + c_all;
+            for (size_t c = 0; c < width; c++) mu[c] = b->mean.data[n * pl->g + g0 + c / pl->cg], a_sum[c] = 0, b_sum[c] = 0;
+            grad_sums(a_sum, b_sum, b->dout.data + offset, b->inp.data + offset, mu, pl->s, width, c_all);
+            if (!b->dinp.data) continue;
+            for (size_t j = 0; j < pl->slab_groups; j++) {
+                size_t g = g0 + j, at = j * pl->cg;
+                group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w, c0 + at, pl->cg,
+                                        b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g], (double)count);
+            }
+            input_grad_rows(b->dinp.data + offset, b->dout.data + offset, b->inp.data + offset, pl->s, width, c_all,
+                            alpha, beta, gamma);
+        }
+        param_grads(pl, b, sums);
+    }
+}
+
+/* Chunk split: sums per chunk, added per sample in chunk order, then the input gradient per chunk. */
+static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
+    const size_t c_all = pl->c, count = pl->s * pl->cg;
+    const size_t partial_bytes = align64(pl->n_tasks * 2 * c_all * sizeof(double));
+    const size_t sums_bytes = align64(pl->n * 2 * c_all * sizeof(double));
+    char *scratch = scratch_get(partial_bytes + sums_bytes + pl->n * 4 * c_all * sizeof(float));
+    double *partial = (double *)scratch;                           /* (tasks, 2, C): A, B of each chunk */
+    double *sums = (double *)(scratch + partial_bytes);            /* (N, 2, C): A, B of each sample */
+    float *coef = (float *)(scratch + partial_bytes + sums_bytes); /* (N, 4, C): mu, alpha, beta, gamma */
+    for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
+        float *mu = coef + ng / pl->g * 4 * c_all + ng % pl->g * pl->cg;
+        for (size_t j = 0; j < pl->cg; j++) mu[j] = b->mean.data[ng];
+    }
+#pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
+    {
+#pragma omp for schedule(static)
+        for (size_t task = 0; task < pl->n_tasks; task++) {
+            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
+            double *a_sum = partial + task * 2 * c_all, *b_sum = a_sum + c_all;
+            for (size_t c = 0; c < c_all; c++) a_sum[c] = 0, b_sum[c] = 0;
+            grad_sums(a_sum, b_sum, b->dout.data + offset, b->inp.data + offset, coef + n * 4 * c_all, r1 - r0, c_all,
+                      c_all);
+        }
+        /* The chunks of a sample add up in order, whichever thread computed them. */
+#pragma omp for schedule(static)
+        for (size_t n = 0; n < pl->n; n++) {
+            double *sum_n = sums + n * 2 * c_all;
+            for (size_t c = 0; c < 2 * c_all; c++) sum_n[c] = 0;
+            for (size_t k = 0; k < pl->n_chunks; k++) {
+                const double *part = partial + (n * pl->n_chunks + k) * 2 * c_all;
+#pragma omp simd
+                for (size_t c = 0; c < 2 * c_all; c++) sum_n[c] += part[c];
+            }
+        }
+        if (b->dinp.data) {
+#pragma omp for schedule(static)
+            for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
+                size_t n = ng / pl->g, c0 = ng % pl->g * pl->cg;
+                float *alpha = coef + n * 4 * c_all + c_all + c0;
+                group_grad_coefficients(alpha, alpha + c_all, alpha + 2 * c_all, sums + n * 2 * c_all + c0,
+                                        sums + n * 2 * c_all + c_all + c0, b->w, c0, pl->cg, b->mean.data[ng],
+                                        b->rstd.data[ng], (double)count);
+            }
+#pragma omp for schedule(static)
+            for (size_t task = 0; task < pl->n_tasks; task++) {
+                size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
+                const float *alpha = coef + n * 4 * c_all + c_all;
+                input_grad_rows(b->dinp.data + offset, b->dout.data + offset, b->inp.data + offset, r1 - r0, c_all,
+                                c_all, alpha, alpha + c_all, alpha + 2 * c_all);
+            }
+        }
+        param_grads(pl, b, sums);
+    }
+}
+
+void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
+                         Tensor weight, int n_groups) {
+    const GroupNormPlan pl = plan_of(inp, n_groups, __func__);
+    tensor_expect(dout, __func__, "dout", inp.ndim, inp.shape);
+    if (!tensor_is_none(dinp)) tensor_expect(dinp, __func__, "dinp", inp.ndim, inp.shape);
+    EXPECT_SHAPE(mean, "mean", pl.n, pl.g);
+    EXPECT_SHAPE(rstd, "rstd", pl.n, pl.g);
+    if (!tensor_is_none(weight)) EXPECT_SHAPE(weight, "weight", pl.c);
+    if (!tensor_is_none(dweight)) {
+        CHECK(!tensor_is_none(weight), "%s: dweight is requested but weight is none", __func__);
+        EXPECT_SHAPE(dweight, "dweight", pl.c);
+    }
+    if (!tensor_is_none(dbias)) EXPECT_SHAPE(dbias, "dbias", pl.c);
+    if (tensor_is_none(dinp) && tensor_is_none(dweight) && tensor_is_none(dbias)) return;
+    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data};
+    if (pl.slabs) backward_slabs(&pl, &b);
+    else backward_chunks(&pl, &b);
+}
