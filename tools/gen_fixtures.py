@@ -32,7 +32,8 @@ def main(wanted):
         tensors = module.generate()
         tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
         out = ROOT / "tests" / "fixtures" / f"{module.AREA}.safetensors"
-        save_file(tensors, str(out), metadata={"generator": "tools/gen_fixtures.py", "torch": torch.__version__})
+        # One metadata entry: safetensors writes several in a random order, which breaks byte-identical files.
+        save_file(tensors, str(out), metadata={"generator": f"tools/gen_fixtures.py, torch {torch.__version__}"})
         print(f"{out.relative_to(ROOT)}: {len(tensors)} tensors, {out.stat().st_size} bytes")
 
 
