@@ -2,9 +2,15 @@
  * (torch.nn.functional.scaled_dot_product_attention, no mask, no dropout, fp32 softmax):
  *   for every batch n and head h (channels h*D .. h*D+D-1 of C):
  *     out[n, i, h] = sum_j softmax_j(scale * q[n, i, h] . k[n, j, h]) v[n, j, h]
- * Shapes: q, out (N, Lq, C); k, v (N, Lk, C); C = n_heads * D, any D (a single head of all channels
- * too); lse (N, n_heads, Lq) saves each softmax row's log-sum-exp (of the scaled scores) for backward,
- * so the fast path never stores the (Lq, Lk) score matrix. diffusers' scale is 1 / sqrt(D). */
+ * Shapes: q, out (N, Lq, C); k, v (N, Lk, C), Lk may differ from Lq; C = n_heads * D, any D (a single
+ * head of all channels too); lse (N, n_heads, Lq) saves each softmax row's log-sum-exp (of the scaled
+ * scores) for backward, so the fast path never stores the (Lq, Lk) score matrix. diffusers' scale is
+ * 1 / sqrt(D); scale must be positive and finite. The forward overwrites out and lse; the backward
+ * accumulates into dq, dk, dv (any may be tensor_none()) and reads out and lse from the forward.
+ *
+ * attention_forward / attention_backward are fused kernels (attention_kernels.c), working on the
+ * channels-last layout directly: no transposes, no allocation once warmed up, results identical for any
+ * thread count. The _reference pair is the formula in plain loops, in double, for the tests. */
 #ifndef DIFFUSE_ATTENTION_H
 #define DIFFUSE_ATTENTION_H
 

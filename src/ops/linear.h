@@ -1,6 +1,11 @@
 /* Fully connected layer, as torch.nn.Linear: out = inp weightᵀ + bias over the last dimension.
  * Shapes: inp (..., Fi), weight (Fo, Fi), bias (Fo) or none, out (..., Fo); the leading dimensions
- * (M rows in all, e.g. N * L tokens of a channels-last image) must agree between inp and out. */
+ * (M rows in all, e.g. N * L tokens of a channels-last image) must agree between inp and out.
+ * The forward overwrites out; the backward accumulates into dinp (..., Fi), dweight (Fo, Fi) and
+ * dbias (Fo), any of which may be tensor_none().
+ *
+ * linear_forward / linear_backward run on oneDNN's sgemm (see linear.c for the measurements behind the
+ * choice); the _reference pair is plain loops for the tests. */
 #ifndef DIFFUSE_LINEAR_H
 #define DIFFUSE_LINEAR_H
 

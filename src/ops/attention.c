@@ -1,0 +1,162 @@
+/* Multi-head attention, fast path: argument checks, cached scratch, the small pre-passes and the choice
+ * of kernel implementation. The fused kernels themselves (online softmax, nothing of size (Lq, Lk)
+ * stored) are in attention_kernels.c, which documents the algorithms; the formula and the buffer shapes
+ * are in attention.h and attention_reference.c.
+ *
+ * Pre-passes, each one read of an input:
+ *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk), so score tiles are GEMMs
+ *                            whose rows are contiguous keys;
+ *   backward:                lse2 = lse * log2(e) and delta_i = dout_i . out_i per head, (N, n_heads, Lq);
+ *                            with the tile kernels also kt and vt (V transposed likewise).
+ * Scratch grows to the largest shape seen and is kept, so a warmed-up call allocates nothing. */
+#include <math.h>
+#include <omp.h>
+#include <stdbool.h>
+
+#include "core/alloc.h"
+#include "core/check.h"
+#include "ops/attention.h"
+#include "ops/attention_internal.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Argument checks (shared with the reference path) */
+
+static void attention_check_params(const char *where, size_t C, int n_heads, float scale) {
+    CHECK(n_heads > 0, "%s: n_heads is %d, must be positive", where, n_heads);
+    CHECK(C % (size_t)n_heads == 0, "%s: C = %zu channels is not divisible by n_heads = %d", where, C, n_heads);
+    CHECK(isfinite(scale) && scale > 0, "%s: scale is %g, must be positive and finite", where, (double)scale);
+}
+
+AttentionShape attention_check_forward(const char *where, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
+                                       int n_heads, float scale) {
+    tensor_expect(q, where, "q", 3, NULL);
+    tensor_expect(k, where, "k", 3, NULL);
+    const size_t N = q.shape[0], Lq = q.shape[1], C = q.shape[2], Lk = k.shape[1];
+    attention_check_params(where, C, n_heads, scale);
+    tensor_expect(k, where, "k", 3, (size_t[]){N, Lk, C});
+    tensor_expect(v, where, "v", 3, (size_t[]){N, Lk, C});
+    tensor_expect(out, where, "out", 3, (size_t[]){N, Lq, C});
+    tensor_expect(lse, where, "lse", 3, (size_t[]){N, (size_t)n_heads, Lq});
+    return (AttentionShape){.N = N, .Lq = Lq, .Lk = Lk, .C = C, .n_heads = (size_t)n_heads, .D = C / (size_t)n_heads};
+}
+
+AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
+                                        Tensor k, Tensor v, Tensor out, Tensor lse, int n_heads, float scale) {
+    AttentionShape s = attention_check_forward(where, out, lse, q, k, v, n_heads, scale);
+    tensor_expect(dout, where, "dout", 3, (size_t[]){s.N, s.Lq, s.C});
+    if (!tensor_is_none(dq)) tensor_expect(dq, where, "dq", 3, (size_t[]){s.N, s.Lq, s.C});
+    if (!tensor_is_none(dk)) tensor_expect(dk, where, "dk", 3, (size_t[]){s.N, s.Lk, s.C});
+    if (!tensor_is_none(dv)) tensor_expect(dv, where, "dv", 3, (size_t[]){s.N, s.Lk, s.C});
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Cached scratch */
+
+typedef struct ScratchBuffer {
+    float *data;
+    size_t n_floats;
+} ScratchBuffer;
+
+/* Ops run from one thread at a time (ops.h), so file-level buffers are safe. */
+static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer;
+static bool portable_forced;
+
+void attention_force_portable(bool on) { portable_forced = on; }
+
+static float *scratch_reserve(ScratchBuffer *b, size_t n_floats) {
+    if (n_floats > b->n_floats) {
+        alloc_free(b->data);
+        b->data = alloc_floats(n_floats);
+        b->n_floats = n_floats;
+    }
+    return b->data;
+}
+
+static AttentionArgs attention_args(AttentionShape s, float scale) {
+    AttentionArgs a = {.shape = s, .scale = scale, .scratch_floats = attention_scratch_floats(s)};
+    a.scratch = scratch_reserve(&thread_scratch, a.scratch_floats * (size_t)omp_get_max_threads());
+    return a;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Pre-passes */
+
+/* xt[(n, h)][d][j] = x[n][j][h * D + d]: every head's channels as rows of Lk contiguous values. */
+static void attention_transpose_heads(float *xt, const float *x, AttentionShape s) {
+    const size_t Lk = s.Lk, C = s.C, D = s.D, n_blocks = (Lk + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (size_t u = 0; u < s.N * n_blocks; u++) {
+        const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = Lk - j0 < 16 ? Lk - j0 : 16;
+        for (size_t c = 0; c < C; c++) {
+            float *dst = xt + (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0;
+            const float *src = x + (n * Lk + j0) * C + c;
+            for (size_t j = 0; j < nj; j++) dst[j] = src[j * C];
+        }
+    }
+}
+
+/* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]. */
+static void attention_backward_prepass(float *lse2, float *delta, const float *lse, const float *dout,
+                                       const float *out, AttentionShape s) {
+    const size_t nH = s.n_heads, D = s.D, Lq = s.Lq;
+#pragma omp parallel for schedule(static)
+    for (size_t ni = 0; ni < s.N * Lq; ni++) {
+        const size_t n = ni / Lq, i = ni % Lq;
+        const float *dout_row = dout + ni * s.C, *out_row = out + ni * s.C;
+        for (size_t h = 0; h < nH; h++) {
+            float sum = 0;
+            for (size_t d = 0; d < D; d++) sum = fmaf(dout_row[h * D + d], out_row[h * D + d], sum);
+            delta[(n * nH + h) * Lq + i] = sum;
+            lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * 1.4426950408889634f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Entry points */
+
+void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale) {
+    AttentionShape s = attention_check_forward(__func__, out, lse, q, k, v, n_heads, scale);
+    AttentionArgs a = attention_args(s, scale);
+    a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
+    if (!attention_uses_lanes(s.D)) {
+        float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
+        attention_transpose_heads(kt, k.data, s);
+        a.kt = kt;
+    }
+#if defined(__AVX512F__)
+    if (!portable_forced) {
+        attention_forward_fused_avx512(&a);
+        return;
+    }
+#endif
+    attention_forward_fused_portable(&a);
+}
+
+void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out,
+                        Tensor lse, int n_heads, float scale) {
+    AttentionShape s = attention_check_backward(__func__, dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
+    if (!dq.data && !dk.data && !dv.data) return;
+    AttentionArgs a = attention_args(s, scale);
+    a.q = q.data, a.k = k.data, a.v = v.data, a.out = NULL, a.dout = dout.data;
+    a.dq = dq.data, a.dk = dk.data, a.dv = dv.data;
+    float *lse2 = scratch_reserve(&lse2_buffer, s.N * s.n_heads * s.Lq);
+    float *delta = scratch_reserve(&delta_buffer, s.N * s.n_heads * s.Lq);
+    attention_backward_prepass(lse2, delta, lse.data, dout.data, out.data, s);
+    a.lse2 = lse2, a.delta = delta;
+    if (!attention_uses_lanes(s.D)) {
+        float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
+        float *vt = scratch_reserve(&values_transposed, s.N * s.Lk * s.C);
+        attention_transpose_heads(kt, k.data, s);
+        attention_transpose_heads(vt, v.data, s);
+        a.kt = kt, a.vt = vt;
+    }
+#if defined(__AVX512F__)
+    if (!portable_forced) {
+        attention_backward_fused_avx512(&a);
+        return;
+    }
+#endif
+    attention_backward_fused_portable(&a);
+}

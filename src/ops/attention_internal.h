@@ -1,0 +1,66 @@
+/* What the attention files share and the ops API does not show: the argument checks both paths run, and
+ * the interface between attention.c (checks, scratch, pre-passes, dispatch) and attention_kernels.c
+ * (the fused kernels, compiled once per vector implementation of ops/vec16.h). */
+#ifndef DIFFUSE_ATTENTION_INTERNAL_H
+#define DIFFUSE_ATTENTION_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/tensor.h"
+
+typedef struct AttentionShape {
+    size_t N, Lq, Lk, C, n_heads, D;
+} AttentionShape;
+
+/* CHECK every argument of the forward / backward against the others; return the sizes. `where` (the
+ * op's name) starts each failure message. */
+AttentionShape attention_check_forward(const char *where, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v,
+                                       int n_heads, float scale);
+AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
+                                        Tensor k, Tensor v, Tensor out, Tensor lse, int n_heads, float scale);
+
+/* Tests: run the portable kernels even where the AVX-512 ones are compiled in (they must agree bit for
+ * bit). Off by default. */
+void attention_force_portable(bool on);
+
+/* Block sizes of the fused kernels. Heads of ATTENTION_LANES_MAX_D channels or fewer (2, 4, 8) run the
+ * lanes kernels: 16 queries (or keys) in the lanes of a vector, one key (query) at a time, blocks of
+ * ATTENTION_LANES_BLOCK keys per online-softmax step. Other head sizes run the tile kernels on
+ * ATTENTION_TILE_Q x ATTENTION_TILE_K blocks of the score matrix. */
+#define ATTENTION_LANES_BLOCK 64
+#define ATTENTION_TILE_Q 64
+#define ATTENTION_TILE_K 64
+
+/* Head sizes with a lanes kernel. */
+static inline bool attention_uses_lanes(size_t D) { return D == 2 || D == 4 || D == 8; }
+
+typedef struct AttentionArgs {
+    AttentionShape shape;
+    float scale;
+    /* forward: writes out and lse */
+    float *out, *lse;
+    const float *q, *k, *v;
+    /* backward: accumulates into dq, dk, dv (each may be NULL); reads dout, out and lse */
+    float *dq, *dk, *dv;
+    const float *dout;
+    /* backward pre-pass results, (N, n_heads, Lq): lse * log2(e) and D_i = dout_i . out_i per head */
+    const float *lse2, *delta;
+    /* tile kernels: keys and values transposed per head, (N, n_heads, D, Lk) (vt in backward only) */
+    const float *kt, *vt;
+    /* per-thread scratch: thread t owns scratch + t * scratch_floats */
+    float *scratch;
+    size_t scratch_floats;
+} AttentionArgs;
+
+/* Floats of per-thread scratch the kernels need for these sizes. */
+size_t attention_scratch_floats(AttentionShape s);
+
+void attention_forward_fused_portable(const AttentionArgs *a);
+void attention_backward_fused_portable(const AttentionArgs *a);
+#if defined(__AVX512F__)
+void attention_forward_fused_avx512(const AttentionArgs *a);
+void attention_backward_fused_avx512(const AttentionArgs *a);
+#endif
+
+#endif

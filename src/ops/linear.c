@@ -1,0 +1,109 @@
+/* Fully connected layer, fast path: the three products as sgemm calls of oneDNN (dnnl_sgemm, row-major),
+ * bias and bias gradient as separate cheap passes. Formula and shapes: linear.h, linear_reference.c.
+ *   forward:  out = bias (broadcast rows), then out += inp weightᵀ          sgemm N,T  beta 1
+ *   backward: dinp += dout weight                                           sgemm N,N  beta 1
+ *             dweight += doutᵀ inp                                          sgemm T,N  beta 1
+ *             dbias += column sums of dout (threads own column blocks: fixed order)
+ *
+ * Library choice, measured on this project's machine (2 cores Zen 4, AVX-512) with a throwaway program
+ * timing cblas_sgemm (OpenBLAS 0.3.21, pthread build) against dnnl_sgemm (oneDNN 2.6, OpenMP), alternating
+ * the two, median of up to 31 runs, GFLOP/s at 1 thread (M = N*L rows, N = 2; fwd / bwd-data / bwd-weight):
+ *     M      Fi -> Fo     OpenBLAS              oneDNN
+ *   8192   224 ->  224   47.8 / 46.7 / 41.5    49.1 / 51.4 / 51.4
+ *   2048   448 ->  448   64.9 / 55.2 / 49.2    67.1 / 68.1 / 52.4
+ *    512   672 ->  672   53.5 / 70.7 / 71.7    54.3 / 75.3 / 75.3
+ *    128   896 ->  896   50.1 / 50.4 / 100.0   101.9 / 112.5 / 61.3
+ *      2   224 ->  896   14.8 / 89.2 / 50.1    85.9 / 78.7 / 51.8     time-embedding MLP, batch 2
+ *      2   896 ->  896    8.2 / 11.5 / 23.7    30.1 / 29.6 / 26.0
+ *     16   224 ->  896   38.0 / 56.0 / 61.8    45.4 / 64.8 / 67.9     batch 16
+ *     16   896 ->  896   66.4 / 80.0 / 92.4    82.5 / 111.6 / 99.7
+ * oneDNN wins or ties 22 of 24 and is far ahead on the small-M forwards. At 2 threads, with an OpenMP
+ * loop next to each call (as the bias pass here, and every other op of a training step), OpenBLAS's own
+ * pthreads and the OpenMP workers spin against each other on two cores: OpenBLAS fell to 0.1-3 GFLOP/s on
+ * the small-M shapes (oneDNN: 4-140, sharing the OpenMP pool). Hence oneDNN for every shape, which also
+ * keeps one thread pool (threads_set governs it). The 2-thread figures were too noisy to quote on the
+ * shared machine; see the benchmark table of the op (bench/ops_linear.c) for the ratio to PyTorch. */
+#include <oneapi/dnnl/dnnl.h>
+
+#include "core/check.h"
+#include "ops/linear.h"
+#include "ops/linear_internal.h"
+
+/* Leading dimensions of t with the last one replaced by `last`. */
+static void linear_shape_with_last(size_t *shape, Tensor t, size_t last) {
+    for (int d = 0; d < t.ndim; d++) shape[d] = t.shape[d];
+    shape[t.ndim - 1] = last;
+}
+
+LinearShape linear_check_forward(const char *where, Tensor out, Tensor inp, Tensor weight, Tensor bias) {
+    tensor_expect(weight, where, "weight", 2, NULL);
+    const size_t Fo = weight.shape[0], Fi = weight.shape[1];
+    CHECK(inp.data != NULL && inp.ndim >= 1 && inp.ndim <= TENSOR_MAX_DIMS, "%s: inp is NULL or has %d dimensions",
+          where, inp.ndim);
+    size_t shape[TENSOR_MAX_DIMS];
+    linear_shape_with_last(shape, inp, Fi);
+    tensor_expect(inp, where, "inp (last dimension = weight's Fi)", inp.ndim, shape);
+    linear_shape_with_last(shape, inp, Fo);
+    tensor_expect(out, where, "out", inp.ndim, shape);
+    if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, (size_t[]){Fo});
+    return (LinearShape){.M = tensor_numel(inp) / Fi, .Fi = Fi, .Fo = Fo};
+}
+
+LinearShape linear_check_backward(const char *where, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
+                                  Tensor weight) {
+    tensor_expect(weight, where, "weight", 2, NULL);
+    const size_t Fo = weight.shape[0], Fi = weight.shape[1];
+    CHECK(inp.data != NULL && inp.ndim >= 1 && inp.ndim <= TENSOR_MAX_DIMS, "%s: inp is NULL or has %d dimensions",
+          where, inp.ndim);
+    size_t shape[TENSOR_MAX_DIMS];
+    linear_shape_with_last(shape, inp, Fi);
+    tensor_expect(inp, where, "inp (last dimension = weight's Fi)", inp.ndim, shape);
+    if (!tensor_is_none(dinp)) tensor_expect(dinp, where, "dinp", inp.ndim, shape);
+    linear_shape_with_last(shape, inp, Fo);
+    tensor_expect(dout, where, "dout", inp.ndim, shape);
+    if (!tensor_is_none(dweight)) tensor_expect(dweight, where, "dweight", 2, (size_t[]){Fo, Fi});
+    if (!tensor_is_none(dbias)) tensor_expect(dbias, where, "dbias", 1, (size_t[]){Fo});
+    return (LinearShape){.M = tensor_numel(inp) / Fi, .Fi = Fi, .Fo = Fo};
+}
+
+/* Below this many elements a pass runs on one thread: waking the others costs more. */
+#define LINEAR_PARALLEL_MIN 32768
+/* Bias-gradient columns per thread task: one cache line of floats. */
+#define LINEAR_BIAS_BLOCK 16
+
+static void linear_sgemm(char transa, char transb, size_t m, size_t n, size_t k, const float *A, size_t lda,
+                         const float *B, size_t ldb, float beta, float *Cm, size_t ldc) {
+    dnnl_status_t status = dnnl_sgemm(transa, transb, (dnnl_dim_t)m, (dnnl_dim_t)n, (dnnl_dim_t)k, 1.0f, A,
+                                      (dnnl_dim_t)lda, B, (dnnl_dim_t)ldb, beta, Cm, (dnnl_dim_t)ldc);
+    CHECK(status == dnnl_success, "dnnl_sgemm(%c, %c, M %zu, N %zu, K %zu) failed with status %d", transa, transb, m,
+          n, k, (int)status);
+}
+
+void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
+    LinearShape s = linear_check_forward(__func__, out, inp, weight, bias);
+    const size_t M = s.M, Fo = s.Fo;
+    if (bias.data) {
+#pragma omp parallel for schedule(static) if (M * Fo >= LINEAR_PARALLEL_MIN)
+        for (size_t m = 0; m < M; m++)
+            for (size_t o = 0; o < Fo; o++) out.data[m * Fo + o] = bias.data[o];
+    }
+    linear_sgemm('N', 'T', M, Fo, s.Fi, inp.data, s.Fi, weight.data, s.Fi, bias.data ? 1.0f : 0.0f, out.data, Fo);
+}
+
+void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
+    LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
+    const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;
+    if (dinp.data) linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
+    if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
+    if (dbias.data) {
+        const size_t n_blocks = (Fo + LINEAR_BIAS_BLOCK - 1) / LINEAR_BIAS_BLOCK;
+#pragma omp parallel for schedule(static) if (M * Fo >= LINEAR_PARALLEL_MIN)
+        for (size_t b = 0; b < n_blocks; b++) {
+            const size_t o0 = b * LINEAR_BIAS_BLOCK, width = Fo - o0 < LINEAR_BIAS_BLOCK ? Fo - o0 : LINEAR_BIAS_BLOCK;
+            float sum[LINEAR_BIAS_BLOCK] = {0};
+            for (size_t m = 0; m < M; m++)
+                for (size_t x = 0; x < width; x++) sum[x] += dout.data[m * Fo + o0 + x];
+            for (size_t x = 0; x < width; x++) dbias.data[o0 + x] += sum[x];
+        }
+    }
+}

@@ -1,0 +1,488 @@
+/* Attention: the kernels' exp2 against libm, finite-difference gradients of the reference path, both
+ * paths against PyTorch fixtures (tools/torchref/fixtures_attention.py: diffusers' AttnProcessor2_0 on
+ * F.scaled_dot_product_attention), the fused path against the reference at the U-Net's shapes (guard
+ * words, NaN checks, accumulation, thread-count independence, portable kernels bit for bit equal to the
+ * AVX-512 ones), and CHECK failures on bad arguments. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/tensor.h"
+#include "core/timer.h"
+#include "core/threads.h"
+#include "harness.h"
+#include "ops/attention.h"
+#include "ops/attention_internal.h"
+#include "ops/vec16.h"
+
+typedef void (*AttentionForward)(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale);
+typedef void (*AttentionBackward)(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
+                                  Tensor out, Tensor lse, int n_heads, float scale);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* exp2 */
+
+static bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+static void test_exp2_accuracy(void) {
+    /* Every result in the normal range within 1.5e-7 relative (the polynomial's own error is 8e-8, the
+     * rest is the final rounding); subnormal results within one subnormal step. */
+    double worst = 0, worst_x = 0;
+    bool subnormal_ok = true;
+    for (double xd = -149.5; xd <= 127.9; xd += 1.0 / 4099) {
+        const float x = (float)xd, got = vec16_exp2(x);
+        const double want = exp2((double)x);
+        if (want >= FLT_MIN) {
+            const double rel = fabs(got - want) / want;
+            if (rel > worst) worst = rel, worst_x = x;
+        } else if (fabs(got - want) > ldexp(1, -149)) {
+            subnormal_ok = false;
+        }
+    }
+    EXPECT(worst <= 1.5e-7, "exp2: worst relative error %.3g at x = %.9g", worst, worst_x);
+    EXPECT(subnormal_ok, "exp2: a subnormal result is off by more than one step");
+    /* Through base 2, exp(x) = exp2(x log2 e) also carries the rounding of x log2 e (and of log2 e):
+     * up to |x| log2(e) 7.3e-8 ln 2 relative. */
+    double worst_e = 0;
+    for (double xd = -87.0; xd <= 88.0; xd += 1.0 / 1021) {
+        const float x = (float)xd;
+        const double rel = fabs(vec16_exp2(x * 1.4426950408889634f) - exp((double)x)) / exp((double)x);
+        worst_e = fmax(worst_e, rel / (1.5e-7 + 8e-8 * fabs(x)));
+    }
+    EXPECT(worst_e <= 1, "exp via exp2: error %.3g times the bound 1.5e-7 + 8e-8 |x|", worst_e);
+    EXPECT(vec16_exp2(0) == 1 && vec16_exp2(-3) == 0.125f && vec16_exp2(10) == 1024, "exp2 of integers not exact");
+    EXPECT(vec16_exp2(-INFINITY) == 0 && vec16_exp2(-1000) == 0 && isinf(vec16_exp2(INFINITY)) &&
+               isinf(vec16_exp2(1000)) && isnan(vec16_exp2(NAN)),
+           "exp2 special values: %g %g %g %g %g", (double)vec16_exp2(-INFINITY), (double)vec16_exp2(-1000),
+           (double)vec16_exp2(INFINITY), (double)vec16_exp2(1000), (double)vec16_exp2(NAN));
+}
+
+static void test_vec16_portable_matches_avx512(void) {
+#if defined(VEC16_HAVE_AVX512)
+    float x[16], a[16];
+    size_t mismatches = 0;
+    for (int block = 0; block < 40000; block++) {
+        for (int i = 0; i < 16; i++) x[i] = -160.0f + (float)(block * 16 + i) * (300.0f / (40000 * 16));
+        if (block == 0) x[0] = -INFINITY, x[1] = INFINITY, x[2] = NAN, x[3] = -0.0f, x[4] = 0.5f, x[5] = -0.5f;
+        VecP p = vecp_exp2(vecp_load(x));
+        veca_store(a, veca_exp2(veca_load(x)));
+        for (int i = 0; i < 16; i++) mismatches += !same_bits(a[i], p.f[i]) && !(isnan(a[i]) && isnan(p.f[i]));
+        EXPECT(same_bits(veca_hsum(veca_load(x + 0)), vecp_hsum(vecp_load(x))) || block == 0, "hsum differs");
+        EXPECT(same_bits(veca_hmax(veca_load(x + 0)), vecp_hmax(vecp_load(x))) || block == 0, "hmax differs");
+    }
+    EXPECT(mismatches == 0, "exp2: %zu results of the AVX-512 and portable implementations differ", mismatches);
+#else
+    printf("  (no AVX-512 in this build: the portable kernels are the only ones)\n");
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Problems and runs */
+
+typedef struct AttentionProblem {
+    size_t N, Lq, Lk, C;
+    int heads;
+    float scale;
+    float *q, *k, *v, *dout;
+} AttentionProblem;
+
+static AttentionProblem problem_random(size_t N, size_t Lq, size_t Lk, size_t C, int heads, uint64_t seed) {
+    AttentionProblem p = {.N = N, .Lq = Lq, .Lk = Lk, .C = C, .heads = heads,
+                          .scale = 1.0f / sqrtf((float)(C / (size_t)heads))};
+    p.q = xmalloc(N * Lq * C * sizeof(float)), p.dout = xmalloc(N * Lq * C * sizeof(float));
+    p.k = xmalloc(N * Lk * C * sizeof(float)), p.v = xmalloc(N * Lk * C * sizeof(float));
+    /* Scores of a few units, as after a GroupNorm and the projections: peaked but not saturated rows. */
+    fill_normal(p.q, N * Lq * C, seed), fill_normal(p.k, N * Lk * C, seed + 1);
+    fill_normal(p.v, N * Lk * C, seed + 2), fill_normal(p.dout, N * Lq * C, seed + 3);
+    for (size_t x = 0; x < N * Lq * C; x++) p.q[x] *= 1.5f;
+    return p;
+}
+
+static void problem_free(AttentionProblem *p) { free(p->q), free(p->k), free(p->v), free(p->dout); }
+
+typedef struct AttentionResult {
+    float *out, *lse, *dq, *dk, *dv;
+} AttentionResult;
+
+static Tensor q_shaped(const AttentionProblem *p, float *x) { return tensor_3d(x, p->N, p->Lq, p->C); }
+static Tensor k_shaped(const AttentionProblem *p, float *x) { return tensor_3d(x, p->N, p->Lk, p->C); }
+static Tensor lse_shaped(const AttentionProblem *p, float *x) {
+    return tensor_3d(x, p->N, (size_t)p->heads, p->Lq);
+}
+
+/* Forward (out prefilled with NaN: it must be overwritten) and n_backward backward calls accumulating
+ * into zeroed gradients; every output guarded. */
+static AttentionResult attention_run(const AttentionProblem *p, AttentionForward forward, AttentionBackward backward,
+                                     int n_backward) {
+    AttentionResult r = {guarded_alloc(p->N * p->Lq * p->C), guarded_alloc(p->N * (size_t)p->heads * p->Lq),
+                         guarded_alloc(p->N * p->Lq * p->C), guarded_alloc(p->N * p->Lk * p->C),
+                         guarded_alloc(p->N * p->Lk * p->C)};
+    for (size_t x = 0; x < p->N * p->Lq * p->C; x++) r.out[x] = NAN;
+    for (size_t x = 0; x < p->N * (size_t)p->heads * p->Lq; x++) r.lse[x] = NAN;
+    forward(q_shaped(p, r.out), lse_shaped(p, r.lse), q_shaped(p, p->q), k_shaped(p, p->k), k_shaped(p, p->v),
+            p->heads, p->scale);
+    for (int b = 0; b < n_backward; b++)
+        backward(q_shaped(p, r.dq), k_shaped(p, r.dk), k_shaped(p, r.dv), q_shaped(p, p->dout), q_shaped(p, p->q),
+                 k_shaped(p, p->k), k_shaped(p, p->v), q_shaped(p, r.out), lse_shaped(p, r.lse), p->heads, p->scale);
+    return r;
+}
+
+static void result_free(AttentionResult *r) {
+    guarded_free(r->out), guarded_free(r->lse), guarded_free(r->dq), guarded_free(r->dk), guarded_free(r->dv);
+}
+
+static void result_check_guards(const char *what, const AttentionResult *r) {
+    char name[160];
+    const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+    float *bufs[5] = {r->out, r->lse, r->dq, r->dk, r->dv};
+    for (int t = 0; t < 5; t++) {
+        snprintf(name, sizeof name, "%s: %s", what, names[t]);
+        guarded_check(name, bufs[t]);
+    }
+}
+
+static bool same_floats(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static bool results_identical(const AttentionProblem *p, const AttentionResult *a, const AttentionResult *b) {
+    const size_t nq = p->N * p->Lq * p->C, nk = p->N * p->Lk * p->C;
+    return same_floats(a->out, b->out, nq) && same_floats(a->lse, b->lse, p->N * (size_t)p->heads * p->Lq) &&
+           same_floats(a->dq, b->dq, nq) && same_floats(a->dk, b->dk, nk) && same_floats(a->dv, b->dv, nk);
+}
+
+static void fast_forward_portable(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale) {
+    attention_force_portable(true);
+    attention_forward(out, lse, q, k, v, n_heads, scale);
+    attention_force_portable(false);
+}
+
+static void fast_backward_portable(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
+                                   Tensor out, Tensor lse, int n_heads, float scale) {
+    attention_force_portable(true);
+    attention_backward(dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
+    attention_force_portable(false);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Finite differences of the reference path */
+
+typedef struct AttentionGradcheck {
+    AttentionProblem p;
+    float *out, *lse;
+} AttentionGradcheck;
+
+static double attention_gradcheck_loss(void *ctx) {
+    AttentionGradcheck *g = ctx;
+    const AttentionProblem *p = &g->p;
+    attention_forward_reference(q_shaped(p, g->out), lse_shaped(p, g->lse), q_shaped(p, p->q), k_shaped(p, p->k),
+                                k_shaped(p, p->v), p->heads, p->scale);
+    return dot_double(g->out, p->dout, p->N * p->Lq * p->C);
+}
+
+static void test_attention_reference_gradcheck(void) {
+    /* Heads of 2, 4 and 8 channels and a single head; Lq != Lk. */
+    const struct { size_t N, Lq, Lk, C; int heads; } cases[] = {
+        {1, 3, 5, 4, 2}, {2, 4, 3, 16, 4}, {1, 3, 4, 16, 2}, {1, 4, 3, 5, 1}};
+    int saved_threads = threads_get();
+    threads_set(1);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        AttentionGradcheck g = {.p = problem_random(cases[c].N, cases[c].Lq, cases[c].Lk, cases[c].C, cases[c].heads,
+                                                    100 + 10 * c)};
+        const AttentionProblem *p = &g.p;
+        g.out = xmalloc(p->N * p->Lq * p->C * sizeof(float));
+        g.lse = xmalloc(p->N * (size_t)p->heads * p->Lq * sizeof(float));
+        AttentionResult r = attention_run(p, attention_forward_reference, attention_backward_reference, 1);
+        char what[96];
+        /* eps 1e-2: truncation error ~eps^2 |f'''| ~1e-4, rounding of the float loss ~1e-7 / eps. */
+        snprintf(what, sizeof what, "case %zu dq", c);
+        gradcheck(what, attention_gradcheck_loss, &g, p->q, r.dq, p->N * p->Lq * p->C, 200, 1e-2, 1e-3, 1e-2);
+        snprintf(what, sizeof what, "case %zu dk", c);
+        gradcheck(what, attention_gradcheck_loss, &g, p->k, r.dk, p->N * p->Lk * p->C, 200, 1e-2, 1e-3, 1e-2);
+        snprintf(what, sizeof what, "case %zu dv", c);
+        gradcheck(what, attention_gradcheck_loss, &g, p->v, r.dv, p->N * p->Lk * p->C, 200, 1e-2, 1e-3, 1e-2);
+        result_free(&r);
+        free(g.out), free(g.lse);
+        problem_free(&g.p);
+    }
+    threads_set(saved_threads);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* PyTorch fixtures */
+
+typedef struct AttentionCase {
+    const char *name;
+    size_t N, Lq, Lk, C;
+    int heads;
+} AttentionCase;
+
+static const AttentionCase ATTENTION_CASES[] = {
+    {"d8", 2, 20, 20, 32, 4},          {"d4", 2, 17, 17, 16, 4},         {"d2_cross", 1, 9, 13, 6, 3},
+    {"single24", 2, 16, 16, 24, 1},    {"d32_tiles", 1, 70, 90, 64, 2},
+};
+
+static void test_attention_matches_pytorch(void) {
+    Fixture *fx = fixture_open("attention");
+    const char *paths[3] = {"reference", "fast", "fast portable"};
+    const AttentionForward forwards[3] = {attention_forward_reference, attention_forward, fast_forward_portable};
+    const AttentionBackward backwards[3] = {attention_backward_reference, attention_backward, fast_backward_portable};
+    for (size_t c = 0; c < sizeof ATTENTION_CASES / sizeof ATTENTION_CASES[0]; c++) {
+        const AttentionCase *ac = &ATTENTION_CASES[c];
+        AttentionProblem p = {.N = ac->N, .Lq = ac->Lq, .Lk = ac->Lk, .C = ac->C, .heads = ac->heads};
+        const size_t nq = p.N * p.Lq * p.C, nk = p.N * p.Lk * p.C, nl = p.N * (size_t)p.heads * p.Lq;
+        char key[64], what[128];
+#define FIXTURE(field, n) (snprintf(key, sizeof key, "%s.%s", ac->name, field), fixture_floats(fx, key, n))
+        p.q = FIXTURE("q", nq), p.k = FIXTURE("k", nk), p.v = FIXTURE("v", nk), p.dout = FIXTURE("dout", nq);
+        float *want[5] = {FIXTURE("out", nq), FIXTURE("lse", nl), FIXTURE("dq", nq), FIXTURE("dk", nk),
+                          FIXTURE("dv", nk)};
+        snprintf(key, sizeof key, "%s.scale", ac->name);
+        p.scale = (float)fixture_scalar(fx, key);
+#undef FIXTURE
+        const size_t sizes[5] = {nq, nl, nq, nk, nk};
+        const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+        for (int path = 0; path < 3; path++) {
+            AttentionResult r = attention_run(&p, forwards[path], backwards[path], 1);
+            float *got[5] = {r.out, r.lse, r.dq, r.dk, r.dv};
+            for (int t = 0; t < 5; t++) {
+                snprintf(what, sizeof what, "%s %s %s", paths[path], ac->name, names[t]);
+                /* PyTorch's SDPA on the CPU computes in float with its own blocking: a few ulp apart. */
+                expect_close(what, got[t], want[t], sizes[t], 2e-6, 2e-5);
+            }
+            snprintf(what, sizeof what, "%s %s", paths[path], ac->name);
+            result_check_guards(what, &r);
+            result_free(&r);
+        }
+        for (int t = 0; t < 5; t++) free(want[t]);
+        problem_free(&p);
+    }
+    fixture_close(fx);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fused path against the reference at realistic shapes */
+
+/* The channels of heads `heads` (and batches n0 .. N-1) of x (N, L, C) as a new (N - n0, L, count * D). */
+static float *heads_slice(const float *x, size_t N, size_t L, size_t C, size_t D, const int *heads, int count,
+                          size_t n0) {
+    float *s = xmalloc((N - n0) * L * (size_t)count * D * sizeof(float));
+    for (size_t n = n0; n < N; n++)
+        for (size_t l = 0; l < L; l++)
+            for (int h = 0; h < count; h++)
+                memcpy(s + (((n - n0) * L + l) * (size_t)count + (size_t)h) * D, x + (n * L + l) * C + (size_t)heads[h] * D,
+                       D * sizeof(float));
+    return s;
+}
+
+/* Same for lse (N, nH, L) -> (N - n0, count, L). */
+static float *lse_slice(const float *lse, size_t N, size_t nH, size_t L, const int *heads, int count, size_t n0) {
+    float *s = xmalloc((N - n0) * (size_t)count * L * sizeof(float));
+    for (size_t n = n0; n < N; n++)
+        for (int h = 0; h < count; h++)
+            memcpy(s + ((n - n0) * (size_t)count + (size_t)h) * L, lse + (n * nH + (size_t)heads[h]) * L, L * sizeof(float));
+    return s;
+}
+
+typedef struct RealisticShape {
+    const char *name;
+    size_t N, Lq, Lk, C;
+    int heads;
+    size_t check_from_batch; /* the reference checks batches check_from_batch .. N-1 */
+    int n_check_heads;       /* and heads 0, 1, ..., and the last, n_check_heads in all (0: every head) */
+    bool thread_count_check; /* also run on 1 thread and compare bit for bit */
+    bool portable_check;     /* also run the portable kernels and compare bit for bit */
+} RealisticShape;
+
+static void check_fast_vs_reference(const RealisticShape *s) {
+    AttentionProblem p = problem_random(s->N, s->Lq, s->Lk, s->C, s->heads, 7);
+    const size_t D = s->C / (size_t)s->heads, nq = p.N * p.Lq * p.C, nk = p.N * p.Lk * p.C;
+    char what[160];
+    AttentionResult fast = attention_run(&p, attention_forward, attention_backward, 1);
+    snprintf(what, sizeof what, "%s", s->name);
+    result_check_guards(what, &fast);
+    const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+    float *fasts[5] = {fast.out, fast.lse, fast.dq, fast.dk, fast.dv};
+    const size_t sizes[5] = {nq, p.N * (size_t)p.heads * p.Lq, nq, nk, nk};
+    for (int t = 0; t < 5; t++) {
+        snprintf(what, sizeof what, "%s %s", s->name, names[t]);
+        expect_all_finite(what, fasts[t], sizes[t]);
+    }
+    /* A second backward adds the same values again: 0 + g + g = 2g exactly. */
+    float *once[3];
+    for (int t = 0; t < 3; t++) {
+        once[t] = xmalloc(sizes[t + 2] * sizeof(float));
+        memcpy(once[t], fasts[t + 2], sizes[t + 2] * sizeof(float));
+    }
+    attention_backward(q_shaped(&p, fast.dq), k_shaped(&p, fast.dk), k_shaped(&p, fast.dv), q_shaped(&p, p.dout),
+                       q_shaped(&p, p.q), k_shaped(&p, p.k), k_shaped(&p, p.v), q_shaped(&p, fast.out),
+                       lse_shaped(&p, fast.lse), p.heads, p.scale);
+    for (int t = 0; t < 3; t++) {
+        bool doubled = true;
+        for (size_t x = 0; x < sizes[t + 2] && doubled; x++) doubled = fasts[t + 2][x] == 2 * once[t][x];
+        EXPECT(doubled, "%s %s: backward twice is not exactly twice backward once", s->name, names[t + 2]);
+        memcpy(fasts[t + 2], once[t], sizes[t + 2] * sizeof(float));
+        free(once[t]);
+    }
+    snprintf(what, sizeof what, "%s, backward twice", s->name);
+    result_check_guards(what, &fast);
+
+    /* The reference on a slice of heads and batches (heads are independent). */
+    int *heads = xmalloc((size_t)s->heads * sizeof(int)), count = 0;
+    if (s->n_check_heads == 0 || s->n_check_heads >= s->heads) {
+        for (int h = 0; h < s->heads; h++) heads[count++] = h;
+    } else {
+        for (int h = 0; h < s->n_check_heads - 1; h++) heads[count++] = h;
+        heads[count++] = s->heads - 1;
+    }
+    const size_t n0 = s->check_from_batch;
+    AttentionProblem sub = {.N = p.N - n0, .Lq = p.Lq, .Lk = p.Lk, .C = (size_t)count * D, .heads = count,
+                            .scale = p.scale};
+    sub.q = heads_slice(p.q, p.N, p.Lq, p.C, D, heads, count, n0);
+    sub.k = heads_slice(p.k, p.N, p.Lk, p.C, D, heads, count, n0);
+    sub.v = heads_slice(p.v, p.N, p.Lk, p.C, D, heads, count, n0);
+    sub.dout = heads_slice(p.dout, p.N, p.Lq, p.C, D, heads, count, n0);
+    AttentionResult ref = attention_run(&sub, attention_forward_reference, attention_backward_reference, 1);
+    float *got[5] = {heads_slice(fast.out, p.N, p.Lq, p.C, D, heads, count, n0),
+                     lse_slice(fast.lse, p.N, (size_t)p.heads, p.Lq, heads, count, n0),
+                     heads_slice(fast.dq, p.N, p.Lq, p.C, D, heads, count, n0),
+                     heads_slice(fast.dk, p.N, p.Lk, p.C, D, heads, count, n0),
+                     heads_slice(fast.dv, p.N, p.Lk, p.C, D, heads, count, n0)};
+    float *want[5] = {ref.out, ref.lse, ref.dq, ref.dk, ref.dv};
+    const size_t sub_sizes[5] = {sub.N * sub.Lq * sub.C, sub.N * (size_t)count * sub.Lq, sub.N * sub.Lq * sub.C,
+                                 sub.N * sub.Lk * sub.C, sub.N * sub.Lk * sub.C};
+    for (int t = 0; t < 5; t++) {
+        snprintf(what, sizeof what, "%s %s (%d heads from batch %zu)", s->name, names[t], count, n0);
+        /* Float against double: sums over up to 4096 keys (or queries for dk, dv). */
+        if (t == 1)
+            expect_close(what, got[t], want[t], sub_sizes[t], 1e-5, 1e-6);
+        else
+            expect_close_scaled(what, got[t], want[t], sub_sizes[t], 1e-5);
+        free(got[t]);
+    }
+
+    if (s->thread_count_check && threads_get() > 1) {
+        int saved = threads_get();
+        threads_set(1);
+        AttentionResult one = attention_run(&p, attention_forward, attention_backward, 1);
+        threads_set(saved);
+        EXPECT(results_identical(&p, &fast, &one), "%s: results on 1 thread differ from %d threads", s->name, saved);
+        result_free(&one);
+    }
+    if (s->portable_check) {
+        AttentionResult portable = attention_run(&p, fast_forward_portable, fast_backward_portable, 1);
+        snprintf(what, sizeof what, "%s portable", s->name);
+        result_check_guards(what, &portable);
+        EXPECT(results_identical(&p, &fast, &portable), "%s: the portable kernels differ from the default ones",
+               s->name);
+        result_free(&portable);
+    }
+    result_free(&ref), result_free(&fast);
+    free(heads);
+    problem_free(&sub), problem_free(&p);
+}
+
+static void test_attention_fast_matches_reference(void) {
+    const RealisticShape shapes[] = {
+#ifdef __SANITIZE_ADDRESS__
+        {"16x16x224 (28 heads of 8)", 2, 256, 256, 224, 28, 1, 3, true, true},
+        {"8x8x896 (112 heads of 8)", 2, 64, 64, 896, 112, 0, 0, true, false},
+        {"8x8x256 (1 head of 256)", 2, 64, 64, 256, 1, 0, 0, true, true},
+        {"Lq 40, Lk 75, 4 heads of 4", 2, 40, 75, 16, 4, 0, 0, false, true},
+        {"Lq 70, Lk 33, 3 heads of 32", 1, 70, 33, 96, 3, 0, 0, false, true},
+#else
+        {"64x64x224 (28 heads of 8)", 2, 4096, 4096, 224, 28, 1, 2, false, false},
+        {"32x32x448 (56 heads of 8)", 2, 1024, 1024, 448, 56, 0, 3, true, false},
+        {"16x16x672 (84 heads of 8)", 2, 256, 256, 672, 84, 0, 0, true, true},
+        {"8x8x896 (112 heads of 8)", 2, 64, 64, 896, 112, 0, 0, true, true},
+        {"16x16x256 (1 head of 256)", 2, 256, 256, 256, 1, 0, 0, true, true},
+        {"32x32x448 (14 heads of 32)", 2, 1024, 1024, 448, 14, 1, 2, false, false},
+        {"16x16x512 (8 heads of 64)", 2, 256, 256, 512, 8, 0, 0, true, true},
+        {"8x8x512 (1 head of 512)", 2, 64, 64, 512, 1, 0, 0, true, true},
+        {"Lq 100, Lk 300, 8 heads of 8", 2, 100, 300, 64, 8, 0, 0, true, true},
+        {"Lq 150, Lk 70, 4 heads of 2", 2, 150, 70, 8, 4, 0, 0, true, true},
+        {"Lq 90, Lk 130, 3 heads of 12", 2, 90, 130, 36, 3, 0, 0, true, true},
+#endif
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double t0 = time_now();
+        check_fast_vs_reference(&shapes[i]);
+        printf("  %s: %.2f s\n", shapes[i].name, time_now() - t0);
+    }
+}
+
+/* A gradient passed as none is neither computed nor written, and the others do not change. */
+static void test_attention_optional_gradients(void) {
+    const struct { size_t C; int heads; } cases[] = {{64, 8}, {96, 3}};
+    for (size_t c = 0; c < 2; c++) {
+        AttentionProblem p = problem_random(2, 50, 70, cases[c].C, cases[c].heads, 31);
+        AttentionResult all = attention_run(&p, attention_forward, attention_backward, 1);
+        const size_t nq = p.N * p.Lq * p.C, nk = p.N * p.Lk * p.C;
+        for (int mask = 0; mask < 8; mask++) {
+            float *dq = guarded_alloc(nq), *dk = guarded_alloc(nk), *dv = guarded_alloc(nk);
+            attention_backward(mask & 1 ? q_shaped(&p, dq) : tensor_none(), mask & 2 ? k_shaped(&p, dk) : tensor_none(),
+                               mask & 4 ? k_shaped(&p, dv) : tensor_none(), q_shaped(&p, p.dout), q_shaped(&p, p.q),
+                               k_shaped(&p, p.k), k_shaped(&p, p.v), q_shaped(&p, all.out), lse_shaped(&p, all.lse),
+                               p.heads, p.scale);
+            EXPECT(mask & 1 ? same_floats(dq, all.dq, nq) : max_abs(dq, nq) == 0, "C %zu, gradients %d: dq", p.C, mask);
+            EXPECT(mask & 2 ? same_floats(dk, all.dk, nk) : max_abs(dk, nk) == 0, "C %zu, gradients %d: dk", p.C, mask);
+            EXPECT(mask & 4 ? same_floats(dv, all.dv, nk) : max_abs(dv, nk) == 0, "C %zu, gradients %d: dv", p.C, mask);
+            guarded_check("dq", dq), guarded_check("dk", dk), guarded_check("dv", dv);
+            guarded_free(dq), guarded_free(dk), guarded_free(dv);
+        }
+        result_free(&all);
+        problem_free(&p);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* CHECK failures */
+
+static void call_bad_attention(void *ctx) {
+    static float a[2 * 4 * 12], b[2 * 4 * 12], c[2 * 4 * 12], o[2 * 4 * 12], l[2 * 4 * 12];
+    Tensor q = tensor_3d(a, 2, 4, 12), k = tensor_3d(b, 2, 4, 12), v = tensor_3d(c, 2, 4, 12);
+    Tensor out = tensor_3d(o, 2, 4, 12), lse = tensor_3d(l, 2, 3, 4);
+    switch (*(int *)ctx) {
+    case 0: attention_forward(out, lse, q, k, v, 5, 0.5f); break;
+    case 1: attention_forward(out, lse, q, tensor_3d(b, 2, 4, 6), v, 3, 0.5f); break;
+    case 2: attention_forward_reference(out, lse, q, k, tensor_3d(c, 2, 3, 12), 3, 0.5f); break;
+    case 3: attention_forward(out, tensor_3d(l, 2, 4, 4), q, k, v, 3, 0.5f); break;
+    case 4: attention_forward(out, lse, tensor_3d(NULL, 2, 4, 12), k, v, 3, 0.5f); break;
+    case 5: attention_forward(out, lse, q, k, v, 0, 0.5f); break;
+    case 6: attention_forward(out, lse, q, k, v, 3, -1.0f); break;
+    case 7: attention_backward(tensor_3d(o, 2, 3, 12), tensor_none(), tensor_none(), q, q, k, v, out, lse, 3, 0.5f); break;
+    case 8: attention_backward_reference(tensor_none(), tensor_none(), tensor_none(), tensor_3d(o, 1, 4, 12), q, k, v,
+                                         out, lse, 3, 0.5f);
+        break;
+    default: attention_forward(tensor_2d(o, 8, 12), lse, q, k, v, 3, 0.5f); break;
+    }
+}
+
+static void test_attention_rejects_bad_arguments(void) {
+    static const char *expected[] = {
+        "attention_forward: C = 12 channels is not divisible by n_heads = 5",
+        "attention_forward: k has shape (2, 4, 6), expected (2, 4, 12)",
+        "attention_forward_reference: v has shape (2, 3, 12), expected (2, 4, 12)",
+        "attention_forward: lse has shape (2, 4, 4), expected (2, 3, 4)",
+        "attention_forward: q is NULL",
+        "attention_forward: n_heads is 0, must be positive",
+        "attention_forward: scale is -1, must be positive and finite",
+        "attention_backward: dq has shape (2, 3, 12), expected (2, 4, 12)",
+        "attention_backward_reference: dout has shape (1, 4, 12), expected (2, 4, 12)",
+        "attention_forward: out has shape (8, 12), expected (2, 4, 12)",
+    };
+    for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
+        expect_check_failure(expected[i], call_bad_attention, &i, expected[i]);
+}
+
+int main(void) {
+    RUN(test_exp2_accuracy);
+    RUN(test_vec16_portable_matches_avx512);
+    RUN(test_attention_reference_gradcheck);
+    RUN(test_attention_matches_pytorch);
+    RUN(test_attention_fast_matches_reference);
+    RUN(test_attention_optional_gradients);
+    RUN(test_attention_rejects_bad_arguments);
+    return harness_finish();
+}

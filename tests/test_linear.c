@@ -1,0 +1,237 @@
+/* Linear: finite-difference gradients of the reference path, both paths against PyTorch fixtures
+ * (tools/torchref/fixtures_linear.py), the oneDNN path against the reference at the U-Net's shapes
+ * (guard words, NaN checks, accumulation), and CHECK failures on bad arguments. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+#include "harness.h"
+#include "ops/linear.h"
+
+typedef void (*LinearForward)(Tensor out, Tensor inp, Tensor weight, Tensor bias);
+typedef void (*LinearBackward)(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Finite differences of the reference path */
+
+typedef struct LinearGradcheck {
+    size_t M, Fi, Fo;
+    float *inp, *weight, *bias, *out, *dout;
+} LinearGradcheck;
+
+static double linear_gradcheck_loss(void *ctx) {
+    LinearGradcheck *g = ctx;
+    linear_forward_reference(tensor_2d(g->out, g->M, g->Fo), tensor_2d(g->inp, g->M, g->Fi),
+                             tensor_2d(g->weight, g->Fo, g->Fi), tensor_1d(g->bias, g->Fo));
+    return dot_double(g->out, g->dout, g->M * g->Fo);
+}
+
+static void test_linear_reference_gradcheck(void) {
+    const size_t M = 6, Fi = 5, Fo = 4;
+    LinearGradcheck g = {.M = M, .Fi = Fi, .Fo = Fo};
+    g.inp = xmalloc(M * Fi * sizeof(float)), g.weight = xmalloc(Fo * Fi * sizeof(float));
+    g.bias = xmalloc(Fo * sizeof(float)), g.out = xmalloc(M * Fo * sizeof(float));
+    g.dout = xmalloc(M * Fo * sizeof(float));
+    fill_normal(g.inp, M * Fi, 1), fill_normal(g.weight, Fo * Fi, 2), fill_normal(g.bias, Fo, 3);
+    fill_normal(g.dout, M * Fo, 4);
+    float *dinp = xcalloc(M * Fi, sizeof(float)), *dweight = xcalloc(Fo * Fi, sizeof(float));
+    float *dbias = xcalloc(Fo, sizeof(float));
+    linear_backward_reference(tensor_2d(dinp, M, Fi), tensor_2d(dweight, Fo, Fi), tensor_1d(dbias, Fo),
+                              tensor_2d(g.dout, M, Fo), tensor_2d(g.inp, M, Fi), tensor_2d(g.weight, Fo, Fi));
+    /* The loss is linear in each input, so the central difference is exact up to float rounding. One
+     * thread: hundreds of tiny forwards, each would pay a parallel region. */
+    int saved_threads = threads_get();
+    threads_set(1);
+    gradcheck("linear dinp", linear_gradcheck_loss, &g, g.inp, dinp, M * Fi, 100, 1e-2, 1e-4, 1e-3);
+    gradcheck("linear dweight", linear_gradcheck_loss, &g, g.weight, dweight, Fo * Fi, 100, 1e-2, 1e-4, 1e-3);
+    gradcheck("linear dbias", linear_gradcheck_loss, &g, g.bias, dbias, Fo, 100, 1e-2, 1e-4, 1e-3);
+    threads_set(saved_threads);
+    free(g.inp), free(g.weight), free(g.bias), free(g.out), free(g.dout), free(dinp), free(dweight), free(dbias);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* PyTorch fixtures */
+
+typedef struct LinearCase {
+    const char *name;
+    int ndim;
+    size_t shape[3]; /* inp's shape; the last entry is Fi */
+    size_t Fo;
+    bool bias;
+} LinearCase;
+
+static const LinearCase LINEAR_CASES[] = {
+    {"rows3d", 3, {3, 5, 7}, 6, true},
+    {"rows2d", 2, {4, 9}, 5, false},
+    {"temb", 2, {2, 32}, 64, true},
+};
+
+static Tensor tensor_nd(float *data, int ndim, const size_t *shape) {
+    return ndim == 3 ? tensor_3d(data, shape[0], shape[1], shape[2]) : tensor_2d(data, shape[0], shape[1]);
+}
+
+static void check_linear_fixture(Fixture *fx, const LinearCase *c, LinearForward forward, LinearBackward backward,
+                                 const char *path) {
+    const size_t Fi = c->shape[c->ndim - 1], M = c->ndim == 3 ? c->shape[0] * c->shape[1] : c->shape[0];
+    size_t out_shape[3];
+    memcpy(out_shape, c->shape, sizeof out_shape);
+    out_shape[c->ndim - 1] = c->Fo;
+    char key[64], what[96];
+#define FIXTURE(field, n) (snprintf(key, sizeof key, "%s.%s", c->name, field), fixture_floats(fx, key, n))
+    float *inp = FIXTURE("inp", M * Fi), *weight = FIXTURE("weight", c->Fo * Fi);
+    float *bias = c->bias ? FIXTURE("bias", c->Fo) : NULL;
+    float *want_out = FIXTURE("out", M * c->Fo), *dout = FIXTURE("dout", M * c->Fo);
+    float *want_dinp = FIXTURE("dinp", M * Fi), *want_dweight = FIXTURE("dweight", c->Fo * Fi);
+    float *want_dbias = c->bias ? FIXTURE("dbias", c->Fo) : NULL;
+#undef FIXTURE
+    float *out = guarded_alloc(M * c->Fo), *dinp = guarded_alloc(M * Fi), *dweight = guarded_alloc(c->Fo * Fi);
+    float *dbias = guarded_alloc(c->Fo);
+    Tensor tinp = tensor_nd(inp, c->ndim, c->shape), tweight = tensor_2d(weight, c->Fo, Fi);
+    forward(tensor_nd(out, c->ndim, out_shape), tinp, tweight, bias ? tensor_1d(bias, c->Fo) : tensor_none());
+    backward(tensor_nd(dinp, c->ndim, c->shape), tensor_2d(dweight, c->Fo, Fi),
+             bias ? tensor_1d(dbias, c->Fo) : tensor_none(), tensor_nd(dout, c->ndim, out_shape), tinp, tweight);
+    snprintf(what, sizeof what, "%s %s out", path, c->name);
+    expect_close(what, out, want_out, M * c->Fo, 1e-5, 1e-5);
+    snprintf(what, sizeof what, "%s %s dinp", path, c->name);
+    expect_close(what, dinp, want_dinp, M * Fi, 1e-5, 1e-5);
+    snprintf(what, sizeof what, "%s %s dweight", path, c->name);
+    expect_close(what, dweight, want_dweight, c->Fo * Fi, 1e-5, 1e-5);
+    if (bias) {
+        snprintf(what, sizeof what, "%s %s dbias", path, c->name);
+        expect_close(what, dbias, want_dbias, c->Fo, 1e-5, 1e-5);
+    } else {
+        EXPECT(max_abs(dbias, c->Fo) == 0, "%s %s: dbias written although passed as none", path, c->name);
+    }
+    guarded_check("out", out), guarded_check("dinp", dinp), guarded_check("dweight", dweight);
+    guarded_check("dbias", dbias);
+    free(inp), free(weight), free(bias), free(want_out), free(dout), free(want_dinp), free(want_dweight);
+    free(want_dbias);
+    guarded_free(out), guarded_free(dinp), guarded_free(dweight), guarded_free(dbias);
+}
+
+static void test_linear_matches_pytorch(void) {
+    Fixture *fx = fixture_open("linear");
+    for (size_t i = 0; i < sizeof LINEAR_CASES / sizeof LINEAR_CASES[0]; i++) {
+        check_linear_fixture(fx, &LINEAR_CASES[i], linear_forward_reference, linear_backward_reference, "reference");
+        check_linear_fixture(fx, &LINEAR_CASES[i], linear_forward, linear_backward, "fast");
+    }
+    fixture_close(fx);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fast path against the reference at the U-Net's shapes */
+
+/* Runs forward once and backward twice into zeroed gradients with one path; all outputs guarded. */
+typedef struct LinearRun {
+    float *out, *dinp, *dweight, *dbias;
+} LinearRun;
+
+static LinearRun linear_run(LinearForward forward, LinearBackward backward, size_t M, size_t Fi, size_t Fo,
+                            const float *inp, const float *weight, const float *bias, const float *dout,
+                            int n_backward) {
+    LinearRun r = {guarded_alloc(M * Fo), guarded_alloc(M * Fi), guarded_alloc(Fo * Fi), guarded_alloc(Fo)};
+    /* The forward overwrites: start from garbage. */
+    for (size_t x = 0; x < M * Fo; x++) r.out[x] = NAN;
+    Tensor tinp = tensor_2d((float *)inp, M, Fi), tweight = tensor_2d((float *)weight, Fo, Fi);
+    forward(tensor_2d(r.out, M, Fo), tinp, tweight, tensor_1d((float *)bias, Fo));
+    for (int b = 0; b < n_backward; b++)
+        backward(tensor_2d(r.dinp, M, Fi), tensor_2d(r.dweight, Fo, Fi), tensor_1d(r.dbias, Fo),
+                 tensor_2d((float *)dout, M, Fo), tinp, tweight);
+    return r;
+}
+
+static void linear_run_free(LinearRun *r) {
+    guarded_free(r->out), guarded_free(r->dinp), guarded_free(r->dweight), guarded_free(r->dbias);
+}
+
+static void check_linear_fast_vs_reference(size_t M, size_t Fi, size_t Fo) {
+    float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
+    float *bias = xmalloc(Fo * sizeof(float)), *dout = xmalloc(M * Fo * sizeof(float));
+    fill_normal(inp, M * Fi, 11), fill_uniform(weight, Fo * Fi, 12, -0.05f, 0.05f);
+    fill_normal(bias, Fo, 13), fill_normal(dout, M * Fo, 14);
+    LinearRun ref = linear_run(linear_forward_reference, linear_backward_reference, M, Fi, Fo, inp, weight, bias,
+                               dout, 1);
+    LinearRun fast = linear_run(linear_forward, linear_backward, M, Fi, Fo, inp, weight, bias, dout, 1);
+    LinearRun twice = linear_run(linear_forward, linear_backward, M, Fi, Fo, inp, weight, bias, dout, 2);
+    char what[96];
+    const char *names[4] = {"out", "dinp", "dweight", "dbias"};
+    const size_t sizes[4] = {M * Fo, M * Fi, Fo * Fi, Fo};
+    float *refs[4] = {ref.out, ref.dinp, ref.dweight, ref.dbias};
+    float *fasts[4] = {fast.out, fast.dinp, fast.dweight, fast.dbias};
+    float *twices[4] = {twice.out, twice.dinp, twice.dweight, twice.dbias};
+    for (int t = 0; t < 4; t++) {
+        snprintf(what, sizeof what, "M %zu, %zu -> %zu: %s", M, Fi, Fo, names[t]);
+        /* Sums of up to 8192 products in float against double: 1e-5 of the largest value. */
+        expect_close_scaled(what, fasts[t], refs[t], sizes[t], 1e-5);
+        guarded_check(what, fasts[t]), guarded_check(what, twices[t]);
+        if (t > 0) {
+            /* Backward twice accumulates twice. */
+            for (size_t x = 0; x < sizes[t]; x++) fasts[t][x] *= 2;
+            snprintf(what, sizeof what, "M %zu, %zu -> %zu: %s accumulated twice", M, Fi, Fo, names[t]);
+            expect_close_scaled(what, twices[t], fasts[t], sizes[t], 1e-6);
+        }
+    }
+    linear_run_free(&ref), linear_run_free(&fast), linear_run_free(&twice);
+    free(inp), free(weight), free(bias), free(dout);
+}
+
+static void test_linear_fast_matches_reference(void) {
+#ifdef __SANITIZE_ADDRESS__
+    const size_t shapes[][3] = {{512, 224, 224}, {128, 448, 448}, {2, 224, 896}, {16, 896, 896}};
+#else
+    /* Attention projections at 64x64, 32x32, 16x16 and 8x8 (N = 2), the time-embedding MLP at batch 2. */
+    const size_t shapes[][3] = {{8192, 224, 224}, {2048, 448, 448}, {512, 672, 672},
+                                {128, 896, 896},  {2, 224, 896},    {2, 896, 896}};
+#endif
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        check_linear_fast_vs_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* CHECK failures */
+
+typedef struct BadLinear {
+    int which;
+} BadLinear;
+
+static void call_bad_linear(void *ctx) {
+    float inp[12] = {0}, weight[12] = {0}, bias[4] = {0}, out[12] = {0};
+    Tensor tinp = tensor_2d(inp, 3, 4), tweight = tensor_2d(weight, 3, 4), tout = tensor_2d(out, 3, 3);
+    switch (((BadLinear *)ctx)->which) {
+    case 0: linear_forward(tout, tensor_2d(inp, 4, 3), tweight, tensor_none()); break;
+    case 1: linear_forward(tensor_2d(out, 4, 3), tinp, tweight, tensor_none()); break;
+    case 2: linear_forward(tout, tinp, tweight, tensor_1d(bias, 4)); break;
+    case 3: linear_forward(tout, tensor_2d(NULL, 3, 4), tweight, tensor_none()); break;
+    case 4: linear_backward(tensor_none(), tensor_2d(weight, 4, 3), tensor_none(), tout, tinp, tweight); break;
+    case 5: linear_backward_reference(tensor_2d(inp, 2, 6), tensor_none(), tensor_none(), tout, tinp, tweight); break;
+    default: linear_forward_reference(tout, tinp, tensor_1d(weight, 12), tensor_none()); break;
+    }
+}
+
+static void test_linear_rejects_bad_arguments(void) {
+    static const char *expected[] = {
+        "linear_forward: inp (last dimension = weight's Fi) has shape (4, 3), expected (4, 4)",
+        "linear_forward: out has shape (4, 3), expected (3, 3)",
+        "linear_forward: bias has shape (4), expected (3)",
+        "linear_forward: inp is NULL",
+        "linear_backward: dweight has shape (4, 3), expected (3, 4)",
+        "linear_backward_reference: dinp has shape (2, 6), expected (3, 4)",
+        "linear_forward_reference: weight has shape (12), expected 2 dimensions",
+    };
+    for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++) {
+        BadLinear bad = {i};
+        expect_check_failure(expected[i], call_bad_linear, &bad, expected[i]);
+    }
+}
+
+int main(void) {
+    RUN(test_linear_reference_gradcheck);
+    RUN(test_linear_matches_pytorch);
+    RUN(test_linear_fast_matches_reference);
+    RUN(test_linear_rejects_bad_arguments);
+    return harness_finish();
+}
