@@ -14,9 +14,19 @@
 #include "nn/unet.h"
 
 /* Tolerances: the issue's, as max |error| / max |value| of each tensor. Measured errors are ~1e-6 (see
- * the test output), so these leave room for kernel changes but catch any wrong formula. */
+ * the test output), so these leave room for kernel changes but catch any wrong formula. Some gradients
+ * are exactly zero in exact arithmetic (to_k.bias: softmax ignores a constant added to every score of a
+ * row), so a tensor's scale is floored at GRAD_SCALE_FLOOR of the largest gradient of the model. */
 #define OUTPUT_TOL 1e-4
 #define GRAD_TOL 1e-3
+#define GRAD_SCALE_FLOOR 1e-3
+
+/* max |got - want| / max(max |want|, floor) */
+static double scaled_error(const float *got, const float *want, size_t n, double floor) {
+    double err = 0;
+    for (size_t i = 0; i < n; i++) err = fmax(err, fabs((double)got[i] - want[i]));
+    return err / fmax(max_abs(want, n), floor);
+}
 
 typedef struct Case {
     UNet net;
@@ -82,29 +92,35 @@ static void check_config(const char *config) {
     float *want = fixture_named(config, "out", n_out);
     snprintf(what, sizeof what, "%s: output", config);
     expect_close_scaled(what, out, want, n_out, OUTPUT_TOL);
-    printf("  %s: output error %.2e of max |out|\n", config, 0.0);
+    double out_error = scaled_error(out, want, n_out, 0);
     free(want);
     want = fixture_named(config, "dx", n_in);
     snprintf(what, sizeof what, "%s: input gradient", config);
     expect_close_scaled(what, dx, want, n_in, GRAD_TOL);
+    double dx_error = scaled_error(dx, want, n_in, 0);
     free(want);
+    printf("  %s: output error %.2e, input-gradient error %.2e (of max |value|)\n", config, out_error, dx_error);
     guarded_check("output", out);
     guarded_check("dx", dx);
     const ParamTable *table = &c.net.layout.params;
+    float **wants = xcalloc(table->n_entries, sizeof *wants);
+    double largest = 0;
+    for (size_t i = 0; i < table->n_entries; i++) {
+        char key[PARAM_NAME_BYTES + 8];
+        snprintf(key, sizeof key, "grad.%s", table->entries[i].name);
+        wants[i] = fixture_named(config, key, table->entries[i].numel);
+        largest = fmax(largest, max_abs(wants[i], table->entries[i].numel));
+    }
     double worst = 0;
     const char *worst_name = "";
     for (size_t i = 0; i < table->n_entries; i++) {
         const ParamEntry *e = &table->entries[i];
-        char key[PARAM_NAME_BYTES + 8];
-        snprintf(key, sizeof key, "grad.%s", e->name);
-        want = fixture_named(config, key, e->numel);
-        snprintf(what, sizeof what, "%s: gradient of %s", config, e->name);
-        expect_close_scaled(what, c.net.grads + e->offset, want, e->numel, GRAD_TOL);
-        double scale = max_abs(want, e->numel), err = 0;
-        for (size_t j = 0; j < e->numel; j++) err = fmax(err, fabs((double)c.net.grads[e->offset + j] - want[j]));
-        if (scale > 0 && err / scale > worst) worst = err / scale, worst_name = e->name;
-        free(want);
+        double err = scaled_error(c.net.grads + e->offset, wants[i], e->numel, GRAD_SCALE_FLOOR * largest);
+        EXPECT(err <= GRAD_TOL, "%s: gradient of %s: error %.3g of its scale, over %.1g", config, e->name, err, GRAD_TOL);
+        if (err > worst) worst = err, worst_name = e->name;
+        free(wants[i]);
     }
+    free(wants);
     printf("  %s: %zu parameter gradients, worst %.2e of scale (%s)\n", config, table->n_entries, worst, worst_name);
     guarded_free(out), guarded_free(dx);
     case_close(&c);
@@ -134,6 +150,40 @@ static void test_backward_accumulates_and_repeats_exactly(void) {
     case_close(&c);
 }
 
+/* Dropout masks are keyed by each sample's global index: a batch of two gives each sample what a batch of
+ * one gives it, and an active mask changes the output. */
+static void test_dropout_follows_samples(void) {
+    UNetConfig cfg;
+    Error err;
+    CHECK(model_config_load(&cfg, "tests/fixtures/unet_ddpm.json", &err) == 0, "%s", err.message);
+    cfg.dropout = 0.3;
+    UNet net;
+    CHECK(unet_init(&net, &cfg, true, &err) == 0, "%s", err.message);
+    unet_init_weights(&net, 1);
+    const size_t h = (size_t)cfg.sample_height, w = (size_t)cfg.sample_width, c = (size_t)cfg.in_channels;
+    const size_t per = h * w * c;
+    float *x = xmalloc(2 * per * sizeof(float)), *pair = xmalloc(2 * per * sizeof(float));
+    float *single = xmalloc(per * sizeof(float)), *plain = xmalloc(2 * per * sizeof(float));
+    fill_normal(x, 2 * per, 3);
+    float t[2] = {10, 500};
+    uint64_t ids[2] = {41, 7};
+    UNetDropoutKeys keys = {.active = true, .seed = 5, .step = 12, .sample_ids = ids};
+    unet_plan(&net, 2, h, w);
+    unet_forward(&net, pair, x, t, NULL, &keys);
+    unet_forward(&net, plain, x, t, NULL, NULL);
+    EXPECT(memcmp(pair, plain, 2 * per * sizeof(float)) != 0, "dropout 0.3 did not change the output");
+    unet_plan(&net, 1, h, w);
+    for (int i = 0; i < 2; i++) {
+        UNetDropoutKeys one = {.active = true, .seed = 5, .step = 12, .sample_ids = &ids[i]};
+        unet_forward(&net, single, x + (size_t)i * per, &t[i], NULL, &one);
+        char what[64];
+        snprintf(what, sizeof what, "sample %d alone vs in the batch", i);
+        expect_close(what, single, pair + (size_t)i * per, per, 1e-6, 1e-5);
+    }
+    free(x), free(pair), free(single), free(plain);
+    unet_free(&net);
+}
+
 int main(void) {
     fx = fixture_open("unet");
     RUN(test_ddpm_config_matches_diffusers);
@@ -141,6 +191,7 @@ int main(void) {
     RUN(test_no_mid_config_matches_diffusers);
     RUN(test_mid_without_attention_matches_diffusers);
     RUN(test_backward_accumulates_and_repeats_exactly);
+    RUN(test_dropout_follows_samples);
     fixture_close(fx);
     return harness_finish();
 }
