@@ -12,6 +12,11 @@
 /* The raw generator: 4 x 32 random bits for a 128-bit counter under a 64-bit key. */
 void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
+/* What a stream is for: one list, so no two uses of the generator can collide. Values are ASCII tags. */
+enum {
+    RNG_PURPOSE_DROPOUT = 0x44524F50, /* "DROP": (step, layer) */
+};
+
 /* A stream id for (purpose, a, b), e.g. rng_stream(RNG_PURPOSE_NOISE, step, 0). */
 uint64_t rng_stream(uint32_t purpose, uint64_t a, uint64_t b);
 

@@ -2,6 +2,7 @@
 #include "core/tensor.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "core/check.h"
 
@@ -28,6 +29,10 @@ size_t tensor_numel(Tensor t) {
     size_t n = 1;
     for (int i = 0; i < t.ndim; i++) n *= t.shape[i];
     return n;
+}
+
+void tensor_zero(Tensor t) {
+    if (t.data) memset(t.data, 0, tensor_numel(t) * sizeof(float));
 }
 
 const char *tensor_shape_str(Tensor t, char *buf, size_t buf_bytes) {

@@ -28,6 +28,8 @@ Tensor tensor_none(void);
 
 bool tensor_is_none(Tensor t);
 size_t tensor_numel(Tensor t);
+/* Sets every element to 0 (gradients are accumulated into, so a step starts from zero). */
+void tensor_zero(Tensor t);
 /* Writes "(2, 64, 64, 224)" into buf and returns buf. */
 const char *tensor_shape_str(Tensor t, char *buf, size_t buf_bytes);
 

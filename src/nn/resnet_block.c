@@ -1,0 +1,222 @@
+/* diffusers' ResnetBlock2D (models/resnet.py), forward and backward, on channels-last activations:
+ *   x = concat(h, skip)                     (up blocks)
+ *   a1 = silu(norm1(x));  a1, x = resample(a1), resample(x)     ("resnet" up/down sampling only)
+ *   c1 = conv1(a1)
+ *   default:      c1 += time_emb_proj(silu(emb));   n = norm2(c1)
+ *   scale_shift:  n = norm2(c1) * (1 + scale) + shift, (scale, shift) = time_emb_proj(silu(emb))
+ *   a2 = dropout(silu(n));  out = (shortcut(x) + conv2(a2)) / output_scale_factor
+ * shortcut is a 1x1 conv when the channel count changes, else the identity. Backward runs the same ops in
+ * reverse; the scratch buffer each gradient uses is noted beside it (see unet_layers.h). */
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "nn/unet_layers.h"
+#include "ops/ops.h"
+
+static Tensor act4(Arena *arena, size_t n, size_t h, size_t w, size_t c) {
+    return tensor_4d(arena_floats(arena, n * h * w * c), n, h, w, c);
+}
+
+static Tensor act2(Arena *arena, size_t n, size_t c) { return tensor_2d(arena_floats(arena, n * c), n, c); }
+
+void resnet_plan(LayerState *s, Arena *arena) {
+    const UNetLayer *l = s->layer;
+    ResnetActs *a = &s->resnet;
+    size_t n = s->n, c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
+    size_t groups = (size_t)l->norm_groups;
+    bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
+    /* Without a skip, x_cat is the previous layer's output: unet.c sets it per call. */
+    if (l->skip_channels > 0) a->x_cat = act4(arena, n, s->in_h, s->in_w, c_in);
+    a->mean1 = act2(arena, n, groups);
+    a->rstd1 = act2(arena, n, groups);
+    a->n1 = act4(arena, n, s->in_h, s->in_w, c_in);
+    a->a1 = act4(arena, n, s->in_h, s->in_w, c_in);
+    if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
+        a->a1r = act4(arena, n, s->out_h, s->out_w, c_in);
+        a->xr = act4(arena, n, s->out_h, s->out_w, c_in);
+    } else {
+        a->a1r = a->a1;
+    }
+    a->c1 = act4(arena, n, s->out_h, s->out_w, c_out);
+    a->temb = act2(arena, n, scale_shift ? 2 * c_out : c_out);
+    a->mean2 = act2(arena, n, groups);
+    a->rstd2 = act2(arena, n, groups);
+    a->n2 = act4(arena, n, s->out_h, s->out_w, c_out);
+    if (scale_shift) a->n2s = act4(arena, n, s->out_h, s->out_w, c_out);
+    a->a2 = act4(arena, n, s->out_h, s->out_w, c_out);
+    s->out = act4(arena, n, s->out_h, s->out_w, c_out);
+}
+
+/* Columns [first, first + C) of a (N, 2C) tensor: the scale or shift half of the time projection,
+ * copied out because the ops take contiguous (N, C) tensors. */
+static void split_halves(Tensor both, Tensor scale, Tensor shift) {
+    size_t n = both.shape[0], c = both.shape[1] / 2;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(scale.data + i * c, both.data + i * 2 * c, c * sizeof(float));
+        memcpy(shift.data + i * c, both.data + i * 2 * c + c, c * sizeof(float));
+    }
+}
+
+static void merge_halves(Tensor both, Tensor dscale, Tensor dshift) {
+    size_t n = both.shape[0], c = both.shape[1] / 2;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < c; j++) {
+            both.data[i * 2 * c + j] += dscale.data[i * c + j];
+            both.data[i * 2 * c + c + j] += dshift.data[i * c + j];
+        }
+}
+
+/* Dropout of each sample with its own key range, so masks follow samples rather than batch positions.
+ * In place (out == inp). Applied to a gradient it is dropout's backward: the same mask and scale. */
+static void dropout_per_sample(Tensor out, Tensor inp, double p, const UNetDropoutKeys *keys, uint64_t layer_index) {
+    size_t n = inp.shape[0], per_sample = tensor_numel(inp) / n;
+    for (size_t i = 0; i < n; i++) {
+        DropoutParams dp = {.p = (float)p, .seed = keys->seed,
+                            .stream = rng_stream(RNG_PURPOSE_DROPOUT, keys->step, layer_index),
+                            .first_index = keys->sample_ids[i] * per_sample};
+        dropout_forward(tensor_1d(out.data + i * per_sample, per_sample), tensor_1d(inp.data + i * per_sample, per_sample),
+                        dp);
+    }
+}
+
+static bool dropout_on(const UNetLayer *l, const UNetDropoutKeys *keys) {
+    return l->dropout > 0 && keys && keys->active;
+}
+
+static void resample_forward(UNetResnetResample r, Tensor out, Tensor inp) {
+    if (r == UNET_RESNET_RESAMPLE_DOWN) avg_pool2x_forward(out, inp);
+    else upsample_nearest2x_forward(out, inp);
+}
+
+static void resample_backward(UNetResnetResample r, Tensor dinp, Tensor dout) {
+    if (r == UNET_RESNET_RESAMPLE_DOWN) avg_pool2x_backward(dinp, dout);
+    else upsample_nearest2x_backward(dinp, dout);
+}
+
+/* The scale and shift halves of a scale_shift time projection, in scratch buffer i. */
+static void scale_shift_halves(const LayerState *s, const UNetScratch *scratch, int i, Tensor *scale, Tensor *shift) {
+    size_t n = s->n, c = (size_t)s->layer->out_channels;
+    CHECK(2 * n * c <= scratch->n_floats, "scratch too small for the time projection");
+    *scale = tensor_2d(scratch->buf[i], n, c);
+    *shift = tensor_2d(scratch->buf[i] + n * c, n, c);
+    split_halves(s->resnet.temb, *scale, *shift);
+}
+
+void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, const UNetScratch *scratch,
+                    const UNetDropoutKeys *keys, uint64_t layer_index) {
+    const UNetLayer *l = s->layer;
+    ResnetActs *a = &s->resnet;
+    const Tensor *p = s->p;
+    if (l->skip_channels > 0) concat_channels_forward(a->x_cat, in, skip);
+    else a->x_cat = in;
+    group_norm_forward(a->n1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
+                       l->norm_groups, (float)l->norm_eps);
+    silu_forward(a->a1, a->n1);
+    if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
+        resample_forward(l->resample, a->a1r, a->a1);
+        resample_forward(l->resample, a->xr, a->x_cat);
+    } else {
+        a->xr = a->x_cat;
+    }
+    conv2d_forward(a->c1, a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
+    linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
+    Tensor pre_act = a->n2;
+    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) add_channel_forward(a->c1, a->c1, a->temb);
+    group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
+                       l->norm_groups, (float)l->norm_eps);
+    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT) {
+        Tensor scale, shift;
+        scale_shift_halves(s, scratch, 0, &scale, &shift);
+        scale_shift_forward(a->n2s, a->n2, scale, shift);
+        pre_act = a->n2s;
+    }
+    silu_forward(a->a2, pre_act);
+    if (dropout_on(l, keys)) dropout_per_sample(a->a2, a->a2, l->dropout, keys, layer_index);
+    conv2d_forward(s->out, a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
+    Tensor shortcut = a->xr;
+    if (!tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT])) {
+        shortcut = tensor_4d(scratch->buf[0], s->n, s->out_h, s->out_w, (size_t)l->out_channels);
+        conv2d_forward(shortcut, a->xr, p[UNET_RESNET_SHORTCUT_WEIGHT], p[UNET_RESNET_SHORTCUT_BIAS], conv2d_params(1, 0));
+    }
+    add_scaled_forward(s->out, shortcut, s->out, (float)(1.0 / l->output_scale));
+}
+
+void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor silu_emb,
+                     const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index) {
+    const UNetLayer *l = s->layer;
+    ResnetActs *a = &s->resnet;
+    const Tensor *p = s->p, *g = s->g;
+    const size_t n = s->n, c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
+    const size_t ih = s->in_h, iw = s->in_w, oh = s->out_h, ow = s->out_w;
+    const float inv_scale = (float)(1.0 / l->output_scale);
+    const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
+    /* Scratch use: 0 dout / scale, then dropout and scale_shift staging; 1, 2, 3 rotating gradients;
+     * 4 d(resampled x); 5 d(x_cat) when there is a skip. */
+    Tensor dx_cat = l->skip_channels > 0 ? SCRATCH4(scratch, 5, n, ih, iw, c_in) : d_in;
+    Tensor dxr = resample ? SCRATCH4(scratch, 4, n, oh, ow, c_in) : dx_cat;
+
+    /* out = (shortcut(xr) + conv2(a2)) * inv_scale */
+    Tensor d_branch = dout;
+    if (inv_scale != 1.0f) {
+        d_branch = SCRATCH4(scratch, 0, n, oh, ow, c_out);
+        add_scaled_backward(d_branch, tensor_none(), dout, inv_scale);
+    }
+    if (tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT]))
+        add_scaled_backward(dxr, tensor_none(), d_branch, 1.0f);
+    else
+        conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, a->xr,
+                        p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
+    Tensor d_a2 = SCRATCH4(scratch, 1, n, oh, ow, c_out);
+    conv2d_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, a->a2,
+                    p[UNET_RESNET_CONV2_WEIGHT], conv2d_params(1, 1));
+    /* a2 = dropout(silu(pre_act)) */
+    if (dropout_on(l, keys)) dropout_per_sample(d_a2, d_a2, l->dropout, keys, layer_index);
+    bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
+    Tensor d_pre_act = SCRATCH4(scratch, 2, n, oh, ow, c_out);
+    silu_backward(d_pre_act, d_a2, scale_shift ? a->n2s : a->n2);
+    Tensor d_n2 = d_pre_act;
+    Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
+    if (scale_shift) {
+        /* n2s = n2 * (1 + scale) + shift: staged halves after d_temb in scratch 0 */
+        Tensor scale = tensor_2d(scratch->buf[0] + 2 * n * c_out, n, c_out);
+        Tensor shift = tensor_2d(scratch->buf[0] + 3 * n * c_out, n, c_out);
+        Tensor dscale = tensor_2d(scratch->buf[0] + 4 * n * c_out, n, c_out);
+        Tensor dshift = tensor_2d(scratch->buf[0] + 5 * n * c_out, n, c_out);
+        CHECK(6 * n * c_out <= scratch->n_floats, "scratch too small for scale_shift");
+        split_halves(a->temb, scale, shift);
+        tensor_zero(dscale);
+        tensor_zero(dshift);
+        d_n2 = SCRATCH4(scratch, 1, n, oh, ow, c_out); /* d_a2 is spent */
+        scale_shift_backward(d_n2, dscale, dshift, d_pre_act, a->n2, scale);
+        merge_halves(d_temb, dscale, dshift);
+    }
+    /* n2 = norm2(c1) */
+    Tensor d_c1 = SCRATCH4(scratch, 3, n, oh, ow, c_out);
+    group_norm_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_n2, a->c1, a->mean2, a->rstd2,
+                        p[UNET_RESNET_NORM2_WEIGHT], l->norm_groups);
+    /* default: c1 = conv1(a1r) + temb */
+    if (!scale_shift) add_channel_backward(tensor_none(), d_temb, d_c1);
+    /* temb = time_emb_proj(silu_emb) */
+    linear_backward(d_silu_emb, g[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], g[UNET_RESNET_TIME_EMB_PROJ_BIAS], d_temb, silu_emb,
+                    p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
+    /* c1 = conv1(a1r) */
+    Tensor d_a1r = SCRATCH4(scratch, 1, n, oh, ow, c_in);
+    conv2d_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, a->a1r,
+                    p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
+    /* a1r, xr = resample(a1), resample(x_cat) */
+    Tensor d_a1 = d_a1r;
+    if (resample) {
+        d_a1 = SCRATCH4(scratch, 2, n, ih, iw, c_in);
+        resample_backward(l->resample, d_a1, d_a1r);
+        resample_backward(l->resample, dx_cat, dxr);
+    }
+    /* a1 = silu(n1) */
+    Tensor d_n1 = SCRATCH4(scratch, 3, n, ih, iw, c_in);
+    silu_backward(d_n1, d_a1, a->n1);
+    /* n1 = norm1(x_cat) */
+    group_norm_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_n1, a->x_cat, a->mean1,
+                        a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], l->norm_groups);
+    /* x_cat = concat(in, skip) */
+    if (l->skip_channels > 0) concat_channels_backward(d_in, d_skip, dx_cat);
+}

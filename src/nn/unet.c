@@ -1,0 +1,380 @@
+/* UNet2DModel forward and backward (see unet.h): a walk over the layout's layers, the small layer kinds
+ * (time embedding, conv_in, downsample, upsample, output head) written here, resnets and attention
+ * blocks in their own files. The walk mirrors diffusers' UNet2DModel.forward (models/unets/unet_2d.py):
+ *   emb = time_embedding(sinusoid(t)) [+ class_embedding(label)];   h = conv_in(x)   (x = 2x - 1 first
+ *   when center_input_sample);  down blocks push every layer's output on the skip stack, up-block resnets
+ *   pop one each and concatenate it after h;  out = conv_out(silu(conv_norm_out(h))).
+ * Backward walks the layers in reverse; the gradient of a layer's output lives in a buffer of its own
+ * when that output is also a skip (two consumers add into it), else in one of two alternating buffers. */
+#include "nn/unet.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/check.h"
+#include "ops/ops.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Set-up */
+
+int unet_init(UNet *net, const UNetConfig *cfg, bool with_grads, Error *err) {
+    *net = (UNet){0};
+    if (unet_layout_init(&net->layout, cfg, err)) return -1;
+    net->n_params = net->layout.params.n_floats;
+    net->params = alloc_floats(net->n_params);
+    if (with_grads) net->grads = alloc_floats(net->n_params);
+    return 0;
+}
+
+static void unet_unplan(UNet *net) {
+    arena_free(&net->arena);
+    free(net->states);
+    free(net->skip_source);
+    free(net->d_skip_out);
+    free(net->class_labels);
+    net->states = NULL, net->skip_source = NULL, net->d_skip_out = NULL, net->class_labels = NULL;
+    net->batch = 0;
+}
+
+void unet_free(UNet *net) {
+    unet_unplan(net);
+    alloc_free(net->params);
+    alloc_free(net->grads);
+    unet_layout_free(&net->layout);
+    *net = (UNet){0};
+}
+
+void unet_init_weights(UNet *net, uint64_t seed) { param_table_fill_init(&net->layout.params, net->params, seed); }
+
+void unet_zero_grads(UNet *net) {
+    CHECK(net->grads, "unet_zero_grads: the model was created without gradients");
+    memset(net->grads, 0, net->n_params * sizeof(float));
+}
+
+Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape) {
+    CHECK(i >= 0 && i < UNET_N_SCRATCH, "scratch buffer %d of %d", i, UNET_N_SCRATCH);
+    Tensor t = {.data = s->buf[i], .ndim = ndim};
+    for (int d = 0; d < ndim; d++) t.shape[d] = shape[d];
+    CHECK(tensor_numel(t) <= s->n_floats, "scratch buffer of %zu floats cannot hold %zu", s->n_floats,
+          tensor_numel(t));
+    tensor_zero(t);
+    return t;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Planning */
+
+static Tensor image(Arena *arena, size_t n, size_t h, size_t w, size_t c) {
+    return tensor_4d(arena_floats(arena, n * h * w * c), n, h, w, c);
+}
+
+static Tensor rows(Arena *arena, size_t n, size_t c) { return tensor_2d(arena_floats(arena, n * c), n, c); }
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Lays out every buffer in the arena; run once counting, once for real (core/arena.h). */
+static void plan_buffers(UNet *net) {
+    const UNetLayout *layout = &net->layout;
+    Arena *arena = &net->arena;
+    const size_t n = net->batch;
+    const size_t temb = (size_t)layout->time_embed_dim;
+    size_t largest = 6 * n * temb; /* time-embedding gradients, scale/shift staging */
+    net->x_in = image(arena, n, net->height, net->width, (size_t)layout->config.in_channels);
+    net->timesteps = arena_floats(arena, n);
+    for (int i = 0; i < layout->n_layers; i++) {
+        LayerState *s = &net->states[i];
+        const UNetLayer *l = &layout->layers[i];
+        s->layer = l;
+        s->n = n;
+        s->in_h = net->height >> l->in_level, s->in_w = net->width >> l->in_level;
+        s->out_h = net->height >> l->out_level, s->out_w = net->width >> l->out_level;
+        size_t c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
+        largest = max_size(largest, n * max_size(s->in_h * s->in_w, s->out_h * s->out_w) * max_size(c_in, c_out));
+        switch (l->kind) {
+        case UNET_LAYER_TIME_EMBEDDING:
+            s->time.sinusoid = rows(arena, n, (size_t)l->in_channels);
+            s->time.h1 = rows(arena, n, temb);
+            s->time.a1 = rows(arena, n, temb);
+            s->time.emb = rows(arena, n, temb);
+            if (layout->config.num_class_embeds > 0) s->time.class_emb = rows(arena, n, temb);
+            s->time.silu_emb = rows(arena, n, temb);
+            s->out = s->time.silu_emb;
+            break;
+        case UNET_LAYER_RESNET:
+            resnet_plan(s, arena);
+            break;
+        case UNET_LAYER_ATTENTION:
+            attention_plan(s, arena);
+            break;
+        case UNET_LAYER_UPSAMPLE:
+            s->upsample.up = image(arena, n, s->out_h, s->out_w, c_in);
+            s->out = image(arena, n, s->out_h, s->out_w, c_out);
+            break;
+        case UNET_LAYER_OUT:
+            s->head.mean = rows(arena, n, (size_t)l->norm_groups);
+            s->head.rstd = rows(arena, n, (size_t)l->norm_groups);
+            s->head.normed = image(arena, n, s->in_h, s->in_w, c_in);
+            s->head.act = image(arena, n, s->in_h, s->in_w, c_in);
+            /* The output itself is the caller's buffer, set by each forward pass. */
+            break;
+        case UNET_LAYER_CONV_IN:
+        case UNET_LAYER_DOWNSAMPLE:
+            s->out = image(arena, n, s->out_h, s->out_w, c_out);
+            break;
+        }
+    }
+    if (net->grads) {
+        for (int i = 0; i < layout->n_layers; i++)
+            if (layout->layers[i].push_skip) {
+                const Tensor o = net->states[i].out;
+                net->d_skip_out[i] = image(arena, o.shape[0], o.shape[1], o.shape[2], o.shape[3]);
+            }
+        net->d_chain[0] = arena_floats(arena, largest);
+        net->d_chain[1] = arena_floats(arena, largest);
+        net->d_silu_emb = rows(arena, n, temb);
+    }
+    net->scratch.n_floats = largest;
+    for (int i = 0; i < UNET_N_SCRATCH; i++) net->scratch.buf[i] = arena_floats(arena, largest);
+}
+
+void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
+    const UNetLayout *layout = &net->layout;
+    size_t factor = (size_t)1 << (layout->config.n_blocks - 1);
+    CHECK(batch > 0 && height > 0 && width > 0, "unet_plan: batch %zu, %zux%zu", batch, height, width);
+    CHECK(height % factor == 0 && width % factor == 0,
+          "unet_plan: %zux%zu is not divisible by %zu, as %d resolution levels need", height, width, factor,
+          layout->config.n_blocks);
+    unet_unplan(net);
+    net->batch = batch, net->height = height, net->width = width;
+    net->states = xcalloc((size_t)layout->n_layers, sizeof *net->states);
+    net->d_skip_out = xcalloc((size_t)layout->n_layers, sizeof *net->d_skip_out);
+    net->skip_source = xcalloc((size_t)layout->n_layers, sizeof *net->skip_source);
+    if (layout->config.num_class_embeds > 0) net->class_labels = xcalloc(batch, sizeof *net->class_labels);
+    /* Replay the skip stack to know which output each up-block resnet concatenates. */
+    int *stack = xcalloc((size_t)layout->n_layers, sizeof *stack), depth = 0;
+    for (int i = 0; i < layout->n_layers; i++) {
+        const UNetLayer *l = &layout->layers[i];
+        net->skip_source[i] = -1;
+        if (l->skip_channels > 0) {
+            CHECK(depth > 0, "layer %s pops an empty skip stack", l->module);
+            net->skip_source[i] = stack[--depth];
+        }
+        if (l->push_skip) stack[depth++] = i;
+    }
+    free(stack);
+    for (int i = 0; i < layout->n_layers; i++) {
+        LayerState *s = &net->states[i];
+        for (int slot = 0; slot < UNET_N_PARAM_SLOTS; slot++) {
+            s->p[slot] = unet_layer_param(layout, &layout->layers[i], (UNetParamSlot)slot, net->params);
+            s->g[slot] = net->grads ? unet_layer_param(layout, &layout->layers[i], (UNetParamSlot)slot, net->grads)
+                                    : tensor_none();
+        }
+    }
+    arena_begin_count(&net->arena);
+    plan_buffers(net);
+    arena_allocate(&net->arena);
+    plan_buffers(net);
+}
+
+size_t unet_plan_bytes(const UNet *net) { return net->arena.capacity * sizeof(float); }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The small layers */
+
+static Conv2dParams downsample_params(const UNetLayer *l) {
+    if (l->padding == 1) return conv2d_params(2, 1);
+    /* diffusers' Downsample2D with padding=0: F.pad(x, (0, 1, 0, 1)) then a stride-2 conv */
+    return (Conv2dParams){.stride = 2, .pad_top = 0, .pad_bottom = 1, .pad_left = 0, .pad_right = 1};
+}
+
+static void time_forward(UNet *net, LayerState *s) {
+    const UNetConfig *cfg = &net->layout.config;
+    TimeActs *t = &s->time;
+    TimestepEmbeddingParams tp = timestep_embedding_defaults();
+    tp.flip_sin_to_cos = cfg->flip_sin_to_cos;
+    tp.downscale_freq_shift = cfg->freq_shift;
+    timestep_embedding(t->sinusoid, net->timesteps, tp);
+    linear_forward(t->h1, t->sinusoid, s->p[UNET_TIME_LINEAR_1_WEIGHT], s->p[UNET_TIME_LINEAR_1_BIAS]);
+    silu_forward(t->a1, t->h1);
+    linear_forward(t->emb, t->a1, s->p[UNET_TIME_LINEAR_2_WEIGHT], s->p[UNET_TIME_LINEAR_2_BIAS]);
+    if (cfg->num_class_embeds > 0) {
+        embedding_forward(t->class_emb, s->p[UNET_CLASS_EMBEDDING], net->class_labels);
+        add_scaled_forward(t->emb, t->emb, t->class_emb, 1.0f);
+    }
+    silu_forward(t->silu_emb, t->emb);
+}
+
+static void time_backward(UNet *net, LayerState *s) {
+    TimeActs *t = &s->time;
+    const UNetScratch *scratch = &net->scratch;
+    const size_t n = net->batch, temb = t->emb.shape[1];
+    Tensor d_emb = SCRATCH2(scratch, 0, n, temb);
+    silu_backward(d_emb, net->d_silu_emb, t->emb);
+    if (net->layout.config.num_class_embeds > 0) embedding_backward(s->g[UNET_CLASS_EMBEDDING], d_emb, net->class_labels);
+    Tensor d_a1 = SCRATCH2(scratch, 1, n, temb);
+    linear_backward(d_a1, s->g[UNET_TIME_LINEAR_2_WEIGHT], s->g[UNET_TIME_LINEAR_2_BIAS], d_emb, t->a1,
+                    s->p[UNET_TIME_LINEAR_2_WEIGHT]);
+    Tensor d_h1 = SCRATCH2(scratch, 2, n, temb);
+    silu_backward(d_h1, d_a1, t->h1);
+    linear_backward(tensor_none(), s->g[UNET_TIME_LINEAR_1_WEIGHT], s->g[UNET_TIME_LINEAR_1_BIAS], d_h1, t->sinusoid,
+                    s->p[UNET_TIME_LINEAR_1_WEIGHT]);
+}
+
+static void head_forward(LayerState *s, Tensor in) {
+    const UNetLayer *l = s->layer;
+    group_norm_forward(s->head.normed, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
+                       s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
+    silu_forward(s->head.act, s->head.normed);
+    conv2d_forward(s->out, s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
+}
+
+static void head_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch) {
+    const UNetLayer *l = s->layer;
+    const Tensor act = s->head.act;
+    Tensor d_act = SCRATCH4(scratch, 0, act.shape[0], act.shape[1], act.shape[2], act.shape[3]);
+    conv2d_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, act, s->p[UNET_OUT_CONV_WEIGHT],
+                    conv2d_params(1, 1));
+    Tensor d_normed = SCRATCH4(scratch, 1, act.shape[0], act.shape[1], act.shape[2], act.shape[3]);
+    silu_backward(d_normed, d_act, s->head.normed);
+    group_norm_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_normed, in, s->head.mean,
+                        s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], l->norm_groups);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The walk */
+
+void unet_forward(UNet *net, float *out, const float *x, const float *timesteps, const int *class_labels,
+                  const UNetDropoutKeys *dropout) {
+    const UNetLayout *layout = &net->layout;
+    const UNetConfig *cfg = &layout->config;
+    CHECK(net->batch > 0, "unet_forward: call unet_plan first");
+    CHECK(out && x && timesteps, "unet_forward: out %p, x %p, timesteps %p", (void *)out, (const void *)x,
+          (const void *)timesteps);
+    CHECK((cfg->num_class_embeds > 0) == (class_labels != NULL),
+          "unet_forward: the model has %d classes but class labels were%s given", cfg->num_class_embeds,
+          class_labels ? "" : " not");
+    const size_t n = net->batch;
+    memcpy(net->x_in.data, x, tensor_numel(net->x_in) * sizeof(float));
+    if (cfg->center_input_sample)
+        for (size_t i = 0, m = tensor_numel(net->x_in); i < m; i++) net->x_in.data[i] = 2.0f * net->x_in.data[i] - 1.0f;
+    memcpy(net->timesteps, timesteps, n * sizeof(float));
+    if (class_labels) memcpy(net->class_labels, class_labels, n * sizeof(int));
+    net->dropout = dropout ? *dropout : (UNetDropoutKeys){0};
+
+    Tensor silu_emb = net->states[0].out;
+    Tensor h = net->x_in;
+    for (int i = 0; i < layout->n_layers; i++) {
+        LayerState *s = &net->states[i];
+        const UNetLayer *l = s->layer;
+        switch (l->kind) {
+        case UNET_LAYER_TIME_EMBEDDING:
+            time_forward(net, s);
+            continue; /* a side input, not part of the chain */
+        case UNET_LAYER_CONV_IN:
+            conv2d_forward(s->out, h, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], conv2d_params(1, 1));
+            break;
+        case UNET_LAYER_RESNET: {
+            Tensor skip = net->skip_source[i] >= 0 ? net->states[net->skip_source[i]].out : tensor_none();
+            resnet_forward(s, h, skip, silu_emb, &net->scratch, &net->dropout, (uint64_t)i);
+            break;
+        }
+        case UNET_LAYER_ATTENTION:
+            attention_block_forward(s, h);
+            break;
+        case UNET_LAYER_DOWNSAMPLE:
+            conv2d_forward(s->out, h, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], downsample_params(l));
+            break;
+        case UNET_LAYER_UPSAMPLE:
+            upsample_nearest2x_forward(s->upsample.up, h);
+            conv2d_forward(s->out, s->upsample.up, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], conv2d_params(1, 1));
+            break;
+        case UNET_LAYER_OUT:
+            s->out = tensor_4d(out, n, s->out_h, s->out_w, (size_t)l->out_channels);
+            head_forward(s, h);
+            break;
+        }
+        h = s->out;
+    }
+}
+
+/* Where the gradient of layer i's output goes: its own buffer when the output is also a skip, else the
+ * alternating chain buffer for i (zeroed, since backward functions accumulate). */
+static Tensor output_gradient(UNet *net, int i) {
+    if (net->layout.layers[i].push_skip) return net->d_skip_out[i];
+    Tensor o = net->states[i].out;
+    Tensor d = {.data = net->d_chain[i % 2], .ndim = o.ndim};
+    memcpy(d.shape, o.shape, sizeof d.shape);
+    tensor_zero(d);
+    return d;
+}
+
+void unet_backward(UNet *net, float *dx, const float *dout) {
+    const UNetLayout *layout = &net->layout;
+    CHECK(net->grads, "unet_backward: the model was created without gradients");
+    CHECK(net->batch > 0 && dout, "unet_backward: no plan or no dout");
+    for (int i = 0; i < layout->n_layers; i++)
+        if (layout->layers[i].push_skip) tensor_zero(net->d_skip_out[i]);
+    tensor_zero(net->d_silu_emb);
+    const UNetScratch *scratch = &net->scratch;
+    Tensor silu_emb = net->states[0].out;
+    Tensor d_out = net->states[layout->n_layers - 1].out;
+    d_out.data = (float *)dout; /* read only */
+    for (int i = layout->n_layers - 1; i >= 1; i--) {
+        LayerState *s = &net->states[i];
+        const UNetLayer *l = s->layer;
+        if (l->kind == UNET_LAYER_CONV_IN) {
+            if (!dx) {
+                conv2d_backward(tensor_none(), s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, net->x_in,
+                                s->p[UNET_CONV_WEIGHT], conv2d_params(1, 1));
+                break;
+            }
+            Tensor x = net->x_in, d_x = x;
+            d_x.data = dx;
+            if (!layout->config.center_input_sample) {
+                conv2d_backward(d_x, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, x, s->p[UNET_CONV_WEIGHT],
+                                conv2d_params(1, 1));
+            } else {
+                /* x_in = 2x - 1 */
+                Tensor d_centred = SCRATCH4(scratch, 0, x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+                conv2d_backward(d_centred, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, x,
+                                s->p[UNET_CONV_WEIGHT], conv2d_params(1, 1));
+                add_scaled_backward(d_x, tensor_none(), d_centred, 2.0f);
+            }
+            break;
+        }
+        Tensor in = net->states[i - 1].out;
+        Tensor d_in = output_gradient(net, i - 1);
+        switch (l->kind) {
+        case UNET_LAYER_RESNET: {
+            int src = net->skip_source[i];
+            resnet_backward(s, d_in, src >= 0 ? net->d_skip_out[src] : tensor_none(), net->d_silu_emb, d_out, silu_emb,
+                            scratch, &net->dropout, (uint64_t)i);
+            break;
+        }
+        case UNET_LAYER_ATTENTION:
+            attention_block_backward(s, d_in, d_out, in, scratch);
+            break;
+        case UNET_LAYER_DOWNSAMPLE:
+            conv2d_backward(d_in, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, in, s->p[UNET_CONV_WEIGHT],
+                            downsample_params(l));
+            break;
+        case UNET_LAYER_UPSAMPLE: {
+            Tensor up = s->upsample.up;
+            Tensor d_up = SCRATCH4(scratch, 0, up.shape[0], up.shape[1], up.shape[2], up.shape[3]);
+            conv2d_backward(d_up, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, up, s->p[UNET_CONV_WEIGHT],
+                            conv2d_params(1, 1));
+            upsample_nearest2x_backward(d_in, d_up);
+            break;
+        }
+        case UNET_LAYER_OUT:
+            head_backward(s, d_in, d_out, in, scratch);
+            break;
+        case UNET_LAYER_TIME_EMBEDDING:
+        case UNET_LAYER_CONV_IN:
+            CHECK(0, "layer %d (%s) out of place", i, unet_layer_kind_name(l->kind));
+        }
+        d_out = d_in;
+    }
+    time_backward(net, &net->states[0]);
+}

@@ -1,0 +1,95 @@
+/* The U-Net's layers as the forward and backward passes see them (internal to src/nn): each layer's
+ * parameter and gradient views, the activations it saves for backward, and the forward / backward
+ * functions per layer kind. unet.c walks the layers; resnet_block.c and attention_block.c hold the two
+ * big kinds, unet.c the small ones.
+ *
+ * Memory: every layer's output and saved activations are planned once (core/arena.h) for a batch size
+ * and resolution. Backward uses a few scratch buffers, each as large as the largest activation, shared by
+ * all layers since layers run one at a time; gradient buffers are zeroed right before ops accumulate
+ * into them. */
+#ifndef DIFFUSE_UNET_LAYERS_H
+#define DIFFUSE_UNET_LAYERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+#include "nn/unet_layout.h"
+
+/* Scratch buffers for backward: enough for the resnet block, the layer that needs the most at once. */
+enum { UNET_N_SCRATCH = 6 };
+
+typedef struct UNetScratch {
+    float *buf[UNET_N_SCRATCH];
+    size_t n_floats; /* each */
+} UNetScratch;
+
+/* A view of scratch buffer i with the given shape, zero-filled (it is about to be accumulated into). */
+Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape);
+#define SCRATCH4(s, i, a, b, c, d) unet_scratch_zeroed((s), (i), 4, (size_t[]){(a), (b), (c), (d)})
+#define SCRATCH2(s, i, a, b) unet_scratch_zeroed((s), (i), 2, (size_t[]){(a), (b)})
+
+/* What a training forward pass needs beyond its inputs: dropout decisions keyed by the step and each
+ * sample's global index, so they do not depend on how a batch is split over ranks. */
+typedef struct UNetDropoutKeys {
+    bool active;
+    uint64_t seed, step;
+    const uint64_t *sample_ids; /* N */
+} UNetDropoutKeys;
+
+typedef struct ResnetActs {
+    Tensor x_cat;                 /* input, concatenated with the skip when there is one */
+    Tensor mean1, rstd1, n1, a1;  /* norm1 statistics and output, SiLU output */
+    Tensor a1r, xr;               /* a1 and x_cat resampled (aliases when the block does not resample) */
+    Tensor c1;                    /* conv1 output (+ time projection in "default" mode): norm2's input */
+    Tensor temb;                  /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
+    Tensor mean2, rstd2, n2;      /* norm2 statistics and output */
+    Tensor n2s;                   /* n2 * (1 + scale) + shift ("scale_shift" mode only) */
+    Tensor a2;                    /* dropout(silu(...)): conv2's input */
+} ResnetActs;
+
+typedef struct AttentionActs {
+    Tensor mean, rstd, normed; /* group norm (normed aliases the input when the layer has none) */
+    Tensor q, k, v, o, lse;
+} AttentionActs;
+
+typedef struct TimeActs {
+    Tensor sinusoid, h1, a1, emb, class_emb;
+    Tensor silu_emb; /* what every resnet's time_emb_proj reads */
+} TimeActs;
+
+typedef struct LayerState {
+    const UNetLayer *layer;
+    Tensor p[UNET_N_PARAM_SLOTS], g[UNET_N_PARAM_SLOTS]; /* parameters and gradients (none when absent) */
+    size_t n, in_h, in_w, out_h, out_w;
+    Tensor out; /* (N, out_h, out_w, out_channels); the time embedding's is silu_emb */
+    union {
+        ResnetActs resnet;
+        AttentionActs attn;
+        TimeActs time;
+        struct {
+            Tensor x_in; /* conv_in: the centred input (center_input_sample) */
+        } conv_in;
+        struct {
+            Tensor up; /* upsample: the nearest-x2 input of the conv */
+        } upsample;
+        struct {
+            Tensor mean, rstd, normed, act; /* out: conv_norm_out and SiLU, the conv's input */
+        } head;
+    };
+} LayerState;
+
+void resnet_plan(LayerState *s, Arena *arena);
+/* Forward uses scratch too (the shortcut conv's output, the scale/shift halves). */
+void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, const UNetScratch *scratch,
+                    const UNetDropoutKeys *keys, uint64_t layer_index);
+/* d_in and d_skip accumulate; d_silu_emb accumulates the time-projection gradient. */
+void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor silu_emb,
+                     const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index);
+
+void attention_plan(LayerState *s, Arena *arena);
+void attention_block_forward(LayerState *s, Tensor in);
+void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch);
+
+#endif

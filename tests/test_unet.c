@@ -1,0 +1,197 @@
+/* The whole UNet2DModel against diffusers: forward output, the input gradient and every parameter's
+ * gradient for small configs that together use every supported config value (tests/fixtures/unet.*,
+ * from tools/torchref/fixtures_unet.py, computed by diffusers in float64). Plus the properties the
+ * trainer relies on: backward accumulates, repeated passes are identical, dropout follows samples. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/threads.h"
+#include "harness.h"
+#include "io/model_folder.h"
+#include "nn/unet.h"
+
+/* Tolerances: the issue's, as max |error| / max |value| of each tensor. Measured errors are ~1e-6 (see
+ * the test output), so these leave room for kernel changes but catch any wrong formula. Some gradients
+ * are exactly zero in exact arithmetic (to_k.bias: softmax ignores a constant added to every score of a
+ * row), so a tensor's scale is floored at GRAD_SCALE_FLOOR of the largest gradient of the model. */
+#define OUTPUT_TOL 1e-4
+#define GRAD_TOL 1e-3
+#define GRAD_SCALE_FLOOR 1e-3
+
+/* max |got - want| / max(max |want|, floor) */
+static double scaled_error(const float *got, const float *want, size_t n, double floor) {
+    double err = 0;
+    for (size_t i = 0; i < n; i++) err = fmax(err, fabs((double)got[i] - want[i]));
+    return err / fmax(max_abs(want, n), floor);
+}
+
+typedef struct Case {
+    UNet net;
+    size_t n, h, w, c_in, c_out;
+    float *x, *t, *dout;
+    int *labels;
+} Case;
+
+static Fixture *fx;
+
+static float *fixture_named(const char *config, const char *what, size_t n) {
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", config, what);
+    return fixture_floats(fx, key, n);
+}
+
+static void case_open(Case *c, const char *config) {
+    char path[256];
+    snprintf(path, sizeof path, "tests/fixtures/unet_%s.json", config);
+    UNetConfig cfg;
+    Error err;
+    CHECK(model_config_load(&cfg, path, &err) == 0, "%s", err.message);
+    CHECK(unet_init(&c->net, &cfg, true, &err) == 0, "%s", err.message);
+    const ParamTable *table = &c->net.layout.params;
+    for (size_t i = 0; i < table->n_entries; i++) {
+        const ParamEntry *e = &table->entries[i];
+        char what[PARAM_NAME_BYTES + 8];
+        snprintf(what, sizeof what, "param.%s", e->name);
+        float *v = fixture_named(config, what, e->numel);
+        memcpy(c->net.params + e->offset, v, e->numel * sizeof(float));
+        free(v);
+    }
+    c->n = 2;
+    c->h = (size_t)cfg.sample_height, c->w = (size_t)cfg.sample_width;
+    c->c_in = (size_t)cfg.in_channels, c->c_out = (size_t)cfg.out_channels;
+    c->x = fixture_named(config, "x", c->n * c->h * c->w * c->c_in);
+    c->t = fixture_named(config, "timesteps", c->n);
+    c->dout = fixture_named(config, "dout", c->n * c->h * c->w * c->c_out);
+    c->labels = NULL;
+    if (cfg.num_class_embeds > 0) {
+        float *l = fixture_named(config, "labels", c->n);
+        c->labels = xmalloc(c->n * sizeof(int));
+        for (size_t i = 0; i < c->n; i++) c->labels[i] = (int)l[i];
+        free(l);
+    }
+    unet_plan(&c->net, c->n, c->h, c->w);
+}
+
+static void case_close(Case *c) {
+    unet_free(&c->net);
+    free(c->x), free(c->t), free(c->dout), free(c->labels);
+}
+
+static void check_config(const char *config) {
+    Case c;
+    case_open(&c, config);
+    size_t n_out = c.n * c.h * c.w * c.c_out, n_in = c.n * c.h * c.w * c.c_in;
+    float *out = guarded_alloc(n_out), *dx = guarded_alloc(n_in);
+    unet_zero_grads(&c.net);
+    unet_forward(&c.net, out, c.x, c.t, c.labels, NULL);
+    unet_backward(&c.net, dx, c.dout);
+    char what[256];
+    float *want = fixture_named(config, "out", n_out);
+    snprintf(what, sizeof what, "%s: output", config);
+    expect_close_scaled(what, out, want, n_out, OUTPUT_TOL);
+    double out_error = scaled_error(out, want, n_out, 0);
+    free(want);
+    want = fixture_named(config, "dx", n_in);
+    snprintf(what, sizeof what, "%s: input gradient", config);
+    expect_close_scaled(what, dx, want, n_in, GRAD_TOL);
+    double dx_error = scaled_error(dx, want, n_in, 0);
+    free(want);
+    printf("  %s: output error %.2e, input-gradient error %.2e (of max |value|)\n", config, out_error, dx_error);
+    guarded_check("output", out);
+    guarded_check("dx", dx);
+    const ParamTable *table = &c.net.layout.params;
+    float **wants = xcalloc(table->n_entries, sizeof *wants);
+    double largest = 0;
+    for (size_t i = 0; i < table->n_entries; i++) {
+        char key[PARAM_NAME_BYTES + 8];
+        snprintf(key, sizeof key, "grad.%s", table->entries[i].name);
+        wants[i] = fixture_named(config, key, table->entries[i].numel);
+        largest = fmax(largest, max_abs(wants[i], table->entries[i].numel));
+    }
+    double worst = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < table->n_entries; i++) {
+        const ParamEntry *e = &table->entries[i];
+        double err = scaled_error(c.net.grads + e->offset, wants[i], e->numel, GRAD_SCALE_FLOOR * largest);
+        EXPECT(err <= GRAD_TOL, "%s: gradient of %s: error %.3g of its scale, over %.1g", config, e->name, err, GRAD_TOL);
+        if (err > worst) worst = err, worst_name = e->name;
+        free(wants[i]);
+    }
+    free(wants);
+    printf("  %s: %zu parameter gradients, worst %.2e of scale (%s)\n", config, table->n_entries, worst, worst_name);
+    guarded_free(out), guarded_free(dx);
+    case_close(&c);
+}
+
+static void test_ddpm_config_matches_diffusers(void) { check_config("ddpm"); }
+static void test_conditioned_config_matches_diffusers(void) { check_config("conditioned"); }
+static void test_no_mid_config_matches_diffusers(void) { check_config("no_mid"); }
+static void test_mid_without_attention_matches_diffusers(void) { check_config("mid_no_attention"); }
+
+static void test_backward_accumulates_and_repeats_exactly(void) {
+    Case c;
+    case_open(&c, "conditioned");
+    size_t n_out = c.n * c.h * c.w * c.c_out;
+    float *out1 = xmalloc(n_out * sizeof(float)), *out2 = xmalloc(n_out * sizeof(float));
+    float *once = xmalloc(c.net.n_params * sizeof(float));
+    unet_zero_grads(&c.net);
+    unet_forward(&c.net, out1, c.x, c.t, c.labels, NULL);
+    unet_backward(&c.net, NULL, c.dout);
+    memcpy(once, c.net.grads, c.net.n_params * sizeof(float));
+    unet_forward(&c.net, out2, c.x, c.t, c.labels, NULL);
+    unet_backward(&c.net, NULL, c.dout);
+    EXPECT(memcmp(out1, out2, n_out * sizeof(float)) == 0, "a second forward pass differs from the first");
+    for (size_t i = 0; i < c.net.n_params; i++) once[i] *= 2;
+    expect_close("gradients after two backward passes", c.net.grads, once, c.net.n_params, 1e-7, 1e-5);
+    free(out1), free(out2), free(once);
+    case_close(&c);
+}
+
+/* Dropout masks are keyed by each sample's global index: a batch of two gives each sample what a batch of
+ * one gives it, and an active mask changes the output. */
+static void test_dropout_follows_samples(void) {
+    UNetConfig cfg;
+    Error err;
+    CHECK(model_config_load(&cfg, "tests/fixtures/unet_ddpm.json", &err) == 0, "%s", err.message);
+    cfg.dropout = 0.3;
+    UNet net;
+    CHECK(unet_init(&net, &cfg, true, &err) == 0, "%s", err.message);
+    unet_init_weights(&net, 1);
+    const size_t h = (size_t)cfg.sample_height, w = (size_t)cfg.sample_width, c = (size_t)cfg.in_channels;
+    const size_t per = h * w * c;
+    float *x = xmalloc(2 * per * sizeof(float)), *pair = xmalloc(2 * per * sizeof(float));
+    float *single = xmalloc(per * sizeof(float)), *plain = xmalloc(2 * per * sizeof(float));
+    fill_normal(x, 2 * per, 3);
+    float t[2] = {10, 500};
+    uint64_t ids[2] = {41, 7};
+    UNetDropoutKeys keys = {.active = true, .seed = 5, .step = 12, .sample_ids = ids};
+    unet_plan(&net, 2, h, w);
+    unet_forward(&net, pair, x, t, NULL, &keys);
+    unet_forward(&net, plain, x, t, NULL, NULL);
+    EXPECT(memcmp(pair, plain, 2 * per * sizeof(float)) != 0, "dropout 0.3 did not change the output");
+    unet_plan(&net, 1, h, w);
+    for (int i = 0; i < 2; i++) {
+        UNetDropoutKeys one = {.active = true, .seed = 5, .step = 12, .sample_ids = &ids[i]};
+        unet_forward(&net, single, x + (size_t)i * per, &t[i], NULL, &one);
+        char what[64];
+        snprintf(what, sizeof what, "sample %d alone vs in the batch", i);
+        expect_close(what, single, pair + (size_t)i * per, per, 1e-6, 1e-5);
+    }
+    free(x), free(pair), free(single), free(plain);
+    unet_free(&net);
+}
+
+int main(void) {
+    fx = fixture_open("unet");
+    RUN(test_ddpm_config_matches_diffusers);
+    RUN(test_conditioned_config_matches_diffusers);
+    RUN(test_no_mid_config_matches_diffusers);
+    RUN(test_mid_without_attention_matches_diffusers);
+    RUN(test_backward_accumulates_and_repeats_exactly);
+    RUN(test_dropout_follows_samples);
+    fixture_close(fx);
+    return harness_finish();
+}
