@@ -11,55 +11,11 @@
 #include <sys/wait.h>
 
 #include "core/alloc.h"
+#include "cli.h"
 #include "harness.h"
 
-static char diffuse_path[1024];
-
-typedef struct Run {
-    int status;
-    char out[16384];
-    char err[4096];
-    int err_lines;
-} Run;
-
-static void slurp(const char *path, char *buf, size_t buf_bytes) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t n = fread(buf, 1, buf_bytes - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-/* Runs `diffuse <args>` through the shell; args are trusted test strings. */
-static Run run(const char *args) {
-    static Run r;
-    char out_path[600], err_path[600], command[4096];
-    snprintf(out_path, sizeof out_path, "%s", harness_tmp_path("stdout"));
-    snprintf(err_path, sizeof err_path, "%s", harness_tmp_path("stderr"));
-    snprintf(command, sizeof command, "%s %s >%s 2>%s", diffuse_path, args, out_path, err_path);
-    int status = system(command);
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    slurp(out_path, r.out, sizeof r.out);
-    slurp(err_path, r.err, sizeof r.err);
-    r.err_lines = 0;
-    for (const char *p = r.err; *p; p++) r.err_lines += *p == '\n';
-    return r;
-}
-
-static void expect_success(const char *args, const char *expected_out) {
-    Run r = run(args);
-    EXPECT(r.status == 0, "diffuse %s: exit %d, stderr: %s", args, r.status, r.err);
-    if (expected_out) EXPECT(strstr(r.out, expected_out), "diffuse %s: output lacks '%s':\n%s", args, expected_out, r.out);
-}
-
-/* Exit status 1 and one line on stderr containing `expected`. */
-static void expect_failure(const char *args, const char *expected) {
-    Run r = run(args);
-    EXPECT(r.status == 1, "diffuse %s: exit %d, want 1", args, r.status);
-    EXPECT(r.err_lines == 1, "diffuse %s: %d lines on stderr:\n%s", args, r.err_lines, r.err);
-    EXPECT(strstr(r.err, expected), "diffuse %s: stderr lacks '%s': %s", args, expected, r.err);
-}
+static void expect_success(const char *args, const char *expected_out) { cli_expect_success(args, expected_out); }
+static void expect_failure(const char *args, const char *expected) { cli_expect_failure(args, expected); }
 
 static void test_info_presets(void) {
     expect_success("info ddpm-cifar10", "35,746,307");
@@ -82,8 +38,8 @@ static void test_help(void) {
     expect_success("--help", "info");
     expect_success("info --help", "--batch N");
     expect_success("init --help", "--seed N");
-    Run r = run("");
-    EXPECT(r.status == 1, "no arguments: exit %d", r.status);
+    const CliRun *r = cli_run("%s", "");
+    EXPECT(r->status == 1, "no arguments: exit %d", r->status);
 }
 
 static void test_bad_input(void) {
@@ -145,19 +101,8 @@ static void test_init_and_convert(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1) snprintf(diffuse_path, sizeof diffuse_path, "%s", argv[1]);
-    else {
-        /* BUILD/tests/test_cli_info -> BUILD/diffuse */
-        snprintf(diffuse_path, sizeof diffuse_path, "%s", argv[0]);
-        char *slash = strrchr(diffuse_path, '/');
-        if (slash) *slash = '\0';
-        slash = strrchr(diffuse_path, '/');
-        if (slash) snprintf(slash + 1, sizeof diffuse_path - (size_t)(slash + 1 - diffuse_path), "diffuse");
-        else snprintf(diffuse_path, sizeof diffuse_path, "build/diffuse");
-    }
-    struct stat st;
-    if (stat(diffuse_path, &st) != 0) {
-        printf("%s not found: build it first (make %s)\n", diffuse_path, diffuse_path);
+    (void)argc;
+    if (!cli_init(argv[0])) {
         printf("RESULT 0 1\n");
         return 1;
     }

@@ -9,5 +9,6 @@
 int cmd_info(int argc, char **argv, Error *err);
 int cmd_init(int argc, char **argv, Error *err);
 int cmd_convert(int argc, char **argv, Error *err);
+int cmd_train(int argc, char **argv, Error *err);
 
 #endif

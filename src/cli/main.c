@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "dist/dist.h"
 
 typedef struct Command {
     const char *name;
@@ -13,6 +14,7 @@ typedef struct Command {
 } Command;
 
 static const Command commands[] = {
+    {"train", "train a model on a data set into a run folder (resumable, data-parallel under mpirun)", cmd_train},
     {"info", "show a model's config, parameter count, FLOPs per image and training memory", cmd_info},
     {"init", "write a freshly initialised model folder from a config or preset", cmd_init},
     {"convert", "rewrite a diffusers model folder as F32 with current tensor names", cmd_convert},
@@ -34,6 +36,7 @@ static void print_error(const char *command, Error *err) {
 }
 
 int main(int argc, char **argv) {
+    dist_init(&argc, &argv); /* joins the job under mpirun; a plain process is rank 0 of 1 */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
@@ -41,9 +44,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         Error err = {{0}};
-        if (commands[i].run(argc - 1, argv + 1, &err) == 0) return 0;
-        print_error(commands[i].name, &err);
-        return 1;
+        int rc = commands[i].run(argc - 1, argv + 1, &err);
+        if (rc != 0) print_error(commands[i].name, &err);
+        dist_finalize();
+        return rc == 0 ? 0 : 1;
     }
     char names[256] = "";
     for (size_t i = 0; i < N_COMMANDS; i++)

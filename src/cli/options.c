@@ -91,7 +91,9 @@ void options_print_help(const OptionSpec *spec, FILE *out) {
         fprintf(out, "  %-22s %s", left, o->help);
         switch (o->type) {
         case OPTION_INT: fprintf(out, " (default %d)", *(const int *)o->value); break;
-        case OPTION_FLOAT: fprintf(out, " (default %g)", *(const double *)o->value); break;
+        case OPTION_FLOAT: /* NaN: the default depends on other options, and the help text says how */
+            if (!isnan(*(const double *)o->value)) fprintf(out, " (default %g)", *(const double *)o->value);
+            break;
         case OPTION_STRING: {
             const char *v = *(const char *const *)o->value;
             if (v) fprintf(out, " (default %s)", v);

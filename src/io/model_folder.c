@@ -13,66 +13,18 @@
 
 #include "core/alloc.h"
 #include "io/atomic_file.h"
+#include "io/fs.h"
 #include "io/safetensors.h"
 
 /* Bigger than any config or shard index; a larger file is not one. */
 #define MODEL_JSON_MAX_BYTES (16u * 1024u * 1024u)
-
-static void join_path(char *out, size_t out_bytes, const char *folder, const char *name) {
-    size_t n = strlen(folder);
-    snprintf(out, out_bytes, "%s%s%s", folder, n && folder[n - 1] == '/' ? "" : "/", name);
-}
-
-static bool is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static bool is_folder(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* The whole of a small text file, NUL-terminated; free() it. */
-static char *read_text_file(const char *path, size_t *n_bytes, Error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        error_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (cap - len < 4096) {
-            cap = cap ? 2 * cap : 8192;
-            text = xrealloc(text, cap + 1);
-        }
-        size_t got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (len > MODEL_JSON_MAX_BYTES) {
-            error_set(err, "%s: larger than %u bytes; not a config or index file", path, MODEL_JSON_MAX_BYTES);
-            break;
-        }
-        if (got == 0) break;
-    }
-    bool failed = len > MODEL_JSON_MAX_BYTES || ferror(f);
-    if (ferror(f) && len <= MODEL_JSON_MAX_BYTES) error_set(err, "%s: read failed: %s", path, strerror(errno));
-    fclose(f);
-    if (failed) {
-        free(text);
-        return NULL;
-    }
-    text[len] = '\0';
-    *n_bytes = len;
-    return text;
-}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Config and source */
 
 int model_config_load(UNetConfig *cfg, const char *path, Error *err) {
     size_t n_bytes;
-    char *text = read_text_file(path, &n_bytes, err);
+    char *text = fs_read_text(path, MODEL_JSON_MAX_BYTES, &n_bytes, err);
     if (!text) return -1;
     int rc = unet_config_from_json(cfg, text, n_bytes, path, err);
     free(text);
@@ -82,16 +34,16 @@ int model_config_load(UNetConfig *cfg, const char *path, Error *err) {
 int model_source_resolve(ModelSource *src, UNetConfig *cfg, const char *spec, Error *err) {
     *src = (ModelSource){0};
     if (strlen(spec) + 32 >= sizeof src->path) return error_set(err, "%.200s...: path too long", spec);
-    if (is_folder(spec)) {
+    if (fs_is_folder(spec)) {
         char config[sizeof src->path + 32];
         snprintf(src->path, sizeof src->path, "%s", spec);
-        join_path(config, sizeof config, src->path, MODEL_CONFIG_FILE);
-        if (!is_file(config)) {
+        fs_join(config, sizeof config, src->path, MODEL_CONFIG_FILE);
+        if (!fs_is_file(config)) {
             /* A pipeline folder (model_index.json, unet/, scheduler/) holds the model in unet/. */
             char unet[sizeof src->path];
-            join_path(unet, sizeof unet, spec, "unet");
-            join_path(config, sizeof config, unet, MODEL_CONFIG_FILE);
-            if (!is_file(config))
+            fs_join(unet, sizeof unet, spec, "unet");
+            fs_join(config, sizeof config, unet, MODEL_CONFIG_FILE);
+            if (!fs_is_file(config))
                 return error_set(err, "%s: no %s here or in unet/ (not a diffusers model or pipeline folder)", spec,
                                  MODEL_CONFIG_FILE);
             snprintf(src->path, sizeof src->path, "%s", unet);
@@ -99,7 +51,7 @@ int model_source_resolve(ModelSource *src, UNetConfig *cfg, const char *spec, Er
         src->kind = MODEL_SOURCE_FOLDER;
         return model_config_load(cfg, config, err);
     }
-    if (is_file(spec)) {
+    if (fs_is_file(spec)) {
         src->kind = MODEL_SOURCE_CONFIG_FILE;
         snprintf(src->path, sizeof src->path, "%s", spec);
         return model_config_load(cfg, spec, err);
@@ -202,7 +154,7 @@ static bool plain_file_name(const char *name) {
 
 static int load_shards(LoadState *s, const char *folder, const char *index_path, Error *err) {
     size_t n_bytes;
-    char *text = read_text_file(index_path, &n_bytes, err);
+    char *text = fs_read_text(index_path, MODEL_JSON_MAX_BYTES, &n_bytes, err);
     if (!text) return -1;
     cJSON *root = cJSON_ParseWithLength(text, n_bytes);
     free(text);
@@ -225,7 +177,7 @@ static int load_shards(LoadState *s, const char *folder, const char *index_path,
             seen = strcmp(prev->valuestring, entry->valuestring) == 0;
         if (seen) continue;
         char path[8192];
-        join_path(path, sizeof path, folder, entry->valuestring);
+        fs_join(path, sizeof path, folder, entry->valuestring);
         rc = load_file(s, path, err);
     }
     /* Every tensor the index names must have been found where it says. */
@@ -248,15 +200,15 @@ done:
 int model_weights_load(const char *folder, const ParamTable *table, float *params, ModelWeightsInfo *info,
                        Error *err) {
     char single[8192], index[8192], pickle[8192];
-    join_path(single, sizeof single, folder, MODEL_WEIGHTS_FILE);
-    join_path(index, sizeof index, folder, MODEL_WEIGHTS_INDEX_FILE);
-    join_path(pickle, sizeof pickle, folder, "diffusion_pytorch_model.bin");
+    fs_join(single, sizeof single, folder, MODEL_WEIGHTS_FILE);
+    fs_join(index, sizeof index, folder, MODEL_WEIGHTS_INDEX_FILE);
+    fs_join(pickle, sizeof pickle, folder, "diffusion_pytorch_model.bin");
     LoadState s = {.table = table, .params = params, .loaded = xcalloc(table->n_entries + 1, 1)};
     int rc;
     /* diffusers prefers the shard index when both exist. */
-    if (is_file(index)) rc = load_shards(&s, folder, index, err);
-    else if (is_file(single)) rc = load_file(&s, single, err);
-    else if (is_file(pickle))
+    if (fs_is_file(index)) rc = load_shards(&s, folder, index, err);
+    else if (fs_is_file(single)) rc = load_file(&s, single, err);
+    else if (fs_is_file(pickle))
         rc = error_set(err, "%s: PyTorch pickle weights are not read (they can run code); convert them in Python "
                        "with UNet2DModel.from_pretrained(folder).save_pretrained(folder), which writes %s", pickle,
                        MODEL_WEIGHTS_FILE);
@@ -267,7 +219,7 @@ int model_weights_load(const char *folder, const ParamTable *table, float *param
             if (!s.loaded[i] && n_missing++ == 0) first = i;
         if (n_missing)
             rc = error_set(err, "%s: tensor '%s' is missing%s (%zu of %zu tensors missing; a config that does not "
-                           "match these weights?)", is_file(index) ? index : single, table->entries[first].name,
+                           "match these weights?)", fs_is_file(index) ? index : single, table->entries[first].name,
                            n_missing > 1 ? ", and more" : "", n_missing, table->n_entries);
     }
     if (info) *info = s.info;
@@ -278,29 +230,12 @@ int model_weights_load(const char *folder, const ParamTable *table, float *param
 /* ------------------------------------------------------------------------------------------------ */
 /* Saving */
 
-static int make_folders(const char *folder, Error *err) {
-    char path[8192];
-    if (strlen(folder) >= sizeof path) return error_set(err, "%.200s...: path too long", folder);
-    snprintf(path, sizeof path, "%s", folder);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return error_set(err, "%s: cannot create folder: %s", path, strerror(errno));
-        *p = saved;
-        if (saved == '\0') break;
-    }
-    if (!is_folder(folder)) return error_set(err, "%s: exists and is not a folder", folder);
-    return 0;
-}
-
 int model_folder_save(const char *folder, const UNetConfig *cfg, const ParamTable *table, const float *params,
                       Error *err) {
-    if (make_folders(folder, err)) return -1;
+    if (fs_make_folders(folder, err)) return -1;
     char path[8192];
-    join_path(path, sizeof path, folder, MODEL_WEIGHTS_INDEX_FILE);
-    if (is_file(path) && unlink(path) != 0)
+    fs_join(path, sizeof path, folder, MODEL_WEIGHTS_INDEX_FILE);
+    if (fs_is_file(path) && unlink(path) != 0)
         return error_set(err, "%s: cannot remove the old shard index: %s", path, strerror(errno));
 
     SafeTensorsEntry *entries = xcalloc(table->n_entries + 1, sizeof *entries);
@@ -310,13 +245,13 @@ int model_folder_save(const char *folder, const UNetConfig *cfg, const ParamTabl
         for (int d = 0; d < e->ndim; d++) entries[i].shape[d] = e->shape[d];
     }
     const SafeTensorsMeta meta = {.key = "format", .value = "pt"};
-    join_path(path, sizeof path, folder, MODEL_WEIGHTS_FILE);
+    fs_join(path, sizeof path, folder, MODEL_WEIGHTS_FILE);
     int rc = safetensors_write(path, entries, table->n_entries, &meta, 1, err);
     free(entries);
     if (rc) return -1;
 
     char *json = unet_config_to_json(cfg);
-    join_path(path, sizeof path, folder, MODEL_CONFIG_FILE);
+    fs_join(path, sizeof path, folder, MODEL_CONFIG_FILE);
     rc = atomic_file_write_all(path, json, strlen(json), err);
     free(json);
     return rc;

@@ -1,0 +1,24 @@
+/* File-system helpers shared by the model-folder, run-folder and checkpoint code: path joining, kind
+ * tests, small text files, folder trees. */
+#ifndef DIFFUSE_FS_H
+#define DIFFUSE_FS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/error.h"
+
+/* out = folder + "/" + name (no doubled slash). */
+void fs_join(char *out, size_t out_bytes, const char *folder, const char *name);
+bool fs_is_file(const char *path);
+bool fs_is_folder(const char *path);
+/* mkdir -p; an error when a part exists and is not a folder. */
+int fs_make_folders(const char *folder, Error *err);
+/* rm -r of a folder this program wrote (no symlinks followed). */
+int fs_remove_tree(const char *path, Error *err);
+/* Renames a finished folder into place and syncs its parent, so the rename survives a crash. */
+int fs_rename_folder(const char *from, const char *to, Error *err);
+/* The whole of a text file of at most max_bytes, NUL-terminated; free() it. */
+char *fs_read_text(const char *path, size_t max_bytes, size_t *n_bytes, Error *err);
+
+#endif

@@ -1,0 +1,261 @@
+/* `diffuse train` end to end, as a user runs it: on Fashion-MNIST with a tiny model the loss falls; the run
+ * folder is a diffusers pipeline; 2N straight steps equal N steps + resume + N steps byte for byte (with
+ * EMA and dropout on, so every piece of state is exercised); Ctrl-C finishes the step, checkpoints and
+ * exits 0; and bad input (missing data, corrupt or mislabelled files, a truncated checkpoint, an
+ * unwritable folder, unknown options, non-numbers) is one line on stderr and exit 1, with nothing written
+ * before lost. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "harness.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
+
+#define MODEL "--model tests/fixtures/train_tiny.json"
+/* Small and fast: a 45k-parameter model, one thread so runs compare bit for bit on any machine. */
+#define COMMON "train " MODEL " --data fashion-mnist --batch 8 --threads 1 --sample-every 0 --log-every 1000"
+
+static char *read_file(const char *path, size_t *n) {
+    Error err;
+    return fs_read_text(path, (size_t)1 << 28, n, &err);
+}
+
+static bool same_bytes(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = read_file(a, &na), *y = read_file(b, &nb);
+    bool same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}
+
+/* The "loss" values of metrics.jsonl, in order. */
+static size_t read_losses(const char *run, double *losses, size_t max) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    size_t n_bytes, n = 0;
+    char *text = read_file(path, &n_bytes);
+    for (char *p = text; p && (p = strstr(p, "\"loss\":")) && n < max; p += 7) losses[n++] = strtod(p + 7, NULL);
+    free(text);
+    return n;
+}
+
+static double mean(const double *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return s / (double)n;
+}
+
+static void test_loss_falls_and_run_folder_is_a_pipeline(void) {
+    const char *run = harness_tmp_path("falls");
+    char out[600];
+    snprintf(out, sizeof out, "%s", run);
+    const CliRun *r = cli_run(COMMON " --out %s --steps 60 --lr 3e-3 --lr-schedule constant --checkpoint-every 0", out);
+    EXPECT(r->status == 0, "train exit %d: %s", r->status, r->err);
+    double losses[100];
+    size_t n = read_losses(out, losses, 100);
+    EXPECT(n == 60, "metrics.jsonl has %zu losses, want 60", n);
+    if (n == 60) {
+        double first = mean(losses, 10), last = mean(losses + 50, 10);
+        printf("  loss: first 10 steps %.4f, last 10 steps %.4f\n", first, last);
+        EXPECT(last < 0.6 * first, "loss did not fall: first 10 steps %.4f, last 10 %.4f", first, last);
+    }
+    const char *files[] = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                           "scheduler/scheduler_config.json", "train_config.json", "checkpoints/step-60/unet/config.json",
+                           "checkpoints/step-60/training_state.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[800];
+        snprintf(path, sizeof path, "%s/%s", out, files[i]);
+        EXPECT(fs_is_file(path), "run folder lacks %s", files[i]);
+    }
+    /* The run folder is a model source for the other commands. */
+    r = cli_run("info %s", out);
+    EXPECT(r->status == 0 && strstr(r->out, "44,969"), "info on the run folder: %s%s", r->out, r->err);
+}
+
+/* The optimizer moments and counters of two training states (their saved configurations name different
+ * run folders, so the files themselves differ). */
+static bool same_training_state(const char *a, const char *b) {
+    SafeTensors x, y;
+    Error err;
+    if (safetensors_open(&x, a, &err)) return false;
+    if (safetensors_open(&y, b, &err)) {
+        safetensors_close(&x);
+        return false;
+    }
+    bool same = x.n_tensors == y.n_tensors && x.n_tensors > 0;
+    for (size_t i = 0; same && i < x.n_tensors; i++)
+        same = strcmp(x.tensors[i].name, y.tensors[i].name) == 0 && x.tensors[i].n_bytes == y.tensors[i].n_bytes &&
+               memcmp(x.tensors[i].data, y.tensors[i].data, x.tensors[i].n_bytes) == 0;
+    const char *keys[] = {"step", "updates", "data_epoch", "data_position", "bad_steps"};
+    for (size_t k = 0; same && k < sizeof keys / sizeof keys[0]; k++) {
+        const char *u = safetensors_meta_get(&x, keys[k]), *v = safetensors_meta_get(&y, keys[k]);
+        same = u && v && strcmp(u, v) == 0;
+    }
+    safetensors_close(&x), safetensors_close(&y);
+    return same;
+}
+
+static void test_resume_equals_uninterrupted(void) {
+    char straight[600], resumed[600];
+    snprintf(straight, sizeof straight, "%s", harness_tmp_path("straight"));
+    snprintf(resumed, sizeof resumed, "%s", harness_tmp_path("resumed"));
+    const char *args = COMMON " --steps 8 --checkpoint-every 4 --keep 5 --ema --warmup 2 --random-flip";
+    const CliRun *r = cli_run("%s --out %s", args, straight);
+    EXPECT(r->status == 0, "straight run: exit %d: %s", r->status, r->err);
+    /* The resumed run starts from a copy of the straight run's step-4 checkpoint, nothing else. */
+    char command[2000];
+    snprintf(command, sizeof command, "mkdir -p %s/checkpoints && cp -r %s/checkpoints/step-4 %s/checkpoints/", resumed,
+             straight, resumed);
+    EXPECT(system(command) == 0, "%s", command);
+    r = cli_run("%s --out %s --resume", args, resumed);
+    EXPECT(r->status == 0, "resumed run: exit %d: %s", r->status, r->err);
+    EXPECT(strstr(r->err, "resuming from") != NULL, "no resume message: %s", r->err);
+    const char *files[] = {"unet/diffusion_pytorch_model.safetensors", "unet_ema/diffusion_pytorch_model.safetensors",
+                           "checkpoints/step-8/training_state.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char a[800], b[800];
+        snprintf(a, sizeof a, "%s/%s", straight, files[i]);
+        snprintf(b, sizeof b, "%s/%s", resumed, files[i]);
+        bool same = i < 2 ? same_bytes(a, b) : same_training_state(a, b);
+        EXPECT(same, "%s differs between the straight and the resumed run", files[i]);
+    }
+    double la[16], lb[16];
+    size_t na = read_losses(straight, la, 16), nb = read_losses(resumed, lb, 16);
+    EXPECT(na == 8 && nb == 4 && memcmp(la + 4, lb, 4 * sizeof(double)) == 0,
+           "losses of steps 5-8 differ (%zu and %zu losses)", na, nb);
+    /* A truncated checkpoint is an error, and the files are left as they were. */
+    char state[800];
+    snprintf(state, sizeof state, "%s/checkpoints/step-8/training_state.safetensors", resumed);
+    EXPECT(truncate(state, 100) == 0, "truncate");
+    char args_resume[1400];
+    snprintf(args_resume, sizeof args_resume, "%s --out %s --resume --steps 12", args, resumed);
+    cli_expect_failure(args_resume, "training_state.safetensors");
+    char unet[800];
+    snprintf(unet, sizeof unet, "%s/unet/diffusion_pytorch_model.safetensors", resumed);
+    snprintf(state, sizeof state, "%s/unet/diffusion_pytorch_model.safetensors", straight);
+    EXPECT(same_bytes(unet, state), "a failed resume changed the run folder");
+    /* Without --resume an existing run is not overwritten. */
+    char again[1400];
+    snprintf(again, sizeof again, "%s --out %s", args, straight);
+    cli_expect_failure(again, "add --resume");
+}
+
+static void test_interrupt_checkpoints_and_exits_zero(void) {
+    char run[600], metrics[700], log[700];
+    snprintf(run, sizeof run, "%s", harness_tmp_path("interrupted"));
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", run);
+    snprintf(log, sizeof log, "%s", harness_tmp_path("interrupted.log"));
+    char command[2000];
+    /* exec, so that the shell's pid is diffuse's */
+    snprintf(command, sizeof command, "exec build/diffuse " COMMON " --out %s --steps 100000 >%s 2>&1", run, log);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        _exit(127);
+    }
+    /* Wait for a few steps, then Ctrl-C. */
+    for (int i = 0; i < 600; i++) {
+        size_t n = 0;
+        char *text = read_file(metrics, &n);
+        int lines = 0;
+        for (size_t j = 0; j < n; j++) lines += text[j] == '\n';
+        free(text);
+        if (lines >= 3) break;
+        nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+    }
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    size_t n;
+    char *text = read_file(log, &n);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0, "interrupted run: status %d: %s", status, text ? text : "");
+    EXPECT(text && strstr(text, "interrupted: checkpoint of step"), "no interruption message: %s", text ? text : "");
+    free(text);
+    const CliRun *r = cli_run("info %s", run);
+    EXPECT(r->status == 0, "the interrupted run folder does not load: %s", r->err);
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f, "cannot write %s", path);
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static void test_bad_input(void) {
+    char args[2000];
+    const char *tmp = harness_tmp_dir();
+    snprintf(args, sizeof args, "train " MODEL " --data %s/none --out %s/r1 --steps 1", tmp, tmp);
+    cli_expect_failure(args, "/none");
+    snprintf(args, sizeof args, "train " MODEL " --data fashion-mnist --out %s/r2 --steps 1 --bogus", tmp);
+    cli_expect_failure(args, "unknown option '--bogus'");
+    snprintf(args, sizeof args, "train " MODEL " --data fashion-mnist --out %s/r3 --batch abc", tmp);
+    cli_expect_failure(args, "--batch expects a whole number");
+    snprintf(args, sizeof args, "train " MODEL " --data fashion-mnist --out %s/r3 --lr fast", tmp);
+    cli_expect_failure(args, "--lr");
+    snprintf(args, sizeof args, "train " MODEL " --data fashion-mnist --out %s/r3 --optimizer adam", tmp);
+    cli_expect_failure(args, "unknown optimizer 'adam'");
+    snprintf(args, sizeof args, "train --model no-such-preset --data fashion-mnist --out %s/r3", tmp);
+    cli_expect_failure(args, "no-such-preset");
+    /* An output folder inside a regular file cannot be created. */
+    char blocker[600];
+    snprintf(blocker, sizeof blocker, "%s/a-file", tmp);
+    write_bytes(blocker, "x", 1);
+    snprintf(args, sizeof args, COMMON " --out %s/run --steps 1", blocker);
+    cli_expect_failure(args, "a-file");
+    /* IDX with a wrong magic number. */
+    char idx[600];
+    snprintf(idx, sizeof idx, "%s/train-images-idx3-ubyte", tmp);
+    unsigned char header[16] = {0, 0, 8, 4, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28};
+    write_bytes(idx, header, sizeof header);
+    snprintf(args, sizeof args, "train " MODEL " --data %s --out %s/r4 --steps 1", idx, tmp);
+    cli_expect_failure(args, "magic");
+    /* A folder with a corrupt JPEG among good images: skipped with a warning, or an error with --strict. */
+    char folder[600], command[2000];
+    snprintf(folder, sizeof folder, "%s/images", tmp);
+    snprintf(command, sizeof command, "mkdir -p %s && cp tests/fixtures/data/grey.png tests/fixtures/data/rgb420.jpg %s/",
+             folder, folder);
+    EXPECT(system(command) == 0, "%s", command);
+    char corrupt[700];
+    snprintf(corrupt, sizeof corrupt, "%s/broken.jpg", folder);
+    write_bytes(corrupt, "\xff\xd8\xff\xe0garbage", 11);
+    snprintf(args, sizeof args, "train " MODEL " --data %s --out %s/r5 --steps 1 --batch 2 --threads 1 --strict", folder, tmp);
+    cli_expect_failure(args, "broken.jpg");
+    const CliRun *r = cli_run("train " MODEL " --data %s --out %s/r6 --steps 1 --batch 2 --threads 1 --sample-every 0",
+                              folder, tmp);
+    EXPECT(r->status == 0 && strstr(r->err, "1 unreadable images skipped"), "lenient folder: exit %d: %s", r->status,
+           r->err);
+}
+
+static void test_divergence_stops_with_checkpoint_intact(void) {
+    char run[600];
+    snprintf(run, sizeof run, "%s", harness_tmp_path("diverge"));
+    const CliRun *r = cli_run(COMMON " --out %s --steps 40 --optimizer sgd --lr 1e12 --grad-clip 0 --lr-schedule constant "
+                              "--max-bad-steps 2 --checkpoint-every 1", run);
+    EXPECT(r->status == 1, "a diverging run exited %d", r->status);
+    EXPECT(strstr(r->err, "not finite for 2 steps in a row") && strstr(r->err, "is intact"), "message: %s", r->err);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    if (!cli_init(argv[0])) {
+        printf("RESULT 0 1\n");
+        return 1;
+    }
+    RUN(test_loss_falls_and_run_folder_is_a_pipeline);
+    RUN(test_resume_equals_uninterrupted);
+    RUN(test_interrupt_checkpoints_and_exits_zero);
+    RUN(test_bad_input);
+    RUN(test_divergence_stops_with_checkpoint_intact);
+    return harness_finish();
+}
