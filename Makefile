@@ -10,13 +10,37 @@ OPT      ?= -O2
 CC       ?= cc
 # Never -ffast-math: NaN checks and exact resume depend on IEEE semantics.
 CFLAGS_ALL = -std=c11 -Wall -Wextra -g $(OPT) $(ARCH) -fopenmp -Isrc -Iinclude -MMD -MP $(SANITIZE_FLAGS) $(CFLAGS)
-LDLIBS_ALL = -fopenmp -ldnnl -lopenblas -lcjson -lpng -ljpeg -lz -lm $(SANITIZE_FLAGS) $(LDLIBS)
+LDLIBS_ALL = -fopenmp -ldnnl -lopenblas -lcjson -lpng -ljpeg -lz -lm $(MPI_LDLIBS) $(SANITIZE_FLAGS) $(LDLIBS)
 
 ifdef SANITIZE
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 endif
 
-LIB_SRC   := $(sort $(shell find src -name '*.c' -not -path 'src/cli/*'))
+# MPI (multi-process training) is built when Open MPI's mpicc is on PATH, unless MPI=0: then src/dist
+# has dist_mpi.c, compiled with mpicc's flags (the only file that includes <mpi.h>), else dist_single.c.
+MPICC := $(if $(filter 0,$(MPI)),,$(shell command -v mpicc 2>/dev/null))
+ifneq ($(MPICC),)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LDLIBS := $(shell $(MPICC) --showme:link 2>/dev/null)
+ifeq ($(MPI_LDLIBS),)
+$(warning $(MPICC) is not Open MPI's (no --showme:link): building without MPI; install libopenmpi-dev for it)
+MPICC :=
+endif
+endif
+ifneq ($(MPICC),)
+DIST_VARIANT := mpi
+DIST_SAYS    := for MPI (mpicc found; MPI=0 builds the single-process variant)
+else
+DIST_VARIANT := single
+DIST_SAYS    := for a single process (no mpicc on PATH, or MPI=0)
+endif
+DIST_SKIP  := src/dist/dist_$(if $(filter mpi,$(DIST_VARIANT)),single,mpi).c
+# The variant is recorded in the build folder (rewritten only when it changes), so that switching MPI
+# on or off rebuilds the library.
+DIST_STAMP := $(BUILD)/dist-variant
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(DIST_STAMP) 2>/dev/null)" = $(DIST_VARIANT) ] || echo $(DIST_VARIANT) >$(DIST_STAMP))
+
+LIB_SRC   := $(filter-out $(DIST_SKIP),$(sort $(shell find src -name '*.c' -not -path 'src/cli/*')))
 CLI_SRC   := $(sort $(wildcard src/cli/*.c))
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 TEST_LIB  := $(filter-out $(TEST_SRC),$(sort $(wildcard tests/*.c)))
@@ -60,10 +84,13 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+$(BUILD)/src/dist/dist_mpi.o: CFLAGS_ALL += $(MPI_CFLAGS)
+
+$(LIB): $(LIB_OBJ) $(DIST_STAMP)
 	@mkdir -p $(dir $@)
 	rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(LIB_OBJ)
+	@echo "libdiffuse: src/dist built $(DIST_SAYS)"
 
 $(BUILD)/diffuse: $(CLI_OBJ) $(LIB)
 	$(CC) $(CLI_OBJ) $(LIB) -o $@ $(LDLIBS_ALL)
