@@ -45,7 +45,11 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         Error err = {{0}};
         int rc = commands[i].run(argc - 1, argv + 1, &err);
-        if (rc != 0) print_error(commands[i].name, &err);
+        if (rc != 0) {
+            /* In a multi-rank job a failing rank ends every rank at once, naming itself. */
+            if (dist_world_size() > 1) dist_abort(1, err.message);
+            print_error(commands[i].name, &err);
+        }
         dist_finalize();
         return rc == 0 ? 0 : 1;
     }

@@ -188,7 +188,9 @@ static int write_config_file(const Trainer *tr, Error *err) {
 static int trainer_init(Trainer *tr, const TrainConfig *cfg, Error *err) {
     *tr = (Trainer){.cfg = cfg, .rank = dist_rank(), .world = dist_world_size()};
     if (train_config_validate(cfg, err)) return -1;
-    threads_set(cfg->threads);
+    /* Ranks on one machine share its cores. */
+    int cores = threads_available() / dist_local_size();
+    threads_set(cfg->threads ? cfg->threads : (cores > 0 ? cores : 1));
     if (open_model(tr, err) || open_data(tr, err)) return -1;
     tr->batch = cfg->batch;
     tr->sample_numel = tr->data.height * tr->data.width * tr->data.channels;
