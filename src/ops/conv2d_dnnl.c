@@ -427,6 +427,11 @@ void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dPa
 
 /* dst[i] += src[i]: how oneDNN's overwritten outputs join the caller's accumulated gradients. */
 static void add_into(float *restrict dst, const float *restrict src, size_t n) {
+    if (n < ((size_t)1 << 15)) { /* a bias gradient: not worth waking the threads */
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) dst[i] += src[i];
+        return;
+    }
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
@@ -461,42 +466,51 @@ static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s
 
 /* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
  * waste most of each vector there (13 GFLOP/s at 1 thread for 3->224 at 64x64, below PyTorch's 19).
- * Instead, one GEMM and a gather:
+ * Instead, one GEMM and a gather per group of images:
  *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci), ~95 GFLOP/s
  *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
  *                         (iy, ix), of cols[p, k, i]
- * The gather sums each element in a fixed order into a local row first, so repeated calls add
- * identical values. */
+ * cols holds kH kW copies of the input gradient, so images go in groups of at most NARROW_COLS_BYTES
+ * of it (a single image may exceed that). The gather sums each element in a fixed order into a local
+ * row first, so repeated calls add identical values. */
 enum { NARROW_CI = 16 };
+#define NARROW_COLS_BYTES ((size_t)32 << 20)
 
 static void backward_data_narrow(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
-    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, n_pos = s.n * s.ho * s.wo;
-    grow(&ws.cols, &ws.cols_bytes, (s.co + n_pos) * n_cols * sizeof(float));
+    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo;
+    const size_t image_bytes = image_pos * n_cols * sizeof(float);
+    const size_t group = image_bytes >= NARROW_COLS_BYTES ? 1
+                         : NARROW_COLS_BYTES / image_bytes < s.n ? NARROW_COLS_BYTES / image_bytes : s.n;
+    grow(&ws.cols, &ws.cols_bytes, (s.co + group * image_pos) * n_cols * sizeof(float));
     float *w_cols = ws.cols, *cols = (float *)ws.cols + s.co * n_cols;
     for (size_t o = 0; o < s.co; o++)
         for (size_t i = 0; i < s.ci; i++)
             for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
-    DNNL_CALL(dnnl_sgemm('N', 'N', (dnnl_dim_t)n_pos, (dnnl_dim_t)n_cols, (dnnl_dim_t)s.co, 1.0f, dout.data,
-                         (dnnl_dim_t)s.co, w_cols, (dnnl_dim_t)n_cols, 0.0f, cols, (dnnl_dim_t)n_cols));
-    float *d_all = dinp.data;
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        const size_t n_images = s.n - n0 < group ? s.n - n0 : group;
+        DNNL_CALL(dnnl_sgemm('N', 'N', (dnnl_dim_t)(n_images * image_pos), (dnnl_dim_t)n_cols, (dnnl_dim_t)s.co,
+                             1.0f, dout.data + n0 * image_pos * s.co, (dnnl_dim_t)s.co, w_cols, (dnnl_dim_t)n_cols,
+                             0.0f, cols, (dnnl_dim_t)n_cols));
+        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (size_t n = 0; n < s.n; n++) {
-        for (size_t iy = 0; iy < s.h; iy++) {
-            for (size_t ix = 0; ix < s.w; ix++) {
-                float acc[NARROW_CI] = {0};
-                for (size_t ky = 0; ky < s.kh; ky++) {
-                    ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
-                    if (oy < 0) continue;
-                    for (size_t kx = 0; kx < s.kw; kx++) {
-                        ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
-                        if (ox < 0) continue;
-                        const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
-                                         (ky * s.kw + kx) * s.ci;
-                        for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
+        for (size_t n = 0; n < n_images; n++) {
+            for (size_t iy = 0; iy < s.h; iy++) {
+                for (size_t ix = 0; ix < s.w; ix++) {
+                    float acc[NARROW_CI] = {0};
+                    for (size_t ky = 0; ky < s.kh; ky++) {
+                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
+                        if (oy < 0) continue;
+                        for (size_t kx = 0; kx < s.kw; kx++) {
+                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
+                            if (ox < 0) continue;
+                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
+                                             (ky * s.kw + kx) * s.ci;
+                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
+                        }
                     }
+                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
+                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
                 }
-                float *d = d_all + ((n * s.h + iy) * s.w + ix) * s.ci;
-                for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
             }
         }
     }
