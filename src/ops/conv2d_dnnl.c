@@ -390,7 +390,7 @@ static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bi
     return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias, .n_threads = threads_get()};
 }
 
-/* Reorders the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
+/* Moves the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     if (!plan->wei) {
         bind(plan->wei_user, weight);
