@@ -14,12 +14,14 @@
  *     a `sum` post-op straight into dinp (plan_try_data_as_forward); otherwise oneDNN's backward-data
  *     writes a scratch buffer that is added to dinp in one pass. The bias gradient (Co floats) is
  *     added from scratch too.
- *   - Inputs with fewer than 16 channels (conv_in) take backward-data as one GEMM and a gather
- *     (backward_data_narrow): oneDNN's convolution kernels waste most of each vector there.
+ *   - Inputs with fewer than 16 channels (conv_in) take backward-data as a matmul and a gather
+ *     (plan_create_narrow): oneDNN's convolution kernels waste most of each vector there.
  *   - Primitives, memory objects and descriptors are built once per (kind, shape, params, bias,
  *     thread count) and kept in a small cache; the buffers they work in (blocked weights, oneDNN's
  *     scratchpad in user mode, the input-gradient scratch) are shared by all plans and only grow, so a
- *     warmed-up call allocates nothing. oneDNN sizes its work partition by the thread count when a
+ *     warmed-up call allocates no buffer. (dnnl_primitive_execute itself still makes 4-7 small heap
+ *     allocations per execution for its argument map, measured with an interposed malloc; oneDNN 2.6's
+ *     C API offers no way around that.) oneDNN sizes its work partition by the thread count when a
  *     primitive is created, hence the count in the key.
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
  * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
@@ -74,6 +76,9 @@ typedef struct Plan {
     /* Backward-data run as the forward convolution of dout with the channel-transposed, spatially
      * flipped weights, adding into dinp through a sum post-op (see plan_try_data_as_forward). */
     bool data_as_forward;
+    /* Backward-data of a narrow input as a matmul and a gather, this many images per matmul
+     * (0: not such a plan; see backward_data_narrow). */
+    size_t narrow_images;
     dnnl_memory_t act_in, act_out;   /* forward: src, dst; backward-data: diff_dst, diff_src;
                                         backward-weights: src, diff_dst */
     dnnl_memory_t wei_user, wei;     /* weights (or their gradient) as oihw, and in the kernel's layout */
@@ -174,6 +179,49 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
 }
 
+/* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
+ * waste most of each vector there (13 GFLOP/s at 1 thread for 3->224 at 64x64, below PyTorch's 19).
+ * Instead, a matmul and a gather per group of images:
+ *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci), ~95 GFLOP/s
+ *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
+ *                         (iy, ix), of cols[p, k, i]
+ * cols holds kH kW copies of the input gradient, so images go in equal groups (a divisor of N) of at
+ * most NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
+ * element in a fixed order into a local row first, so repeated calls add identical values. */
+enum { NARROW_CI = 16 };
+#define NARROW_COLS_BYTES ((size_t)32 << 20)
+
+static Plan *plan_create_narrow(const PlanKey *key) {
+    const Conv2dShape *s = &key->s;
+    const size_t n_cols = s->kh * s->kw * s->ci, image_pos = s->ho * s->wo;
+    size_t group = 1;
+    for (size_t g = 1; g <= s->n; g++)
+        if (s->n % g == 0 && g * image_pos * n_cols * sizeof(float) <= NARROW_COLS_BYTES) group = g;
+    const size_t m = group * image_pos;
+    const dnnl_dims_t src_dims = {(dnnl_dim_t)m, (dnnl_dim_t)s->co}, wei_dims = {(dnnl_dim_t)s->co, (dnnl_dim_t)n_cols};
+    const dnnl_dims_t dst_dims = {(dnnl_dim_t)m, (dnnl_dim_t)n_cols};
+    dnnl_memory_desc_t src_md = md_of(2, src_dims, dnnl_ab), wei_md = md_of(2, wei_dims, dnnl_ab);
+    dnnl_memory_desc_t dst_md = md_of(2, dst_dims, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    DNNL_CALL(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, NULL, &dst_md));
+    dnnl_primitive_attr_t attr;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_desc_t pd = pd_create(key, &desc, attr, NULL);
+    Plan *plan = xcalloc(1, sizeof *plan);
+    plan->key = *key;
+    plan->narrow_images = group;
+    DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
+    plan->scratchpad = scratchpad_memory(pd);
+    plan->act_in = memory_of(&src_md);
+    plan->wei_user = memory_of(&wei_md);
+    plan->act_out = memory_of(&dst_md);
+    grow(&ws.cols, &ws.cols_bytes, (s->co + m) * n_cols * sizeof(float));
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    return plan;
+}
+
 /* At stride 1, backward-data is itself a forward convolution:
  *   dinp[n, y, x, i] = sum_{o, ky', kx'} dout[n, y + ky' - pt', x + kx' - pl', o] * weight'[i, o, ky', kx']
  * with weight'[i, o, ky', kx'] = weight[o, i, kH-1-ky', kW-1-kx'] and padding pt' = kH-1-pad_top (likewise
@@ -243,6 +291,7 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
 }
 
 static Plan *plan_create(const PlanKey *key) {
+    if (key->kind == PLAN_BACKWARD_DATA && key->s.ci < NARROW_CI) return plan_create_narrow(key);
     if (key->kind == PLAN_BACKWARD_DATA) {
         Plan *plan = plan_try_data_as_forward(key);
         if (plan) return plan;
@@ -436,11 +485,58 @@ static void add_into(float *restrict dst, const float *restrict src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* The input gradient: as a forward convolution summing into dinp where the plan could be built so,
- * else through oneDNN's backward-data into the workspace, then added to dinp. */
+/* See plan_create_narrow. */
+static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
+                                 Conv2dParams p) {
+    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
+    float *w_cols = ws.cols, *cols = (float *)ws.cols + s.co * n_cols;
+    for (size_t o = 0; o < s.co; o++)
+        for (size_t i = 0; i < s.ci; i++)
+            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
+    bind(plan->wei_user, w_cols);
+    bind(plan->act_out, cols);
+    bind(plan->scratchpad, ws.scratchpad);
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        bind(plan->act_in, dout.data + n0 * image_pos * s.co);
+        execute(plan->conv, 4,
+                (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei_user},
+                                    {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+        DNNL_CALL(dnnl_stream_wait(stream));
+        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (size_t n = 0; n < group; n++) {
+            for (size_t iy = 0; iy < s.h; iy++) {
+                for (size_t ix = 0; ix < s.w; ix++) {
+                    float acc[NARROW_CI] = {0};
+                    for (size_t ky = 0; ky < s.kh; ky++) {
+                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
+                        if (oy < 0) continue;
+                        for (size_t kx = 0; kx < s.kw; kx++) {
+                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
+                            if (ox < 0) continue;
+                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
+                                             (ky * s.kw + kx) * s.ci;
+                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
+                        }
+                    }
+                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
+                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
+                }
+            }
+        }
+    }
+}
+
+/* The input gradient: for narrow inputs a matmul and a gather; as a forward convolution summing into
+ * dinp where that plan could be built; else through oneDNN's backward-data into the workspace, then
+ * added to dinp. */
 static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
     PlanKey key = key_of(PLAN_BACKWARD_DATA, s, p, false);
     Plan *plan = plan_get(&key);
+    if (plan->narrow_images) {
+        backward_data_narrow(plan, dinp, dout, weight, s, p);
+        return;
+    }
     if (plan->data_as_forward) {
         bind(plan->wei, ws.wei);
         weight_to_blocked_flipped(&plan->own_layout, ws.wei, weight.data);
@@ -462,58 +558,6 @@ static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s
                                 {DNNL_ARG_DIFF_SRC, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
     DNNL_CALL(dnnl_stream_wait(stream));
     add_into(dinp.data, ws.dinp, tensor_numel(dinp));
-}
-
-/* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
- * waste most of each vector there (13 GFLOP/s at 1 thread for 3->224 at 64x64, below PyTorch's 19).
- * Instead, one GEMM and a gather per group of images:
- *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci), ~95 GFLOP/s
- *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
- *                         (iy, ix), of cols[p, k, i]
- * cols holds kH kW copies of the input gradient, so images go in groups of at most NARROW_COLS_BYTES
- * of it (a single image may exceed that). The gather sums each element in a fixed order into a local
- * row first, so repeated calls add identical values. */
-enum { NARROW_CI = 16 };
-#define NARROW_COLS_BYTES ((size_t)32 << 20)
-
-static void backward_data_narrow(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
-    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo;
-    const size_t image_bytes = image_pos * n_cols * sizeof(float);
-    const size_t group = image_bytes >= NARROW_COLS_BYTES ? 1
-                         : NARROW_COLS_BYTES / image_bytes < s.n ? NARROW_COLS_BYTES / image_bytes : s.n;
-    grow(&ws.cols, &ws.cols_bytes, (s.co + group * image_pos) * n_cols * sizeof(float));
-    float *w_cols = ws.cols, *cols = (float *)ws.cols + s.co * n_cols;
-    for (size_t o = 0; o < s.co; o++)
-        for (size_t i = 0; i < s.ci; i++)
-            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
-    for (size_t n0 = 0; n0 < s.n; n0 += group) {
-        const size_t n_images = s.n - n0 < group ? s.n - n0 : group;
-        DNNL_CALL(dnnl_sgemm('N', 'N', (dnnl_dim_t)(n_images * image_pos), (dnnl_dim_t)n_cols, (dnnl_dim_t)s.co,
-                             1.0f, dout.data + n0 * image_pos * s.co, (dnnl_dim_t)s.co, w_cols, (dnnl_dim_t)n_cols,
-                             0.0f, cols, (dnnl_dim_t)n_cols));
-        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (size_t n = 0; n < n_images; n++) {
-            for (size_t iy = 0; iy < s.h; iy++) {
-                for (size_t ix = 0; ix < s.w; ix++) {
-                    float acc[NARROW_CI] = {0};
-                    for (size_t ky = 0; ky < s.kh; ky++) {
-                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
-                        if (oy < 0) continue;
-                        for (size_t kx = 0; kx < s.kw; kx++) {
-                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
-                            if (ox < 0) continue;
-                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
-                                             (ky * s.kw + kx) * s.ci;
-                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
-                        }
-                    }
-                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
-                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
-                }
-            }
-        }
-    }
 }
 
 /* dbias alone, when no weight gradient is wanted: a fixed-order sum per channel (as the reference). */
@@ -558,10 +602,7 @@ static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, Tensor i
 void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
                      Conv2dParams p) {
     Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight, p);
-    if (!tensor_is_none(dinp)) {
-        if (s.ci < NARROW_CI) backward_data_narrow(dinp, dout, weight, s, p);
-        else backward_data(dinp, dout, weight, s, p);
-    }
+    if (!tensor_is_none(dinp)) backward_data(dinp, dout, weight, s, p);
     if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, inp, s, p);
     else if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
 }

@@ -19,9 +19,6 @@
 #include "ops/conv2d_weights.h"
 
 #include <stdint.h>
-#include <stdlib.h>
-
-#include "core/alloc.h"
 
 /* Input channels handled per tile: bo rows of TILE_I x kH kW floats stay in L1 while they are written. */
 enum { TILE_I = 16 };
@@ -52,7 +49,7 @@ typedef enum Move { MOVE_TO_BLOCKED, MOVE_TO_BLOCKED_FLIPPED, MOVE_ADD_FROM_BLOC
 /* Visits every contiguous run of the blocked layout (the bo output channels of one block at one input
  * channel and one tap), tile by tile in parallel, and copies it from `plain` or adds it into `plain`.
  * plain is (Co, Ci, kH, kW), or for MOVE_TO_BLOCKED_FLIPPED (Ci, Co, kH, kW) read with both kernel axes
- * reversed. Offsets come from small tables, so no loop divides. */
+ * reversed. Offsets come from a small table per tile, so the inner loops divide nothing. */
 static void for_each_run(const WeightLayout *l, float *blocked, float *plain, Move move) {
     const size_t k_taps = l->kh * l->kw, bo = l->bo;
     const bool flipped = move == MOVE_TO_BLOCKED_FLIPPED;
@@ -60,41 +57,36 @@ static void for_each_run(const WeightLayout *l, float *blocked, float *plain, Mo
     const size_t step_o = flipped ? k_taps : l->ci * k_taps, step_i = flipped ? l->co * k_taps : k_taps;
     const size_t n_blocks = l->co_pad / bo, n_tiles = (l->ci_pad + TILE_I - 1) / TILE_I;
 
-#pragma omp parallel
-    {
-        size_t *tap_offset = xmalloc(k_taps * sizeof(size_t));
-        for (size_t k = 0; k < k_taps; k++) tap_offset[k] = (k / l->kw) * l->s_ky + (k % l->kw) * l->s_kx;
-        /* Walk the plain tensor along its rows: in the flipped source the tiled axis (our input
-         * channels) is the row axis, so tiles go outside there. */
-#pragma omp for collapse(2) schedule(static)
-        for (size_t outer = 0; outer < (flipped ? n_tiles : n_blocks); outer++) {
-            for (size_t inner = 0; inner < (flipped ? n_blocks : n_tiles); inner++) {
-                const size_t ob = flipped ? inner : outer, tile = flipped ? outer : inner;
-                /* Every block starts below co: co_pad only rounds co up to a multiple of bo. */
-                const size_t o0 = ob * bo, n_o = l->co - o0 < bo ? l->co - o0 : bo;
-                const size_t i0 = tile * TILE_I, i_end = i0 + TILE_I < l->ci_pad ? i0 + TILE_I : l->ci_pad;
-                size_t i_offset[TILE_I];
-                for (size_t i = i0; i < i_end; i++) i_offset[i - i0] = (i / l->bi) * l->s_ib + (i % l->bi) * l->s_i;
-                float *b0 = blocked + ob * l->s_ob;
-                for (size_t k = 0; k < k_taps; k++) {
-                    const size_t plain_k = flipped ? k_taps - 1 - k : k;
-                    for (size_t i = i0; i < i_end; i++) {
-                        float *restrict b = b0 + tap_offset[k] + i_offset[i - i0];
-                        const size_t n_valid = i < l->ci ? n_o : 0;
-                        float *restrict w = plain + (n_valid ? o0 * step_o + i * step_i + plain_k : 0);
-                        if (move == MOVE_ADD_FROM_BLOCKED) {
+    /* Walk the plain tensor along its rows: in the flipped source the tiled axis (our input
+     * channels) is the row axis, so tiles go outside there. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (size_t outer = 0; outer < (flipped ? n_tiles : n_blocks); outer++) {
+        for (size_t inner = 0; inner < (flipped ? n_blocks : n_tiles); inner++) {
+            const size_t ob = flipped ? inner : outer, tile = flipped ? outer : inner;
+            /* Every block starts below co: co_pad only rounds co up to a multiple of bo. */
+            const size_t o0 = ob * bo, n_o = l->co - o0 < bo ? l->co - o0 : bo;
+            const size_t i0 = tile * TILE_I, i_end = i0 + TILE_I < l->ci_pad ? i0 + TILE_I : l->ci_pad;
+            size_t i_offset[TILE_I];
+            for (size_t i = i0; i < i_end; i++) i_offset[i - i0] = (i / l->bi) * l->s_ib + (i % l->bi) * l->s_i;
+            float *b0 = blocked + ob * l->s_ob;
+            for (size_t k = 0; k < k_taps; k++) {
+                const size_t plain_k = flipped ? k_taps - 1 - k : k;
+                const size_t tap_offset = (k / l->kw) * l->s_ky + (k % l->kw) * l->s_kx;
+                for (size_t i = i0; i < i_end; i++) {
+                    float *restrict b = b0 + tap_offset + i_offset[i - i0];
+                    const size_t n_valid = i < l->ci ? n_o : 0;
+                    float *restrict w = plain + (n_valid ? o0 * step_o + i * step_i + plain_k : 0);
+                    if (move == MOVE_ADD_FROM_BLOCKED) {
 #pragma omp simd
-                            for (size_t r = 0; r < n_valid; r++) w[r * step_o] += b[r];
-                        } else {
+                        for (size_t r = 0; r < n_valid; r++) w[r * step_o] += b[r];
+                    } else {
 #pragma omp simd
-                            for (size_t r = 0; r < n_valid; r++) b[r] = w[r * step_o];
-                            for (size_t r = n_valid; r < bo; r++) b[r] = 0.0f;
-                        }
+                        for (size_t r = 0; r < n_valid; r++) b[r] = w[r * step_o];
+                        for (size_t r = n_valid; r < bo; r++) b[r] = 0.0f;
                     }
                 }
             }
         }
-        free(tap_offset);
     }
 }
 
