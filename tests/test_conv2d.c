@@ -89,7 +89,9 @@ static void conv_free(Conv *v) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) guarded_free(all[i]->data);
 }
 
+/* Forward overwrites every output: out starts as NaN, so an element it skips fails the finite checks. */
 static void run_forward(Conv *v, bool fast) {
+    for (size_t i = 0; i < n_out(&v->c); i++) v->out.data[i] = NAN;
     (fast ? conv2d_forward : conv2d_forward_reference)(v->out, v->inp, v->weight, v->bias, v->c.p);
 }
 
