@@ -58,8 +58,10 @@ static void for_each_run(const WeightLayout *l, float *blocked, float *plain, Mo
     const size_t n_blocks = l->co_pad / bo, n_tiles = (l->ci_pad + TILE_I - 1) / TILE_I;
 
     /* Walk the plain tensor along its rows: in the flipped source the tiled axis (our input
-     * channels) is the row axis, so tiles go outside there. */
-#pragma omp parallel for collapse(2) schedule(static)
+     * channels) is the row axis, so tiles go outside there. Small tensors (conv_in's 6k weights) are
+     * not worth waking the threads for. */
+    const bool parallel = l->co_pad * l->ci_pad * k_taps >= ((size_t)1 << 16);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (size_t outer = 0; outer < (flipped ? n_tiles : n_blocks); outer++) {
         for (size_t inner = 0; inner < (flipped ? n_blocks : n_tiles); inner++) {
             const size_t ob = flipped ? inner : outer, tile = flipped ? outer : inner;
