@@ -181,8 +181,8 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
 
 /* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
  * waste most of each vector there (13 GFLOP/s at 1 thread for 3->224 at 64x64, below PyTorch's 19).
- * Instead, a matmul and a gather per group of images:
- *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci), ~95 GFLOP/s
+ * Instead, a matmul and a gather per group of images (~70 GFLOP/s end to end at 1 thread there):
+ *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci)
  *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
  *                         (iy, ix), of cols[p, k, i]
  * cols holds kH kW copies of the input gradient, so images go in equal groups (a divisor of N) of at
