@@ -10,6 +10,7 @@
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/conv2d.h"
+#include "ops/conv2d_internal.h"
 
 typedef struct Case {
     size_t n, h, w, ci, co, kh, kw;
@@ -88,7 +89,9 @@ static void conv_free(Conv *v) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) guarded_free(all[i]->data);
 }
 
+/* Forward overwrites every output: out starts as NaN, so an element it skips fails the finite checks. */
 static void run_forward(Conv *v, bool fast) {
+    for (size_t i = 0; i < n_out(&v->c); i++) v->out.data[i] = NAN;
     (fast ? conv2d_forward : conv2d_forward_reference)(v->out, v->inp, v->weight, v->bias, v->c.p);
 }
 
@@ -129,6 +132,9 @@ static void test_reference_gradcheck(void) {
      * 1e-3 leaves a 100x margin, while a wrong tap, stride or padding changes a gradient by a whole
      * product term, O(0.1..1). Every element is probed. */
     const double eps = 0.05, atol = 1e-3, rtol = 1e-3;
+    /* Thousands of tiny forward calls: one thread spares each its parallel-region start-up. */
+    int saved_threads = threads_get();
+    threads_set(1);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const Case *c = &cases[k];
         Conv v = conv_alloc(c);
@@ -147,6 +153,7 @@ static void test_reference_gradcheck(void) {
         conv_check_guards(&v, "gradcheck");
         conv_free(&v);
     }
+    threads_set(saved_threads);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -219,17 +226,22 @@ static void test_fast_matches_pytorch(void) { run_fixtures(true); }
 /* ------------------------------------------------------------------------------------------------ */
 /* Fast path against the reference at the U-Net's shapes */
 
-static const Case realistic_cases[] = {
 #ifndef __SANITIZE_ADDRESS__
-    {2, 64, 64, 224, 224, 3, 3, S1P1, true},                 /* down0 resnet conv */
-    {2, 32, 32, 448, 448, 3, 3, S1P1, true},                 /* down1 resnet conv */
-    {2, 8, 8, 896, 896, 3, 3, S1P1, true},                   /* down3 / mid resnet conv */
+static const Case unet_cases[] = {
+    {2, 64, 64, 224, 224, 3, 3, S1P1, true},                           /* down0 resnet conv */
+    {2, 32, 32, 448, 448, 3, 3, S1P1, true},                           /* down1 resnet conv */
+    {2, 8, 8, 896, 896, 3, 3, S1P1, true},                             /* down3 / mid resnet conv */
     {2, 32, 32, 448, 448, 3, 3, {.stride = 2, PAD(0, 1, 0, 1)}, true}, /* DDPM Downsample2D */
-    {2, 32, 32, 448, 224, 1, 1, {.stride = 1}, true},        /* resnet conv_shortcut */
-    {2, 64, 64, 3, 224, 3, 3, S1P1, true},                   /* conv_in */
-    {2, 64, 64, 224, 3, 3, 3, S1P1, true},                   /* conv_out */
-#else
-    /* Under the sanitizers (-O1, instrumented loops) the same layers, shrunk. */
+    {2, 32, 32, 448, 224, 1, 1, {.stride = 1}, true},                  /* resnet conv_shortcut */
+    {2, 64, 64, 3, 224, 3, 3, S1P1, true},                             /* conv_in */
+    {2, 64, 64, 224, 3, 3, 3, S1P1, true},                             /* conv_out */
+};
+#endif
+
+/* The same layers shrunk (channel counts off the 16-blocks, so padded weight layouts are exercised):
+ * what the sanitizer build (-O1, instrumented loops) runs instead, and what the test of oneDNN's own
+ * weight reorders runs. */
+static const Case small_unet_cases[] = {
     {1, 16, 16, 40, 40, 3, 3, S1P1, true},
     {1, 8, 8, 72, 72, 3, 3, S1P1, true},
     {1, 4, 4, 96, 96, 3, 3, S1P1, true},
@@ -237,7 +249,21 @@ static const Case realistic_cases[] = {
     {1, 16, 16, 72, 40, 1, 1, {.stride = 1}, true},
     {1, 16, 16, 3, 40, 3, 3, S1P1, true},
     {1, 16, 16, 40, 3, 3, 3, S1P1, true},
-#endif
+};
+
+/* Kernels, strides and paddings off the U-Net's beaten track, with channel counts that take oneDNN's
+ * kernels (the PyTorch fixtures mostly have fewer than 16 input channels, which backward-data serves
+ * with its GEMM path instead); the stride-1 ones have enough positions (>= 512) for backward-data to
+ * run as a forward convolution, the others take oneDNN's backward-data. */
+static const Case odd_cases[] = {
+    {1, 9, 7, 20, 24, 5, 5, {.stride = 2, PAD(2, 2, 2, 2)}, true},
+    {1, 25, 25, 17, 19, 5, 5, S1P1, true},
+    {2, 16, 19, 17, 18, 1, 3, {.stride = 1, PAD(0, 0, 1, 1)}, false},
+    {1, 7, 7, 33, 16, 3, 3, {.stride = 2}, true},
+    {1, 24, 24, 16, 5, 3, 1, {.stride = 1, PAD(1, 0, 0, 0)}, true},
+    {1, 6, 5, 16, 5, 3, 1, {.stride = 1, PAD(1, 0, 0, 0)}, true},
+    /* Narrow input, large images: backward-data's GEMM path goes in groups of 4 images (7 MB each). */
+    {5, 256, 256, 3, 4, 3, 3, S1P1, true},
 };
 
 /* The two paths sum float32 products in different orders: up to K = Ci kH kW = 4032 terms per output
@@ -266,14 +292,14 @@ static float *copy_of(const float *x, size_t n) {
     return y;
 }
 
-static void test_fast_matches_reference(void) {
-    for (size_t k = 0; k < sizeof realistic_cases / sizeof realistic_cases[0]; k++) {
-        const Case *c = &realistic_cases[k];
+static void fast_matches_reference(const Case *cases, size_t n_cases) {
+    for (size_t k = 0; k < n_cases; k++) {
+        const Case *c = &cases[k];
         Conv fast = conv_alloc(c), ref = conv_alloc(c);
         conv_fill(&ref, 7 * k + 1);
         memcpy(fast.inp.data, ref.inp.data, n_inp(c) * sizeof(float));
         memcpy(fast.weight.data, ref.weight.data, n_weight(c) * sizeof(float));
-        memcpy(fast.bias.data, ref.bias.data, c->co * sizeof(float));
+        if (c->with_bias) memcpy(fast.bias.data, ref.bias.data, c->co * sizeof(float));
         memcpy(fast.dout.data, ref.dout.data, n_out(c) * sizeof(float));
 
         run_forward(&ref, false);
@@ -286,15 +312,17 @@ static void test_fast_matches_reference(void) {
         expect_scaled("fast vs reference", c, "dinp", fast.dinp.data, ref.dinp.data, n_inp(c), FAST_VS_REFERENCE_TOL);
         expect_scaled("fast vs reference", c, "dweight", fast.dweight.data, ref.dweight.data, n_weight(c),
                       FAST_VS_REFERENCE_TOL);
-        expect_scaled("fast vs reference", c, "dbias", fast.dbias.data, ref.dbias.data, c->co, FAST_VS_REFERENCE_TOL);
+        if (c->with_bias)
+            expect_scaled("fast vs reference", c, "dbias", fast.dbias.data, ref.dbias.data, c->co,
+                          FAST_VS_REFERENCE_TOL);
 
         /* Backward accumulates: a second call adds the same gradients again. */
         float *dinp1 = copy_of(fast.dinp.data, n_inp(c)), *dweight1 = copy_of(fast.dweight.data, n_weight(c));
-        float *dbias1 = copy_of(fast.dbias.data, c->co), *out1 = copy_of(fast.out.data, n_out(c));
+        float *dbias1 = c->with_bias ? copy_of(fast.dbias.data, c->co) : NULL, *out1 = copy_of(fast.out.data, n_out(c));
         run_backward(&fast, true);
         expect_doubled(c, "dinp", fast.dinp.data, dinp1, n_inp(c));
         expect_doubled(c, "dweight", fast.dweight.data, dweight1, n_weight(c));
-        expect_doubled(c, "dbias", fast.dbias.data, dbias1, c->co);
+        if (c->with_bias) expect_doubled(c, "dbias", fast.dbias.data, dbias1, c->co);
         /* Forward overwrites, and repeats bit for bit. */
         run_forward(&fast, true);
         EXPECT(same_bits(fast.out.data, out1, n_out(c)), "fast forward %s: a second call differs", case_str(c));
@@ -306,9 +334,11 @@ static void test_fast_matches_reference(void) {
                case_str(c));
         conv2d_backward(fast.dinp, tensor_none(), tensor_none(), fast.dout, fast.inp, fast.weight, c->p);
         EXPECT(same_bits(fast.dinp.data, dinp1, n_inp(c)), "fast backward %s: dinp alone differs", case_str(c));
-        conv2d_backward(tensor_none(), tensor_none(), fast.dbias, fast.dout, fast.inp, fast.weight, c->p);
-        expect_scaled("fast dbias alone vs reference", c, "dbias", fast.dbias.data, ref.dbias.data, c->co,
-                      FAST_VS_REFERENCE_TOL);
+        if (c->with_bias) {
+            conv2d_backward(tensor_none(), tensor_none(), fast.dbias, fast.dout, fast.inp, fast.weight, c->p);
+            expect_scaled("fast dbias alone vs reference", c, "dbias", fast.dbias.data, ref.dbias.data, c->co,
+                          FAST_VS_REFERENCE_TOL);
+        }
 
         conv_check_guards(&fast, "fast");
         conv_check_guards(&ref, "reference");
@@ -316,6 +346,25 @@ static void test_fast_matches_reference(void) {
         conv_free(&fast);
         conv_free(&ref);
     }
+}
+
+static void test_fast_matches_reference(void) {
+    fast_matches_reference(odd_cases, sizeof odd_cases / sizeof odd_cases[0]);
+#ifndef __SANITIZE_ADDRESS__
+    fast_matches_reference(unet_cases, sizeof unet_cases / sizeof unet_cases[0]);
+#else
+    fast_matches_reference(small_unet_cases, sizeof small_unet_cases / sizeof small_unet_cases[0]);
+#endif
+}
+
+/* The fast path moves weights with its own loops where it can (conv2d_weights.c) and with oneDNN's
+ * reorders elsewhere; this runs the latter everywhere, so both stay tested. */
+static void test_fast_with_onednn_weight_reorders(void) {
+    conv2d_fast_use_own_weight_moves(false);
+    run_fixtures(true);
+    fast_matches_reference(odd_cases, sizeof odd_cases / sizeof odd_cases[0]);
+    fast_matches_reference(small_unet_cases, sizeof small_unet_cases / sizeof small_unet_cases[0]);
+    conv2d_fast_use_own_weight_moves(true);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -369,6 +418,9 @@ static void test_thread_count_dependence(void) {
 /* More distinct shapes than the plan cache holds: evicted plans are rebuilt and results stay right. */
 static void test_plan_cache_eviction(void) {
     enum { N_SHAPES = 70 };
+    /* Hundreds of tiny calls: one thread spares each its parallel-region start-up. */
+    int saved_threads = threads_get();
+    threads_set(1);
     for (int round = 0; round < 2; round++) {
         for (size_t k = 0; k < N_SHAPES; k += round ? 7 : 1) {
             const Case c = {1, 3 + k % 5, 3 + k / 5, 3 + k % 3, 2 + k % 4, 3, 3, S1P1, k % 2 == 0};
@@ -401,6 +453,7 @@ static void test_plan_cache_eviction(void) {
     expect_scaled("after conv2d_cache_free", &c, "out", fast.out.data, ref.out.data, n_out(&c), FAST_VS_REFERENCE_TOL);
     conv_free(&fast);
     conv_free(&ref);
+    threads_set(saved_threads);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -513,6 +566,7 @@ int main(void) {
     RUN(test_reference_matches_pytorch);
     RUN(test_fast_matches_pytorch);
     RUN(test_fast_matches_reference);
+    RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_thread_count_dependence);
     RUN(test_plan_cache_eviction);
     RUN(test_bad_arguments);

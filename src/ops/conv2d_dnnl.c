@@ -4,17 +4,24 @@
  *
  * Why it is shaped so:
  *   - Activations are described to oneDNN as nhwc over our own buffers: no reorder of inp, out, dout or
- *     dinp. Weights are `any`, which lets oneDNN pick its blocked layout and its fast direct kernels;
- *     plain oihw weights with nhwc data fall to a reference kernel about 100x slower. So every call
- *     reorders the oihw weights in (forward, backward-data) or the blocked weight gradient back out.
- *   - oneDNN overwrites its outputs but our backward accumulates (ops.h). The weight gradient comes back
- *     through a reorder with a `sum` post-op (dweight = 1 * dweight + reordered), so accumulating costs
- *     nothing extra; the input gradient goes to a scratch buffer and is added in one pass, and the bias
- *     gradient (Co floats) likewise.
+ *     dinp. Weights are `any`, which lets oneDNN pick its blocked layout and its fast kernels; plain
+ *     oihw weights with nhwc data fall to a reference kernel about 100x slower. So every call moves the
+ *     oihw weights into the kernel's layout or the blocked weight gradient back out, with our own loops
+ *     where they beat oneDNN's reorder (conv2d_weights.c) and oneDNN's reorder elsewhere.
+ *   - oneDNN overwrites its outputs but our backward accumulates (ops.h). The weight gradient is added
+ *     into dweight by the same pass that moves it back to oihw (our loops, or a reorder with a `sum`
+ *     post-op). At stride 1 with enough positions, backward-data runs as a forward convolution with
+ *     a `sum` post-op straight into dinp (plan_try_data_as_forward); otherwise oneDNN's backward-data
+ *     writes a scratch buffer that is added to dinp in one pass. The bias gradient (Co floats) is
+ *     added from scratch too.
+ *   - Inputs with fewer than 16 channels (conv_in) take backward-data as a matmul and a gather
+ *     (plan_create_narrow): oneDNN's convolution kernels waste most of each vector there.
  *   - Primitives, memory objects and descriptors are built once per (kind, shape, params, bias,
  *     thread count) and kept in a small cache; the buffers they work in (blocked weights, oneDNN's
  *     scratchpad in user mode, the input-gradient scratch) are shared by all plans and only grow, so a
- *     warmed-up call allocates nothing. oneDNN sizes its work partition by the thread count when a
+ *     warmed-up call allocates no buffer. (dnnl_primitive_execute itself still makes 4-7 small heap
+ *     allocations per execution for its argument map, measured with an interposed malloc; oneDNN 2.6's
+ *     C API offers no way around that.) oneDNN sizes its work partition by the thread count when a
  *     primitive is created, hence the count in the key.
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
  * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
@@ -30,6 +37,7 @@
 #include "core/check.h"
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
+#include "ops/conv2d_weights.h"
 
 /* Any oneDNN status other than success is a programmer or environment error we cannot recover from. */
 #define DNNL_CALL(call)                                                                                   \
@@ -59,9 +67,18 @@ typedef struct Plan {
     unsigned long last_use;
     dnnl_primitive_desc_t hint_pd; /* backward plans: the forward descriptor oneDNN requires as a hint */
     dnnl_primitive_t conv;
-    /* forward, backward-data: oihw -> the kernel's layout (NULL when oneDNN chose oihw itself);
-     * backward-weights: the kernel's layout -> oihw, summed into the destination. */
+    /* How weights reach the kernel's layout (forward, backward-data) or the weight gradient comes back
+     * from it and is added into dweight (backward-weights): our own loops when they handle the layout
+     * (own_layout.ok), else a oneDNN reorder (with a sum post-op for the gradient); neither when
+     * oneDNN chose oihw itself for forward or backward-data. */
+    WeightLayout own_layout;
     dnnl_primitive_t reorder;
+    /* Backward-data run as the forward convolution of dout with the channel-transposed, spatially
+     * flipped weights, adding into dinp through a sum post-op (see plan_try_data_as_forward). */
+    bool data_as_forward;
+    /* Backward-data of a narrow input as a matmul and a gather, this many images per matmul
+     * (0: not such a plan; see backward_data_narrow). */
+    size_t narrow_images;
     dnnl_memory_t act_in, act_out;   /* forward: src, dst; backward-data: diff_dst, diff_src;
                                         backward-weights: src, diff_dst */
     dnnl_memory_t wei_user, wei;     /* weights (or their gradient) as oihw, and in the kernel's layout */
@@ -73,8 +90,8 @@ enum { PLAN_CACHE_CAPACITY = 64 };
 
 /* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
 typedef struct Workspace {
-    void *wei, *scratchpad, *dinp, *dbias;
-    size_t wei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes;
+    void *wei, *scratchpad, *dinp, *dbias, *cols;
+    size_t wei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes, cols_bytes;
 } Workspace;
 
 static dnnl_engine_t engine;
@@ -82,6 +99,7 @@ static dnnl_stream_t stream;
 static Plan *cache[PLAN_CACHE_CAPACITY];
 static unsigned long use_clock;
 static Workspace ws;
+static bool own_weight_moves = true;
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Plans */
@@ -133,11 +151,15 @@ static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
     return memory_of(md);
 }
 
-/* The reorder between the user's oihw weights and the kernel's layout; none when they are equal. A
- * backward-weights plan always has one: it reorders the other way and adds into the destination. */
+/* How weights move between the user's oihw and the kernel's layout (see Plan); nothing to do when
+ * they are equal, except for the gradient, which must still be added rather than written. */
 static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *kernel_md,
                          bool to_user_with_sum) {
     if (!to_user_with_sum && dnnl_memory_desc_equal(user_md, kernel_md)) return;
+    plan->wei = memory_of(kernel_md);
+    grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
+    if (own_weight_moves) plan->own_layout = weight_layout_of(kernel_md);
+    if (plan->own_layout.ok) return;
     dnnl_primitive_attr_t attr;
     DNNL_CALL(dnnl_primitive_attr_create(&attr));
     DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
@@ -155,11 +177,125 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
     plan->reorder_scratchpad = scratchpad_memory(pd);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
-    plan->wei = memory_of(kernel_md);
-    grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
+}
+
+/* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
+ * waste most of each vector there (13 GFLOP/s at 1 thread for 3->224 at 64x64, below PyTorch's 19).
+ * Instead, a matmul and a gather per group of images (~70 GFLOP/s end to end at 1 thread there):
+ *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci)
+ *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
+ *                         (iy, ix), of cols[p, k, i]
+ * cols holds kH kW copies of the input gradient, so images go in equal groups (a divisor of N) of at
+ * most NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
+ * element in a fixed order into a local row first, so repeated calls add identical values. */
+enum { NARROW_CI = 16 };
+#define NARROW_COLS_BYTES ((size_t)32 << 20)
+
+static Plan *plan_create_narrow(const PlanKey *key) {
+    const Conv2dShape *s = &key->s;
+    const size_t n_cols = s->kh * s->kw * s->ci, image_pos = s->ho * s->wo;
+    size_t group = 1;
+    for (size_t g = 1; g <= s->n; g++)
+        if (s->n % g == 0 && g * image_pos * n_cols * sizeof(float) <= NARROW_COLS_BYTES) group = g;
+    const size_t m = group * image_pos;
+    const dnnl_dims_t src_dims = {(dnnl_dim_t)m, (dnnl_dim_t)s->co}, wei_dims = {(dnnl_dim_t)s->co, (dnnl_dim_t)n_cols};
+    const dnnl_dims_t dst_dims = {(dnnl_dim_t)m, (dnnl_dim_t)n_cols};
+    dnnl_memory_desc_t src_md = md_of(2, src_dims, dnnl_ab), wei_md = md_of(2, wei_dims, dnnl_ab);
+    dnnl_memory_desc_t dst_md = md_of(2, dst_dims, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    DNNL_CALL(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, NULL, &dst_md));
+    dnnl_primitive_attr_t attr;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_desc_t pd = pd_create(key, &desc, attr, NULL);
+    Plan *plan = xcalloc(1, sizeof *plan);
+    plan->key = *key;
+    plan->narrow_images = group;
+    DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
+    plan->scratchpad = scratchpad_memory(pd);
+    plan->act_in = memory_of(&src_md);
+    plan->wei_user = memory_of(&wei_md);
+    plan->act_out = memory_of(&dst_md);
+    grow(&ws.cols, &ws.cols_bytes, (s->co + m) * n_cols * sizeof(float));
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    return plan;
+}
+
+/* At stride 1, backward-data is itself a forward convolution:
+ *   dinp[n, y, x, i] = sum_{o, ky', kx'} dout[n, y + ky' - pt', x + kx' - pl', o] * weight'[i, o, ky', kx']
+ * with weight'[i, o, ky', kx'] = weight[o, i, kH-1-ky', kW-1-kx'] and padding pt' = kH-1-pad_top (likewise
+ * the other sides). oneDNN 2.6 runs forward with its brgemm kernels, faster than its backward-data
+ * kernels (measured ~10 % at 1 thread on the U-Net's 3x3 shapes), and a forward convolution accepts a
+ * sum post-op, so the result lands in dinp accumulated, with no scratch buffer and no extra pass.
+ * Our own weight loops build weight' in the kernel's layout in one pass, but that pass is slower than
+ * oneDNN's reorder for its backward-data layout (~6.4 vs ~3.1 ms for 896x896x3x3 at 1 thread), which
+ * outweighs the faster kernel when there are few output positions per weight: at 8x8, N 2 (128
+ * positions) this path measured 0.85x, at 32x32 and 64x64 1.12-1.15x. The break-even estimate is
+ * ~250 positions; below DATA_AS_FORWARD_MIN_POSITIONS the backward-data primitive is used. Also
+ * returns NULL (the caller builds that primitive) at stride 2, when a padding exceeds kernel - 1,
+ * when our loops do not handle the layout oneDNN picks, or when oneDNN offers only a reference kernel. */
+enum { DATA_AS_FORWARD_MIN_POSITIONS = 512 };
+
+static Plan *plan_try_data_as_forward(const PlanKey *key) {
+    const Conv2dShape *s = &key->s;
+    const Conv2dParams *p = &key->p;
+    const int kh = (int)s->kh, kw = (int)s->kw;
+    const dnnl_dims_t pad_lo = {kh - 1 - p->pad_top, kw - 1 - p->pad_left};
+    const dnnl_dims_t pad_hi = {kh - 1 - p->pad_bottom, kw - 1 - p->pad_right};
+    if (p->stride != 1 || !own_weight_moves || s->n * s->ho * s->wo < DATA_AS_FORWARD_MIN_POSITIONS)
+        return NULL;
+    if (pad_lo[0] < 0 || pad_lo[1] < 0 || pad_hi[0] < 0 || pad_hi[1] < 0) return NULL;
+    const dnnl_dims_t dout_dims = {(dnnl_dim_t)s->n, (dnnl_dim_t)s->co, (dnnl_dim_t)s->ho, (dnnl_dim_t)s->wo};
+    const dnnl_dims_t dinp_dims = {(dnnl_dim_t)s->n, (dnnl_dim_t)s->ci, (dnnl_dim_t)s->h, (dnnl_dim_t)s->w};
+    const dnnl_dims_t wei_dims = {(dnnl_dim_t)s->ci, (dnnl_dim_t)s->co, (dnnl_dim_t)s->kh, (dnnl_dim_t)s->kw};
+    const dnnl_dims_t strides = {1, 1};
+    dnnl_memory_desc_t dout_md = md_of(4, dout_dims, dnnl_nhwc), dinp_md = md_of(4, dinp_dims, dnnl_nhwc);
+    dnnl_memory_desc_t wei_any = md_of(4, wei_dims, dnnl_format_tag_any);
+
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t ops;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    DNNL_CALL(dnnl_post_ops_create(&ops));
+    DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
+    DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
+    DNNL_CALL(dnnl_post_ops_destroy(ops));
+    dnnl_convolution_desc_t desc;
+    DNNL_CALL(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &dout_md,
+                                                 &wei_any, NULL, &dinp_md, strides, pad_lo, pad_hi));
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    if (status != dnnl_success) return NULL;
+    const char *impl = "";
+    DNNL_CALL(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    const dnnl_memory_desc_t *kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    WeightLayout layout = weight_layout_of(kernel_wei);
+    if (!layout.ok || strncmp(impl, "ref", 3) == 0) {
+        DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+        return NULL;
+    }
+    Plan *plan = xcalloc(1, sizeof *plan);
+    plan->key = *key;
+    plan->data_as_forward = true;
+    plan->own_layout = layout;
+    DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
+    plan->scratchpad = scratchpad_memory(pd);
+    plan->act_in = memory_of(&dout_md);
+    plan->act_out = memory_of(&dinp_md);
+    plan->wei = memory_of(kernel_wei);
+    grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_wei));
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+    return plan;
 }
 
 static Plan *plan_create(const PlanKey *key) {
+    if (key->kind == PLAN_BACKWARD_DATA && key->s.ci < NARROW_CI) return plan_create_narrow(key);
+    if (key->kind == PLAN_BACKWARD_DATA) {
+        Plan *plan = plan_try_data_as_forward(key);
+        if (plan) return plan;
+    }
     const Conv2dShape *s = &key->s;
     const Conv2dParams *p = &key->p;
     Plan *plan = xcalloc(1, sizeof *plan);
@@ -263,6 +399,11 @@ static Plan *plan_get(const PlanKey *key) {
     return cache[slot];
 }
 
+void conv2d_fast_use_own_weight_moves(bool on) {
+    conv2d_cache_free();
+    own_weight_moves = on;
+}
+
 void conv2d_cache_free(void) {
     for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
         plan_free(cache[i]);
@@ -272,6 +413,7 @@ void conv2d_cache_free(void) {
     alloc_free(ws.scratchpad);
     alloc_free(ws.dinp);
     alloc_free(ws.dbias);
+    alloc_free(ws.cols);
     ws = (Workspace){0};
     if (engine) {
         DNNL_CALL(dnnl_stream_destroy(stream));
@@ -297,11 +439,18 @@ static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bi
     return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias, .n_threads = threads_get()};
 }
 
-/* Reorders the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
+/* Moves the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
-    bind(plan->wei_user, weight);
-    if (!plan->reorder) return plan->wei_user;
+    if (!plan->wei) {
+        bind(plan->wei_user, weight);
+        return plan->wei_user;
+    }
     bind(plan->wei, ws.wei);
+    if (plan->own_layout.ok) {
+        weight_to_blocked(&plan->own_layout, ws.wei, weight);
+        return plan->wei;
+    }
+    bind(plan->wei_user, weight);
     bind(plan->reorder_scratchpad, ws.scratchpad);
     execute(plan->reorder, 3,
             (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei_user}, {DNNL_ARG_TO, plan->wei},
@@ -327,14 +476,79 @@ void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dPa
 
 /* dst[i] += src[i]: how oneDNN's overwritten outputs join the caller's accumulated gradients. */
 static void add_into(float *restrict dst, const float *restrict src, size_t n) {
+    if (n < ((size_t)1 << 15)) { /* a bias gradient: not worth waking the threads */
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) dst[i] += src[i];
+        return;
+    }
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* The input gradient goes to the workspace and is added to dinp. */
+/* See plan_create_narrow. */
+static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
+                                 Conv2dParams p) {
+    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
+    float *w_cols = ws.cols, *cols = (float *)ws.cols + s.co * n_cols;
+    for (size_t o = 0; o < s.co; o++)
+        for (size_t i = 0; i < s.ci; i++)
+            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
+    bind(plan->wei_user, w_cols);
+    bind(plan->act_out, cols);
+    bind(plan->scratchpad, ws.scratchpad);
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        bind(plan->act_in, dout.data + n0 * image_pos * s.co);
+        execute(plan->conv, 4,
+                (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei_user},
+                                    {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+        DNNL_CALL(dnnl_stream_wait(stream));
+        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (size_t n = 0; n < group; n++) {
+            for (size_t iy = 0; iy < s.h; iy++) {
+                for (size_t ix = 0; ix < s.w; ix++) {
+                    float acc[NARROW_CI] = {0};
+                    for (size_t ky = 0; ky < s.kh; ky++) {
+                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
+                        if (oy < 0) continue;
+                        for (size_t kx = 0; kx < s.kw; kx++) {
+                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
+                            if (ox < 0) continue;
+                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
+                                             (ky * s.kw + kx) * s.ci;
+                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
+                        }
+                    }
+                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
+                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
+                }
+            }
+        }
+    }
+}
+
+/* The input gradient: for narrow inputs a matmul and a gather; as a forward convolution summing into
+ * dinp where that plan could be built; else through oneDNN's backward-data into the workspace, then
+ * added to dinp. */
 static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
     PlanKey key = key_of(PLAN_BACKWARD_DATA, s, p, false);
     Plan *plan = plan_get(&key);
+    if (plan->narrow_images) {
+        backward_data_narrow(plan, dinp, dout, weight, s, p);
+        return;
+    }
+    if (plan->data_as_forward) {
+        bind(plan->wei, ws.wei);
+        weight_to_blocked_flipped(&plan->own_layout, ws.wei, weight.data);
+        bind(plan->act_in, dout.data);
+        bind(plan->act_out, dinp.data);
+        bind(plan->scratchpad, ws.scratchpad);
+        execute(plan->conv, 4,
+                (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei},
+                                    {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+        DNNL_CALL(dnnl_stream_wait(stream));
+        return;
+    }
     dnnl_memory_t wei = weights_in(plan, weight.data);
     bind(plan->act_in, dout.data);
     bind(plan->act_out, ws.dinp);
@@ -371,12 +585,17 @@ static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, Tensor i
                                {DNNL_ARG_DIFF_WEIGHTS, plan->wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad},
                                {DNNL_ARG_DIFF_BIAS, plan->bias}};
     execute(plan->conv, with_bias ? 5 : 4, args);
-    bind(plan->wei_user, dweight.data);
-    bind(plan->reorder_scratchpad, ws.scratchpad);
-    execute(plan->reorder, 3,
-            (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei}, {DNNL_ARG_TO, plan->wei_user},
-                                {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
-    DNNL_CALL(dnnl_stream_wait(stream));
+    if (plan->own_layout.ok) {
+        DNNL_CALL(dnnl_stream_wait(stream));
+        weight_add_from_blocked(&plan->own_layout, dweight.data, ws.wei);
+    } else {
+        bind(plan->wei_user, dweight.data);
+        bind(plan->reorder_scratchpad, ws.scratchpad);
+        execute(plan->reorder, 3,
+                (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei}, {DNNL_ARG_TO, plan->wei_user},
+                                    {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
+        DNNL_CALL(dnnl_stream_wait(stream));
+    }
     if (with_bias) add_into(dbias.data, ws.dbias, s.co);
 }
 

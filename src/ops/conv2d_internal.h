@@ -4,6 +4,7 @@
 #ifndef DIFFUSE_CONV2D_INTERNAL_H
 #define DIFFUSE_CONV2D_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ops/conv2d.h"
@@ -19,5 +20,23 @@ Conv2dShape conv2d_check_forward(const char *where, Tensor out, Tensor inp, Tens
                                  Conv2dParams p);
 Conv2dShape conv2d_check_backward(const char *where, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout,
                                   Tensor inp, Tensor weight, Conv2dParams p);
+
+/* Input index along one axis for output index `out` and kernel tap `k`; -1 when it falls in the padding. */
+static inline ptrdiff_t conv2d_in_index(size_t out, size_t k, int stride, int pad, size_t in_size) {
+    ptrdiff_t i = (ptrdiff_t)(out * (size_t)stride + k) - pad;
+    return i >= 0 && i < (ptrdiff_t)in_size ? i : -1;
+}
+
+/* Output index along one axis that reads input `in` through kernel tap `k`; -1 when none does. */
+static inline ptrdiff_t conv2d_out_index(size_t in, size_t k, int stride, int pad, size_t out_size) {
+    ptrdiff_t t = (ptrdiff_t)in + pad - (ptrdiff_t)k;
+    if (t < 0 || t % stride) return -1;
+    t /= stride;
+    return t < (ptrdiff_t)out_size ? t : -1;
+}
+
+/* Tests only: false makes the fast path move weights with oneDNN's reorders instead of our own loops
+ * (conv2d_weights.c), so both stay tested. Frees the plan cache. */
+void conv2d_fast_use_own_weight_moves(bool on);
 
 #endif

@@ -17,20 +17,6 @@
 #include "core/alloc.h"
 #include "ops/conv2d_internal.h"
 
-/* Input index along one axis for output index `out` and kernel tap `k`; -1 when it falls in the padding. */
-static inline ptrdiff_t in_index(size_t out, size_t k, int stride, int pad, size_t in_size) {
-    ptrdiff_t i = (ptrdiff_t)(out * (size_t)stride + k) - pad;
-    return i >= 0 && i < (ptrdiff_t)in_size ? i : -1;
-}
-
-/* Output index along one axis that reads input `in` through kernel tap `k`; -1 when none does. */
-static inline ptrdiff_t out_index(size_t in, size_t k, int stride, int pad, size_t out_size) {
-    ptrdiff_t t = (ptrdiff_t)in + pad - (ptrdiff_t)k;
-    if (t < 0 || t % stride) return -1;
-    t /= stride;
-    return t < (ptrdiff_t)out_size ? t : -1;
-}
-
 void conv2d_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p) {
     Conv2dShape s = conv2d_check_forward(__func__, out, inp, weight, bias, p);
     const size_t ci = s.ci, co = s.co, kh = s.kh, kw = s.kw;
@@ -49,10 +35,10 @@ void conv2d_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias
                 float *restrict acc = y + ((n * s.ho + oy) * s.wo + ox) * co;
                 for (size_t o = 0; o < co; o++) acc[o] = b ? b[o] : 0.0f;
                 for (size_t ky = 0; ky < kh; ky++) {
-                    ptrdiff_t iy = in_index(oy, ky, p.stride, p.pad_top, s.h);
+                    ptrdiff_t iy = conv2d_in_index(oy, ky, p.stride, p.pad_top, s.h);
                     if (iy < 0) continue;
                     for (size_t kx = 0; kx < kw; kx++) {
-                        ptrdiff_t ix = in_index(ox, kx, p.stride, p.pad_left, s.w);
+                        ptrdiff_t ix = conv2d_in_index(ox, kx, p.stride, p.pad_left, s.w);
                         if (ix < 0) continue;
                         const float *xs = x + ((n * s.h + (size_t)iy) * s.w + (size_t)ix) * ci;
                         const float *wk = w_hwio + (ky * kw + kx) * ci * co;
@@ -102,10 +88,10 @@ static void backward_data(float *dinp, const float *dout, const float *weight, C
                 for (size_t ix = 0; ix < s.w; ix++) {
                     memset(acc, 0, ci * sizeof(float));
                     for (size_t ky = 0; ky < kh; ky++) {
-                        ptrdiff_t oy = out_index(iy, ky, p.stride, p.pad_top, s.ho);
+                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
                         if (oy < 0) continue;
                         for (size_t kx = 0; kx < kw; kx++) {
-                            ptrdiff_t ox = out_index(ix, kx, p.stride, p.pad_left, s.wo);
+                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
                             if (ox < 0) continue;
                             const float *g = dout + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * co;
                             const float *wk = w_hwoi + (ky * kw + kx) * co * ci;
@@ -149,10 +135,10 @@ static void backward_weights(float *dweight, const float *dout, const float *inp
                     for (size_t ox = 0; ox < s.wo; ox++) {
                         const float *g = dout + ((n * s.ho + oy) * s.wo + ox) * co + o0;
                         for (size_t ky = 0; ky < kh; ky++) {
-                            ptrdiff_t iy = in_index(oy, ky, p.stride, p.pad_top, s.h);
+                            ptrdiff_t iy = conv2d_in_index(oy, ky, p.stride, p.pad_top, s.h);
                             if (iy < 0) continue;
                             for (size_t kx = 0; kx < kw; kx++) {
-                                ptrdiff_t ix = in_index(ox, kx, p.stride, p.pad_left, s.w);
+                                ptrdiff_t ix = conv2d_in_index(ox, kx, p.stride, p.pad_left, s.w);
                                 if (ix < 0) continue;
                                 const float *restrict xs = inp + ((n * s.h + (size_t)iy) * s.w + (size_t)ix) * ci;
                                 for (size_t j = 0; j < n_o; j++) {

@@ -6,7 +6,6 @@ both layouts briefly and returns the faster, so the comparison is against PyTorc
 backward ops call aten.convolution_backward with an output mask, which is what autograd runs for
 F.conv2d. Asymmetric padding is done as diffusers' Downsample2D does it: F.pad, then a conv with
 padding 0 (whose input gradient autograd narrows back to the unpadded size)."""
-import statistics
 import time
 
 import torch
@@ -48,18 +47,19 @@ def _backward(t, mask):
 
 
 def _fastest(args, make):
-    """make(tensors) -> callable, on NCHW and on channels_last tensors; returns the faster by a short median."""
+    """make(tensors) -> callable, on NCHW and on channels_last tensors; returns the faster by the best of a
+    few runs (the minimum resists a busy machine better than a median of so few)."""
     best, best_seconds = None, float("inf")
     for memory_format in (torch.contiguous_format, torch.channels_last):
         fn = make(_tensors(args, memory_format))
         fn()
-        times = []
-        for _ in range(3):
+        seconds = float("inf")
+        for _ in range(5):
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
-        if statistics.median(times) < best_seconds:
-            best, best_seconds = fn, statistics.median(times)
+            seconds = min(seconds, time.perf_counter() - start)
+        if seconds < best_seconds:
+            best, best_seconds = fn, seconds
     return best
 
 
