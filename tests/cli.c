@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include "dist/dist.h"
 #include "harness.h"
 
 static char diffuse_path[1024];
@@ -35,16 +37,27 @@ static void slurp(const char *path, char *buf, size_t buf_bytes) {
     fclose(f);
 }
 
-const CliRun *cli_run(const char *fmt, ...) {
+bool cli_have_mpi(void) { return strcmp(dist_backend_name(), "mpi") == 0; }
+
+/* One machine: processes started by fork (plm isolated: mpirun's default wants ssh even then), shared
+ * memory without the kernel's direct-copy path, no core binding (containers often forbid both). */
+static const char *mpirun_prefix(int n_ranks) {
+    static char prefix[512];
+    snprintf(prefix, sizeof prefix,
+             "mpirun --oversubscribe -np %d --bind-to none --mca plm isolated --mca pml ob1 --mca btl self,vader "
+             "--mca btl_vader_single_copy_mechanism none%s ",
+             n_ranks, geteuid() == 0 ? " --allow-run-as-root" : "");
+    return prefix;
+}
+
+static const CliRun *run_command(int n_ranks, const char *fmt, va_list ap) {
     static CliRun r;
-    char args[4096], out_path[600], err_path[600], command[6400];
-    va_list ap;
-    va_start(ap, fmt);
+    char args[4096], out_path[600], err_path[600], command[7000];
     vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
     snprintf(out_path, sizeof out_path, "%s", harness_tmp_path("cli-stdout"));
     snprintf(err_path, sizeof err_path, "%s", harness_tmp_path("cli-stderr"));
-    snprintf(command, sizeof command, "%s %s >%s 2>%s", diffuse_path, args, out_path, err_path);
+    snprintf(command, sizeof command, "%s%s %s >%s 2>%s", n_ranks > 1 ? mpirun_prefix(n_ranks) : "", diffuse_path,
+             args, out_path, err_path);
     int status = system(command);
     r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     slurp(out_path, r.out, sizeof r.out);
@@ -52,6 +65,22 @@ const CliRun *cli_run(const char *fmt, ...) {
     r.err_lines = 0;
     for (const char *p = r.err; *p; p++) r.err_lines += *p == '\n';
     return &r;
+}
+
+const CliRun *cli_run(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const CliRun *r = run_command(1, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+const CliRun *cli_run_ranks(int n_ranks, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const CliRun *r = run_command(n_ranks, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 bool cli_expect_success(const char *args, const char *expected_out) {

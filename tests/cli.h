@@ -20,6 +20,10 @@ bool cli_init(const char *argv0);
 /* Runs `diffuse <args>` (args formatted like printf; trusted test strings). The result stays valid until
  * the next call. */
 const CliRun *cli_run(const char *fmt, ...) DIFFUSE_PRINTF(1, 2);
+/* The same under `mpirun -np n_ranks` (one machine, shared memory; the flags a container needs). */
+const CliRun *cli_run_ranks(int n_ranks, const char *fmt, ...) DIFFUSE_PRINTF(2, 3);
+/* Whether this build trains over MPI (else multi-rank tests report a skip). */
+bool cli_have_mpi(void);
 /* Exit status 0, and stdout containing expected_out when not NULL. */
 bool cli_expect_success(const char *args, const char *expected_out);
 /* Exit status 1 and exactly one line on stderr, containing expected_err. */
