@@ -10,5 +10,8 @@ int cmd_info(int argc, char **argv, Error *err);
 int cmd_init(int argc, char **argv, Error *err);
 int cmd_convert(int argc, char **argv, Error *err);
 int cmd_train(int argc, char **argv, Error *err);
+int cmd_sample(int argc, char **argv, Error *err);
+int cmd_eval(int argc, char **argv, Error *err);
+int cmd_prepare(int argc, char **argv, Error *err);
 
 #endif

@@ -15,8 +15,11 @@ typedef struct Command {
 
 static const Command commands[] = {
     {"train", "train a model on a data set into a run folder (resumable, data-parallel under mpirun)", cmd_train},
+    {"sample", "generate images from a run or model folder (DDPM, DDIM, DPM-Solver++) as PNG", cmd_sample},
+    {"eval", "loss and bits/dim of a model on a data set", cmd_eval},
+    {"prepare", "decode a data set once into a packed file for training", cmd_prepare},
     {"info", "show a model's config, parameter count, FLOPs per image and training memory", cmd_info},
-    {"init", "write a freshly initialised model folder from a config or preset", cmd_init},
+    {"init", "write a freshly initialised model folder (or, with --pipeline, a run folder)", cmd_init},
     {"convert", "rewrite a diffusers model folder as F32 with current tensor names", cmd_convert},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -13,6 +13,19 @@ static const Option *find_option(const OptionSpec *spec, const char *name, size_
     return NULL;
 }
 
+/* The option -c stands for, or NULL. */
+static const Option *find_alias(const OptionSpec *spec, char c) {
+    for (const OptionAlias *a = spec->aliases; a && a->short_name; a++)
+        if (a->short_name == c) return find_option(spec, a->name, strlen(a->name));
+    return NULL;
+}
+
+static char alias_of(const OptionSpec *spec, const Option *o) {
+    for (const OptionAlias *a = spec->aliases; a && a->short_name; a++)
+        if (strcmp(a->name, o->name) == 0) return a->short_name;
+    return 0;
+}
+
 static int set_value(const OptionSpec *spec, const Option *o, const char *text, Error *err) {
     char *end = NULL;
     errno = 0;
@@ -53,6 +66,18 @@ int options_parse(const OptionSpec *spec, int argc, char **argv, ParsedArgs *arg
             continue;
         }
         if (!options_done && arg[0] == '-' && arg[1] != '\0') {
+            const Option *short_option = arg[1] != '-' && arg[2] == '\0' ? find_alias(spec, arg[1]) : NULL;
+            if (short_option) {
+                if (short_option->type == OPTION_FLAG) {
+                    *(bool *)short_option->value = true;
+                    continue;
+                }
+                if (i + 1 >= argc)
+                    return error_set(err, "%s needs a value (%s)", arg,
+                                     short_option->value_name ? short_option->value_name : "");
+                if (set_value(spec, short_option, argv[++i], err)) return -1;
+                continue;
+            }
             if (arg[1] != '-')
                 return error_set(err, "unknown option '%s'; options are spelled --name (see diffuse %s --help)", arg,
                                  spec->command);
@@ -85,9 +110,11 @@ void options_print_help(const OptionSpec *spec, FILE *out) {
     if (!spec->options || !spec->options->name) return;
     fprintf(out, "\noptions:\n");
     for (const Option *o = spec->options; o->name; o++) {
-        char left[64];
-        if (o->type == OPTION_FLAG) snprintf(left, sizeof left, "--%s", o->name);
-        else snprintf(left, sizeof left, "--%s %s", o->name, o->value_name ? o->value_name : "VALUE");
+        char left[64], short_form[8] = "";
+        char short_name = alias_of(spec, o);
+        if (short_name) snprintf(short_form, sizeof short_form, "-%c, ", short_name);
+        if (o->type == OPTION_FLAG) snprintf(left, sizeof left, "%s--%s", short_form, o->name);
+        else snprintf(left, sizeof left, "%s--%s %s", short_form, o->name, o->value_name ? o->value_name : "VALUE");
         fprintf(out, "  %-22s %s", left, o->help);
         switch (o->type) {
         case OPTION_INT: fprintf(out, " (default %d)", *(const int *)o->value); break;

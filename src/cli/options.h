@@ -1,7 +1,8 @@
 /* Table-driven command-line options for the subcommands: each command lists its options once (name,
  * type, where the value goes, help) and gets parsing, type checks and its --help text from the table.
- * Accepted forms: --name value, --name=value, --flag; "--" ends the options. A value's variable holds its
- * default before parsing, and --help shows it. */
+ * Accepted forms: --name value, --name=value, --flag, and -x value / -x for an option given a short name
+ * in the spec's aliases; "--" ends the options. A value's variable holds its default before parsing, and
+ * --help shows it. */
 #ifndef DIFFUSE_CLI_OPTIONS_H
 #define DIFFUSE_CLI_OPTIONS_H
 
@@ -27,12 +28,19 @@ typedef struct Option {
     const char *help;
 } Option;
 
+/* -x as another spelling of --name. */
+typedef struct OptionAlias {
+    char short_name; /* 0 ends a table */
+    const char *name;
+} OptionAlias;
+
 typedef struct OptionSpec {
     const char *command; /* "info": messages say "see diffuse info --help" */
     const char *usage;   /* "diffuse info <model> [options]" */
     const char *summary; /* what the command does, a few lines */
     const Option *options;
     int min_positional, max_positional;
+    const OptionAlias *aliases; /* NULL: no short names */
 } OptionSpec;
 
 typedef struct ParsedArgs {

@@ -358,7 +358,21 @@ static char *replace_infinities(const char *json) {
     return s;
 }
 
-int scheduler_config_parse(SchedulerConfig *cfg, const char *json, const char *what, Error *err) {
+/* Whether from_config into `target` keeps a file's variance_type (see scheduler_config_parse_as): DDIM has
+ * none; DPM-Solver reads DDPM's fixed variances as "no variance channels" (its default, null); DDPM reads
+ * DPM-Solver's null as its own default. */
+static bool variance_type_carries(const cJSON *v, SamplerKind file_kind, SamplerKind target) {
+    if (file_kind == target) return true;
+    if (target == SAMPLER_DDIM) return false;
+    if (cJSON_IsNull(v)) return false;
+    if (target == SAMPLER_DPM_SOLVER && cJSON_IsString(v))
+        return strcmp(v->valuestring, "learned") == 0 || strcmp(v->valuestring, "learned_range") == 0;
+    return true;
+}
+
+/* as_kind NULL: the file's own class. */
+static int parse_config(SchedulerConfig *cfg, const char *json, const SamplerKind *as_kind, const char *what,
+                        Error *err) {
     char *text = replace_infinities(json);
     cJSON *root = cJSON_Parse(text);
     free(text);
@@ -373,11 +387,13 @@ int scheduler_config_parse(SchedulerConfig *cfg, const char *json, const char *w
     } else if (sampler_kind_from_class_name(class_name->valuestring, &kind, err)) {
         rc = error_prefix(err, "%s", what);
     } else {
-        *cfg = scheduler_config_default(kind);
+        SamplerKind target = as_kind ? *as_kind : kind;
+        *cfg = scheduler_config_default(target);
         ParseCtx p = {.what = what, .err = err};
         const cJSON *item;
         cJSON_ArrayForEach(item, root) {
             if (item->string[0] == '_') continue; /* _class_name, _diffusers_version, _name_or_path */
+            if (strcmp(item->string, "variance_type") == 0 && !variance_type_carries(item, kind, target)) continue;
             if ((rc = parse_key(&p, item, cfg))) break;
         }
         if (!rc && cfg->schedule.trained_betas && cfg->schedule.n_trained_betas != cfg->schedule.num_train_timesteps)
@@ -390,7 +406,16 @@ int scheduler_config_parse(SchedulerConfig *cfg, const char *json, const char *w
     return rc;
 }
 
-int scheduler_config_read(SchedulerConfig *cfg, const char *path, Error *err) {
+int scheduler_config_parse(SchedulerConfig *cfg, const char *json, const char *what, Error *err) {
+    return parse_config(cfg, json, NULL, what, err);
+}
+
+int scheduler_config_parse_as(SchedulerConfig *cfg, const char *json, SamplerKind kind, const char *what,
+                              Error *err) {
+    return parse_config(cfg, json, &kind, what, err);
+}
+
+static int read_config(SchedulerConfig *cfg, const char *path, const SamplerKind *as_kind, Error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return error_set(err, "%s: cannot open scheduler config (%s)", path, strerror(errno));
     size_t cap = 4096, len = 0;
@@ -415,9 +440,17 @@ int scheduler_config_read(SchedulerConfig *cfg, const char *path, Error *err) {
         return error_set(err, "%s: read error", path);
     }
     buf[len] = 0;
-    int rc = scheduler_config_parse(cfg, buf, path, err);
+    int rc = parse_config(cfg, buf, as_kind, path, err);
     free(buf);
     return rc;
+}
+
+int scheduler_config_read(SchedulerConfig *cfg, const char *path, Error *err) {
+    return read_config(cfg, path, NULL, err);
+}
+
+int scheduler_config_read_as(SchedulerConfig *cfg, const char *path, SamplerKind kind, Error *err) {
+    return read_config(cfg, path, &kind, err);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -4,7 +4,7 @@
  * scheduler/ loads in diffusers unchanged and diffusers' files load here.
  *
  * One struct serves the three classes, as diffusers' from_config lets one class load another's config
- * (DDIMScheduler.from_config(ddpm_config)): read a file, then set `kind` to sample with another sampler.
+ * (DDIMScheduler.from_config(ddpm_config)): scheduler_config_read_as reads a file for another sampler.
  * Options diffusers has that diffuse does not implement (thresholding, rescale_betas_zero_snr, Karras and
  * other sigma spacings, the dpmsolver / sde algorithm types, "learned" variance) are rejected when a file
  * sets them to anything but their defaults, with a message listing what is supported. */
@@ -106,6 +106,15 @@ int final_sigmas_from_name(const char *name, FinalSigmas *out, Error *err);
  * nothing to free. */
 int scheduler_config_parse(SchedulerConfig *cfg, const char *json, const char *what, Error *err);
 int scheduler_config_read(SchedulerConfig *cfg, const char *path, Error *err);
+/* A config of any of the three classes read for sampler `kind`, as diffusers' Kind.from_config(config)
+ * does with the dict of that file: an option the file sets and the class knows keeps its value, every
+ * other option takes the class's default. So DPMSolverMultistepScheduler from a saved DDPMScheduler config
+ * keeps its timestep_spacing ("leading"), but from a file without that key gets its own "linspace". The
+ * variance_type carries to DDPM and, as learned / learned_range only, to DPM-Solver (a DDPM fixed variance
+ * means no variance channels there); DDIM has none. */
+int scheduler_config_parse_as(SchedulerConfig *cfg, const char *json, SamplerKind kind, const char *what,
+                              Error *err);
+int scheduler_config_read_as(SchedulerConfig *cfg, const char *path, SamplerKind kind, Error *err);
 /* The JSON text diffusers' save_config writes for this config (malloc'ed, ends with a newline). */
 char *scheduler_config_to_json(const SchedulerConfig *cfg);
 /* Writes the file atomically. */
