@@ -17,16 +17,16 @@
  * alone (never by the thread count, so every result is bitwise the same for any number of threads):
  *   - slabs, for few positions (a slab's data <= GN_SLAB_MAX_BYTES, e.g. 8 x 8 and 16 x 16 images): a task
  *     per (sample, slab of k groups), k Cg channels a whole number of cache lines wide; it computes its
- *     groups' statistics and output from its cached slab alone, with no merge between tasks and no barrier;
+ *     groups' statistics and output from its cached slab alone: no merge between tasks, one parallel loop;
  *   - chunks, otherwise: a task per (sample, chunk of positions) reading whole rows into per-channel
  *     accumulators vectorised over C; chunks depend only on the shape (>= 32K elements, <= 64 per sample)
  *     and their partial results merge in chunk order.
  * In both, channels fold into groups after their per-channel sums.
  *
- * Statistics, in double and numerically robust. An item walks its chunk in 64 KB blocks that stay in L2 and
- * makes two passes over each: channel means, then squared deviations from them; blocks merge into the
- * item's per-channel moments and channels into groups by Chan, Golub & LeVeque's pairwise update (mean and
- * M2 of a union), items into the sample likewise. Eight rows of a channel are summed in float before each
+ * Statistics, in double and numerically robust. A task walks its chunk in 64 KB blocks (a slab is one
+ * block) that stay in L2 and makes two passes over each: channel means, then squared deviations from them;
+ * blocks merge into the task's per-channel moments and channels into groups by Chan, Golub & LeVeque's
+ * pairwise update (mean and M2 of a union), chunks into the sample likewise. Eight rows of a channel are summed in float before each
  * double accumulation (block_moments says why that is safe). Measured in cache at U-Net widths, one thread,
  * per element: Welford per channel in double 0.16 ns, these two passes all in double 0.20 ns, with the
  * float eight-row steps 0.08 ns. The input comes from memory twice, for the statistics and for the output;
@@ -34,7 +34,7 @@
  * with non-temporal stores.
  *
  * Output: y = x a_c + b_c with a_c = rstd w_c and b_c = bias_c - mean a_c, PyTorch's formula; its rounding
- * (~ulp(mean) rstd |w|) stays below what the input's own rounding contributes. The row kernel that
+ * (~ulp(mean) rstd |w|) is the size of the error the input's own rounding already carries. The row kernel that
  * writes it is where a fused GroupNorm + SiLU applies the activation.
  *
  * Backward: one pass over dy and x for A and B (eight-row float steps into double, as above), then
@@ -373,7 +373,8 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
         for (size_t ng = 0; ng < pl->n * n_groups; ng++) {
             size_t n = ng / n_groups, g = ng % n_groups;
             Moments total = {0, 0, 0};
-            for (size_t k = 0; k < pl->n_chunks; k++) moments_merge(&total, chunk_moments[(n * pl->n_chunks + k) * n_groups + g]);
+            for (size_t k = 0; k < pl->n_chunks; k++)
+                moments_merge(&total, chunk_moments[(n * pl->n_chunks + k) * n_groups + g]);
             float *a = coef + n * 2 * c_all + g * pl->cg;
             group_output_coefficients(&f->mean.data[ng], &f->rstd.data[ng], a, a + c_all, total, f->eps, f->w, f->bias,
                                       g * pl->cg, pl->cg);
@@ -502,13 +503,17 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
             size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
             size_t offset = n * pl->s * c_all + c0;
             double *a_sum = sums + n * 2 * c_all + c0, *b_sum = a_sum + c_all;
-            for (size_t c = 0; c < width; c++) mu[c] = b->mean.data[n * pl->g + g0 + c / pl->cg], a_sum[c] = 0, b_sum[c] = 0;
+            for (size_t c = 0; c < width; c++) {
+                mu[c] = b->mean.data[n * pl->g + g0 + c / pl->cg];
+                a_sum[c] = 0, b_sum[c] = 0;
+            }
             grad_sums(a_sum, b_sum, b->dout.data + offset, b->inp.data + offset, mu, pl->s, width, c_all);
             if (!b->dinp.data) continue;
             for (size_t j = 0; j < pl->slab_groups; j++) {
                 size_t g = g0 + j, at = j * pl->cg;
-                group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w, c0 + at, pl->cg,
-                                        b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g], (double)count);
+                group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w, c0 + at,
+                                        pl->cg, b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g],
+                                        (double)count);
             }
             input_grad_rows(b->dinp.data + offset, b->dout.data + offset, b->inp.data + offset, pl->s, width, c_all,
                             alpha, beta, gamma);
