@@ -1,7 +1,7 @@
 /* Shared helpers of the benchmark programs in bench/: median timing and one JSON line per measurement,
  * {"op", "shape", "args", "threads", "seconds", "gflops"}, which scripts/bench-ops collects and
  * tools/bench_ops_pytorch.py joins with PyTorch's time for the same op, args and threads.
- * Header-only: each bench/*.c is its own program. */
+ * Header-only: each bench/ops_<family>.c file is its own program. */
 #ifndef DIFFUSE_BENCH_H
 #define DIFFUSE_BENCH_H
 

@@ -153,17 +153,31 @@ static bool results_identical(const AttentionProblem *p, const AttentionResult *
            same_floats(a->dq, b->dq, nq) && same_floats(a->dk, b->dk, nk) && same_floats(a->dv, b->dv, nk);
 }
 
+static void fast_backward_one_pass(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
+                                   Tensor out, Tensor lse, int n_heads, float scale) {
+    attention_set_tuning((AttentionTuning){.backward = ATTENTION_BACKWARD_ONE_PASS});
+    attention_backward(dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
+    attention_set_tuning((AttentionTuning){0});
+}
+
+static void fast_backward_two_pass(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
+                                   Tensor out, Tensor lse, int n_heads, float scale) {
+    attention_set_tuning((AttentionTuning){.backward = ATTENTION_BACKWARD_TWO_PASS});
+    attention_backward(dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
+    attention_set_tuning((AttentionTuning){0});
+}
+
 static void fast_forward_portable(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale) {
-    attention_force_portable(true);
+    attention_set_tuning((AttentionTuning){.portable = true});
     attention_forward(out, lse, q, k, v, n_heads, scale);
-    attention_force_portable(false);
+    attention_set_tuning((AttentionTuning){0});
 }
 
 static void fast_backward_portable(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,
                                    Tensor out, Tensor lse, int n_heads, float scale) {
-    attention_force_portable(true);
+    attention_set_tuning((AttentionTuning){.portable = true});
     attention_backward(dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
-    attention_force_portable(false);
+    attention_set_tuning((AttentionTuning){0});
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -292,7 +306,8 @@ typedef struct RealisticShape {
     size_t check_from_batch; /* the reference checks batches check_from_batch .. N-1 */
     int n_check_heads;       /* and heads 0, 1, ..., and the last, n_check_heads in all (0: every head) */
     bool thread_count_check; /* also run on 1 thread and compare bit for bit */
-    bool portable_check;     /* also run the portable kernels and compare bit for bit */
+    bool portable_check;     /* also run the portable kernels, and the backward in one and in two passes,
+                                and compare bit for bit */
 } RealisticShape;
 
 static void check_fast_vs_reference(const RealisticShape *s) {
@@ -377,6 +392,11 @@ static void check_fast_vs_reference(const RealisticShape *s) {
         EXPECT(results_identical(&p, &fast, &portable), "%s: the portable kernels differ from the default ones",
                s->name);
         result_free(&portable);
+        AttentionResult one_pass = attention_run(&p, attention_forward, fast_backward_one_pass, 1);
+        AttentionResult two_pass = attention_run(&p, attention_forward, fast_backward_two_pass, 1);
+        EXPECT(results_identical(&p, &fast, &one_pass) && results_identical(&p, &fast, &two_pass),
+               "%s: the backward in one pass and in two passes differ", s->name);
+        result_free(&one_pass), result_free(&two_pass);
     }
     result_free(&ref), result_free(&fast);
     free(heads);

@@ -7,7 +7,8 @@
  *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk), so score tiles are GEMMs
  *                            whose rows are contiguous keys;
  *   backward:                lse2 = lse * log2(e) and delta_i = dout_i . out_i per head, (N, n_heads, Lq);
- *                            with the tile kernels also kt and vt (V transposed likewise).
+ *                            lanes kernels: q * scale * log2(e); tile kernels: kt and vt (V transposed
+ *                            likewise).
  * Scratch grows to the largest shape seen and is kept, so a warmed-up call allocates nothing. */
 #include <math.h>
 #include <omp.h>
@@ -59,10 +60,10 @@ typedef struct ScratchBuffer {
 } ScratchBuffer;
 
 /* Ops run from one thread at a time (ops.h), so file-level buffers are safe. */
-static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer;
-static bool portable_forced;
+static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer, q_scaled_buffer;
+static AttentionTuning tuning;
 
-void attention_force_portable(bool on) { portable_forced = on; }
+void attention_set_tuning(AttentionTuning t) { tuning = t; }
 
 static float *scratch_reserve(ScratchBuffer *b, size_t n_floats) {
     if (n_floats > b->n_floats) {
@@ -108,9 +109,16 @@ static void attention_backward_prepass(float *lse2, float *delta, const float *l
             float sum = 0;
             for (size_t d = 0; d < D; d++) sum = fmaf(dout_row[h * D + d], out_row[h * D + d], sum);
             delta[(n * nH + h) * Lq + i] = sum;
-            lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * 1.4426950408889634f;
+            lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * ATTENTION_LOG2E;
         }
     }
+}
+
+/* q_scaled = q * scale * log2(e): the lanes backward broadcasts every query row once per key block. */
+static void attention_scale_queries(float *q_scaled, const float *q, size_t n, float scale) {
+    const float c = scale * ATTENTION_LOG2E;
+#pragma omp parallel for schedule(static)
+    for (size_t x = 0; x < n; x++) q_scaled[x] = q[x] * c;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -126,7 +134,7 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
         a.kt = kt;
     }
 #if defined(__AVX512F__)
-    if (!portable_forced) {
+    if (!tuning.portable) {
         attention_forward_fused_avx512(&a);
         return;
     }
@@ -145,15 +153,25 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     float *delta = scratch_reserve(&delta_buffer, s.N * s.n_heads * s.Lq);
     attention_backward_prepass(lse2, delta, lse.data, dout.data, out.data, s);
     a.lse2 = lse2, a.delta = delta;
-    if (!attention_uses_lanes(s.D)) {
+    if (attention_uses_lanes(s.D)) {
+        float *q_scaled = scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C);
+        attention_scale_queries(q_scaled, q.data, s.N * s.Lq * s.C, scale);
+        a.q_scaled = q_scaled;
+    } else {
         float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
         float *vt = scratch_reserve(&values_transposed, s.N * s.Lk * s.C);
         attention_transpose_heads(kt, k.data, s);
         attention_transpose_heads(vt, v.data, s);
         a.kt = kt, a.vt = vt;
     }
+    /* One pass computes each score once rather than twice (5 of the 7 tile products), but parallelises
+     * over (n, head) only; both give the same bits, so the choice may depend on the thread count. */
+    const size_t heads = s.N * s.n_heads, threads = (size_t)omp_get_max_threads();
+    a.one_pass = tuning.backward == ATTENTION_BACKWARD_ONE_PASS ||
+                 (tuning.backward == ATTENTION_BACKWARD_AUTO && (heads % threads == 0 || heads >= 4 * threads));
+    a.one_pass = a.one_pass && dq.data && (dk.data || dv.data);
 #if defined(__AVX512F__)
-    if (!portable_forced) {
+    if (!tuning.portable) {
         attention_backward_fused_avx512(&a);
         return;
     }
