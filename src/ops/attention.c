@@ -83,42 +83,43 @@ static AttentionArgs attention_args(AttentionShape s, float scale) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Pre-passes */
 
-/* xt[(n, h)][d][j] = x[n][j][h * D + d]: every head's channels as rows of Lk contiguous values. */
-static void attention_transpose_heads(float *xt, const float *x, AttentionShape s) {
+/* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values; the same
+ * for vt and v when vt is not NULL. */
+static void attention_transpose_heads(float *kt, float *vt, const float *k, const float *v, AttentionShape s) {
     const size_t Lk = s.Lk, C = s.C, D = s.D, n_blocks = (Lk + 15) / 16;
 #pragma omp parallel for schedule(static)
     for (size_t u = 0; u < s.N * n_blocks; u++) {
         const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = Lk - j0 < 16 ? Lk - j0 : 16;
         for (size_t c = 0; c < C; c++) {
-            float *dst = xt + (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0;
-            const float *src = x + (n * Lk + j0) * C + c;
-            for (size_t j = 0; j < nj; j++) dst[j] = src[j * C];
+            const size_t dst = (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0, src = (n * Lk + j0) * C + c;
+            for (size_t j = 0; j < nj; j++) kt[dst + j] = k[src + j * C];
+            if (vt)
+                for (size_t j = 0; j < nj; j++) vt[dst + j] = v[src + j * C];
         }
     }
 }
 
-/* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]. */
-static void attention_backward_prepass(float *lse2, float *delta, const float *lse, const float *dout,
-                                       const float *out, AttentionShape s) {
-    const size_t nH = s.n_heads, D = s.D, Lq = s.Lq;
+/* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]; when
+ * q_scaled is not NULL also q_scaled = q * scale * log2(e) (the lanes backward broadcasts every query row
+ * once per key block). One pass over the rows. */
+static void attention_backward_prepass(float *lse2, float *delta, float *q_scaled, const float *lse,
+                                       const float *dout, const float *out, const float *q, float scale,
+                                       AttentionShape s) {
+    const size_t nH = s.n_heads, D = s.D, Lq = s.Lq, C = s.C;
+    const float c = scale * ATTENTION_LOG2E;
 #pragma omp parallel for schedule(static)
     for (size_t ni = 0; ni < s.N * Lq; ni++) {
         const size_t n = ni / Lq, i = ni % Lq;
-        const float *dout_row = dout + ni * s.C, *out_row = out + ni * s.C;
+        const float *dout_row = dout + ni * C, *out_row = out + ni * C;
         for (size_t h = 0; h < nH; h++) {
             float sum = 0;
             for (size_t d = 0; d < D; d++) sum = fmaf(dout_row[h * D + d], out_row[h * D + d], sum);
             delta[(n * nH + h) * Lq + i] = sum;
             lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * ATTENTION_LOG2E;
         }
+        if (q_scaled)
+            for (size_t x = 0; x < C; x++) q_scaled[ni * C + x] = q[ni * C + x] * c;
     }
-}
-
-/* q_scaled = q * scale * log2(e): the lanes backward broadcasts every query row once per key block. */
-static void attention_scale_queries(float *q_scaled, const float *q, size_t n, float scale) {
-    const float c = scale * ATTENTION_LOG2E;
-#pragma omp parallel for schedule(static)
-    for (size_t x = 0; x < n; x++) q_scaled[x] = q[x] * c;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -130,7 +131,7 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
     a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
     if (!attention_uses_lanes(s.D)) {
         float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
-        attention_transpose_heads(kt, k.data, s);
+        attention_transpose_heads(kt, NULL, k.data, NULL, s);
         a.kt = kt;
     }
 #if defined(__AVX512F__)
@@ -151,17 +152,13 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     a.dq = dq.data, a.dk = dk.data, a.dv = dv.data;
     float *lse2 = scratch_reserve(&lse2_buffer, s.N * s.n_heads * s.Lq);
     float *delta = scratch_reserve(&delta_buffer, s.N * s.n_heads * s.Lq);
-    attention_backward_prepass(lse2, delta, lse.data, dout.data, out.data, s);
-    a.lse2 = lse2, a.delta = delta;
-    if (attention_uses_lanes(s.D)) {
-        float *q_scaled = scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C);
-        attention_scale_queries(q_scaled, q.data, s.N * s.Lq * s.C, scale);
-        a.q_scaled = q_scaled;
-    } else {
+    float *q_scaled = attention_uses_lanes(s.D) ? scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C) : NULL;
+    attention_backward_prepass(lse2, delta, q_scaled, lse.data, dout.data, out.data, q.data, scale, s);
+    a.lse2 = lse2, a.delta = delta, a.q_scaled = q_scaled;
+    if (!attention_uses_lanes(s.D)) {
         float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
         float *vt = scratch_reserve(&values_transposed, s.N * s.Lk * s.C);
-        attention_transpose_heads(kt, k.data, s);
-        attention_transpose_heads(vt, v.data, s);
+        attention_transpose_heads(kt, vt, k.data, v.data, s);
         a.kt = kt, a.vt = vt;
     }
     /* One pass computes each score once rather than twice (5 of the 7 tile products), but parallelises
