@@ -416,6 +416,12 @@ static void check_fast_vs_reference(const RealisticShape *s) {
 
 static void test_attention_fast_matches_reference(void) {
     const RealisticShape shapes[] = {
+        /* Edge cases: one query, one key (softmax of one element: dq = dk = 0), a head of one channel. */
+        {"Lq 1, Lk 1, 2 heads of 8", 1, 1, 1, 16, 2, 0, 0, true, true},
+        {"Lq 5, Lk 1, 2 heads of 8", 3, 5, 1, 16, 2, 0, 0, true, true},
+        {"Lq 17, Lk 1, 1 head of 20", 1, 17, 1, 20, 1, 0, 0, true, true},
+        {"Lq 1, Lk 65, 2 heads of 32", 1, 1, 65, 64, 2, 0, 0, true, true},
+        {"Lq 33, Lk 3, 1 head of 1", 2, 33, 3, 1, 1, 0, 0, true, true},
 #ifdef __SANITIZE_ADDRESS__
         {"16x16x224 (28 heads of 8)", 2, 256, 256, 224, 28, 1, 3, true, true},
         {"8x8x896 (112 heads of 8)", 2, 64, 64, 896, 112, 0, 0, true, false},
