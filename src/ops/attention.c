@@ -7,7 +7,8 @@
  *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk), so score tiles are GEMMs
  *                            whose rows are contiguous keys;
  *   backward:                lse2 = lse * log2(e) and delta_i = dout_i . out_i per head, (N, n_heads, Lq);
- *                            with the tile kernels also kt and vt (V transposed likewise).
+ *                            lanes kernels: q * scale * log2(e); tile kernels: kt and vt (V transposed
+ *                            likewise).
  * Scratch grows to the largest shape seen and is kept, so a warmed-up call allocates nothing. */
 #include <math.h>
 #include <omp.h>
@@ -59,10 +60,10 @@ typedef struct ScratchBuffer {
 } ScratchBuffer;
 
 /* Ops run from one thread at a time (ops.h), so file-level buffers are safe. */
-static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer;
-static bool portable_forced;
+static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer, q_scaled_buffer;
+static AttentionTuning tuning;
 
-void attention_force_portable(bool on) { portable_forced = on; }
+void attention_set_tuning(AttentionTuning t) { tuning = t; }
 
 static float *scratch_reserve(ScratchBuffer *b, size_t n_floats) {
     if (n_floats > b->n_floats) {
@@ -82,34 +83,42 @@ static AttentionArgs attention_args(AttentionShape s, float scale) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Pre-passes */
 
-/* xt[(n, h)][d][j] = x[n][j][h * D + d]: every head's channels as rows of Lk contiguous values. */
-static void attention_transpose_heads(float *xt, const float *x, AttentionShape s) {
+/* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values; the same
+ * for vt and v when vt is not NULL. */
+static void attention_transpose_heads(float *kt, float *vt, const float *k, const float *v, AttentionShape s) {
     const size_t Lk = s.Lk, C = s.C, D = s.D, n_blocks = (Lk + 15) / 16;
 #pragma omp parallel for schedule(static)
     for (size_t u = 0; u < s.N * n_blocks; u++) {
         const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = Lk - j0 < 16 ? Lk - j0 : 16;
         for (size_t c = 0; c < C; c++) {
-            float *dst = xt + (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0;
-            const float *src = x + (n * Lk + j0) * C + c;
-            for (size_t j = 0; j < nj; j++) dst[j] = src[j * C];
+            const size_t dst = (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0, src = (n * Lk + j0) * C + c;
+            for (size_t j = 0; j < nj; j++) kt[dst + j] = k[src + j * C];
+            if (vt)
+                for (size_t j = 0; j < nj; j++) vt[dst + j] = v[src + j * C];
         }
     }
 }
 
-/* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]. */
-static void attention_backward_prepass(float *lse2, float *delta, const float *lse, const float *dout,
-                                       const float *out, AttentionShape s) {
-    const size_t nH = s.n_heads, D = s.D, Lq = s.Lq;
+/* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]; when
+ * q_scaled is not NULL also q_scaled = q * scale * log2(e) (the lanes backward broadcasts every query row
+ * once per key block). One pass over the rows. */
+static void attention_backward_prepass(float *lse2, float *delta, float *q_scaled, const float *lse,
+                                       const float *dout, const float *out, const float *q, float scale,
+                                       AttentionShape s) {
+    const size_t nH = s.n_heads, D = s.D, Lq = s.Lq, C = s.C;
+    const float c = scale * ATTENTION_LOG2E;
 #pragma omp parallel for schedule(static)
     for (size_t ni = 0; ni < s.N * Lq; ni++) {
         const size_t n = ni / Lq, i = ni % Lq;
-        const float *dout_row = dout + ni * s.C, *out_row = out + ni * s.C;
+        const float *dout_row = dout + ni * C, *out_row = out + ni * C;
         for (size_t h = 0; h < nH; h++) {
             float sum = 0;
             for (size_t d = 0; d < D; d++) sum = fmaf(dout_row[h * D + d], out_row[h * D + d], sum);
             delta[(n * nH + h) * Lq + i] = sum;
-            lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * 1.4426950408889634f;
+            lse2[(n * nH + h) * Lq + i] = lse[(n * nH + h) * Lq + i] * ATTENTION_LOG2E;
         }
+        if (q_scaled)
+            for (size_t x = 0; x < C; x++) q_scaled[ni * C + x] = q[ni * C + x] * c;
     }
 }
 
@@ -122,11 +131,11 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
     a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
     if (!attention_uses_lanes(s.D)) {
         float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
-        attention_transpose_heads(kt, k.data, s);
+        attention_transpose_heads(kt, NULL, k.data, NULL, s);
         a.kt = kt;
     }
 #if defined(__AVX512F__)
-    if (!portable_forced) {
+    if (!tuning.portable) {
         attention_forward_fused_avx512(&a);
         return;
     }
@@ -143,17 +152,23 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     a.dq = dq.data, a.dk = dk.data, a.dv = dv.data;
     float *lse2 = scratch_reserve(&lse2_buffer, s.N * s.n_heads * s.Lq);
     float *delta = scratch_reserve(&delta_buffer, s.N * s.n_heads * s.Lq);
-    attention_backward_prepass(lse2, delta, lse.data, dout.data, out.data, s);
-    a.lse2 = lse2, a.delta = delta;
+    float *q_scaled = attention_uses_lanes(s.D) ? scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C) : NULL;
+    attention_backward_prepass(lse2, delta, q_scaled, lse.data, dout.data, out.data, q.data, scale, s);
+    a.lse2 = lse2, a.delta = delta, a.q_scaled = q_scaled;
     if (!attention_uses_lanes(s.D)) {
         float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
         float *vt = scratch_reserve(&values_transposed, s.N * s.Lk * s.C);
-        attention_transpose_heads(kt, k.data, s);
-        attention_transpose_heads(vt, v.data, s);
+        attention_transpose_heads(kt, vt, k.data, v.data, s);
         a.kt = kt, a.vt = vt;
     }
+    /* One pass computes each score once rather than twice (5 of the 7 tile products), but parallelises
+     * over (n, head) only; both give the same bits, so the choice may depend on the thread count. */
+    const size_t heads = s.N * s.n_heads, threads = (size_t)omp_get_max_threads();
+    a.one_pass = tuning.backward == ATTENTION_BACKWARD_ONE_PASS ||
+                 (tuning.backward == ATTENTION_BACKWARD_AUTO && (heads % threads == 0 || heads >= 4 * threads));
+    a.one_pass = a.one_pass && dq.data && (dk.data || dv.data);
 #if defined(__AVX512F__)
-    if (!portable_forced) {
+    if (!tuning.portable) {
         attention_backward_fused_avx512(&a);
         return;
     }

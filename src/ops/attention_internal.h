@@ -20,15 +20,28 @@ AttentionShape attention_check_forward(const char *where, Tensor out, Tensor lse
 AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
                                         Tensor k, Tensor v, Tensor out, Tensor lse, int n_heads, float scale);
 
-/* Tests: run the portable kernels even where the AVX-512 ones are compiled in (they must agree bit for
- * bit). Off by default. */
-void attention_force_portable(bool on);
+/* Choices the fast path makes by itself, which tests and benchmarks may force; every choice gives the
+ * same bits. */
+typedef enum AttentionBackwardPlan {
+    ATTENTION_BACKWARD_AUTO,     /* one pass per head when there are enough heads for the threads */
+    ATTENTION_BACKWARD_ONE_PASS,
+    ATTENTION_BACKWARD_TWO_PASS,
+} AttentionBackwardPlan;
+
+typedef struct AttentionTuning {
+    bool portable; /* the portable kernels even where the AVX-512 ones are compiled in */
+    AttentionBackwardPlan backward;
+} AttentionTuning;
+
+/* Defaults: (AttentionTuning){0}. */
+void attention_set_tuning(AttentionTuning tuning);
 
 /* Block sizes of the fused kernels. Heads of ATTENTION_LANES_MAX_D channels or fewer (2, 4, 8) run the
  * lanes kernels: 16 queries (or keys) in the lanes of a vector, one key (query) at a time, blocks of
  * ATTENTION_LANES_BLOCK keys per online-softmax step. Other head sizes run the tile kernels on
  * ATTENTION_TILE_Q x ATTENTION_TILE_K blocks of the score matrix. */
 #define ATTENTION_LANES_BLOCK 64
+#define ATTENTION_LOG2E 1.4426950408889634f
 #define ATTENTION_TILE_Q 64
 #define ATTENTION_TILE_K 64
 
@@ -44,10 +57,14 @@ typedef struct AttentionArgs {
     /* backward: accumulates into dq, dk, dv (each may be NULL); reads dout, out and lse */
     float *dq, *dk, *dv;
     const float *dout;
-    /* backward pre-pass results, (N, n_heads, Lq): lse * log2(e) and D_i = dout_i . out_i per head */
-    const float *lse2, *delta;
+    /* backward pre-pass results, (N, n_heads, Lq): lse * log2(e) and D_i = dout_i . out_i per head;
+     * lanes kernels: q * scale * log2(e), (N, Lq, C) */
+    const float *lse2, *delta, *q_scaled;
     /* tile kernels: keys and values transposed per head, (N, n_heads, D, Lk) (vt in backward only) */
     const float *kt, *vt;
+    /* backward in one pass per head (dk, dv and dq together) rather than a dk, dv pass over key blocks
+     * and a dq pass over query blocks; the same results either way */
+    bool one_pass;
     /* per-thread scratch: thread t owns scratch + t * scratch_floats */
     float *scratch;
     size_t scratch_floats;

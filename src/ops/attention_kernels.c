@@ -4,23 +4,29 @@
  * Nothing of size (Lq, Lk) is stored: the forward keeps, per query, a running maximum m, a running sum l
  * of exp(s - m) and the running output, rescaled when m grows (online softmax), and saves
  * lse = m + log(l); the backward recomputes every probability from q, k and lse (p = exp(s - lse)) and
- * uses D_i = dout_i . out_i. Scores are kept in base 2: q (or k) is multiplied by scale * log2(e) up front,
- * so every exponential is an exp2 (vec16.h) and lse converts back with ln 2.
+ * uses D_i = dout_i . out_i. Scores are kept in base 2, multiplied by scale * log2(e) (folded into q by
+ * the lanes kernels, applied to each score tile by the tile kernels), so every exponential is an exp2
+ * (vec16.h) and lse converts back with ln 2.
  *
  * Two families of kernels work on channels-last (N, L, C) directly, head h being the strided channel
  * slice h*D .. h*D+D-1:
  *  - lanes kernels, heads of 2, 4 or 8 channels (diffusers' default attention_head_dim is 8). A score
- *    costs only 2D multiply-adds, so a GEMM formulation wastes most of each vector; instead 16 queries sit
- *    in the 16 lanes of a vector (their channels transposed into D registers) and each key row is
- *    broadcast channel by channel: one key costs D fma for the score, one exp2 and D fma for p v, all
- *    on full vectors, and the softmax bookkeeping (max, sum) stays per lane with no horizontal step.
- *    The backward runs two passes so that every output element is owned by one block: dk, dv with 16
- *    keys in the lanes looping over all queries, then dq with 16 queries in the lanes looping over all
- *    keys; scores are recomputed in each (about 1.4x the arithmetic of a single pass, but parallel over
- *    (n, head, block) and deterministic without atomics or per-thread partial sums).
+ *    costs only 2D multiply-adds, so a GEMM formulation wastes most of each vector (PyTorch's per-head
+ *    GEMMs run at a few percent of peak); instead 16 queries sit in the 16 lanes of a vector (their
+ *    channels transposed into D registers) and each key row is broadcast channel by channel: one key
+ *    costs D fma for the score, one exp2 and D fma for p v, all on full vectors, and the softmax
+ *    bookkeeping (max, sum) stays per lane with no horizontal step. The backward puts 16 keys in the
+ *    lanes and broadcasts each query: s, p, dp, ds, then dk += ds q and dv += p dO in registers; for dq,
+ *    the ds of 16 queries are transposed in registers (a 16 x 16 tile) so that the queries sit in the
+ *    lanes again and dq += ds k is broadcast key by key.
  *  - tile kernels, any other head size (32, 64, a single head of 256 or 512 ...): blocks of
- *    ATTENTION_TILE_Q queries x ATTENTION_TILE_K keys as small GEMMs (a 4-row x 64-column register
- *    block, keys pre-transposed per head by attention.c), the same two-pass backward.
+ *    ATTENTION_TILE_Q queries x ATTENTION_TILE_K keys as small GEMMs (register blocks of 4 x 64 or
+ *    8 x 32, keys and values pre-transposed per head by attention.c) around the same online softmax.
+ * The backward runs either in one pass per (batch, head), over key blocks, summing the head's dq in
+ * scratch (each score computed once), or in two passes, dk and dv over key blocks then dq over query
+ * blocks (scores computed twice, but twice as many independent units for the threads). Every output
+ * element sees the same sequence of operations either way, so both give the same bits; attention.c
+ * picks one from the number of heads and threads.
  * Work is split over (batch, head, block) units; a unit's arithmetic does not depend on which thread runs
  * it, so results are identical for any thread count. */
 #include <math.h>
@@ -30,17 +36,26 @@
 #include "ops/attention_internal.h"
 #include "ops/vec16.h"
 
-#define ATTENTION_LOG2E 1.4426950408889634f
 #define ATTENTION_LN2 0.6931471805599453
 #define ATTENTION_LANES_MAX_D 8
 #define ATTENTION_INLINE VEC16_INLINE
 
-size_t attention_scratch_floats(AttentionShape s) {
+/* Per-thread floats of the tile kernels for one block: probabilities and score gradients of a tile,
+ * two D-wide accumulators, the running maximum and sum of the forward; whole cache lines. */
+static size_t attention_tile_scratch_floats(size_t D) {
     const size_t tile = ATTENTION_TILE_Q > ATTENTION_TILE_K ? ATTENTION_TILE_Q : ATTENTION_TILE_K;
-    const size_t lanes = 16 * ATTENTION_LANES_MAX_D + 16 * ATTENTION_LANES_BLOCK;
-    const size_t tiles = 2 * ATTENTION_TILE_Q * ATTENTION_TILE_K + 2 * tile * s.D + 2 * ATTENTION_TILE_Q;
-    /* Rounded to whole cache lines so that threads never share one. */
-    return ((lanes > tiles ? lanes : tiles) + 15) / 16 * 16;
+    return (2 * ATTENTION_TILE_Q * ATTENTION_TILE_K + 2 * tile * D + 2 * ATTENTION_TILE_Q + 15) / 16 * 16;
+}
+
+/* Per-thread floats of the lanes kernels for one block: forward, a channel in lanes and the scores of a
+ * key block; backward, keys and values transposed, two 16 x 16 tiles and a query row. */
+#define ATTENTION_LANES_SCRATCH (16 * ATTENTION_LANES_MAX_D + 16 * ATTENTION_LANES_BLOCK)
+_Static_assert(ATTENTION_LANES_SCRATCH >= 2 * 16 * ATTENTION_LANES_MAX_D + 2 * 256 + 16, "lanes scratch too small");
+
+size_t attention_scratch_floats(AttentionShape s) {
+    /* The one-pass backward also sums a whole head's dq. */
+    if (attention_uses_lanes(s.D)) return ATTENTION_LANES_SCRATCH + (s.Lq + 15) / 16 * 16 * s.D;
+    return attention_tile_scratch_floats(s.D) + (s.Lq * s.D + 15) / 16 * 16;
 }
 
 /* dst[x] = src[x * stride] for x < n, zero for n <= x < 16: a channel of n rows as one vector. */

@@ -122,9 +122,16 @@ VEC16_INLINE VecP vecp_div(VecP a, VecP b) {
     for (int i = 0; i < 16; i++) a.f[i] /= b.f[i];
     return a;
 }
+/* The value, unchanged (the AVX-512 version keeps it in a register). */
+VEC16_INLINE VecP vecp_pin(VecP x) { return x; }
 VEC16_INLINE VecP vecp_exp2(VecP x) {
     for (int i = 0; i < 16; i++) x.f[i] = vec16_exp2(x.f[i]);
     return x;
+}
+/* dst = srcᵀ for 16 x 16 floats, row-major (pure data movement, the same in both implementations). */
+VEC16_INLINE void vecp_transpose16(float *dst, const float *src) {
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) dst[16 * j + i] = src[16 * i + j];
 }
 /* Sum and maximum of the lanes in a fixed tree: lanes i and i + 8, then i + 4, i + 2, i + 1. */
 VEC16_INLINE float vecp_hsum(VecP x) {
@@ -164,6 +171,11 @@ VEC16_INLINE VecA veca_mul(VecA a, VecA b) { return _mm512_mul_ps(a, b); }
 VEC16_INLINE VecA veca_fma(VecA a, VecA b, VecA c) { return _mm512_fmadd_ps(a, b, c); }
 VEC16_INLINE VecA veca_max(VecA a, VecA b) { return _mm512_max_ps(a, b); }
 VEC16_INLINE VecA veca_div(VecA a, VecA b) { return _mm512_div_ps(a, b); }
+/* Forces x into a register: the compiler may otherwise fold a load used several times into each use. */
+VEC16_INLINE VecA veca_pin(VecA x) {
+    __asm__("" : "+v"(x));
+    return x;
+}
 VEC16_INLINE VecA veca_exp2(VecA x) {
     x = _mm512_max_ps(_mm512_set1_ps(-VEC16_EXP2_LIMIT), x);
     x = _mm512_min_ps(_mm512_set1_ps(VEC16_EXP2_LIMIT), x);
@@ -176,6 +188,33 @@ VEC16_INLINE VecA veca_exp2(VecA x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEC16_EXP2_C1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, k);
+}
+/* Four rounds of 16 shuffles: 32-bit pairs, 64-bit pairs, then 128-bit blocks twice. After the second
+ * round r[4g + k] holds, in 128-bit block L, column 4L + k of rows 4g .. 4g+3. */
+VEC16_INLINE void veca_transpose16(float *dst, const float *src) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + 16 * i);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        const __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512 u0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x44), u1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xEE);
+        const __m512 v0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x44);
+        const __m512 v1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xEE);
+        _mm512_storeu_ps(dst + 16 * k, _mm512_shuffle_f32x4(u0, v0, 0x88));
+        _mm512_storeu_ps(dst + 16 * (4 + k), _mm512_shuffle_f32x4(u0, v0, 0xDD));
+        _mm512_storeu_ps(dst + 16 * (8 + k), _mm512_shuffle_f32x4(u1, v1, 0x88));
+        _mm512_storeu_ps(dst + 16 * (12 + k), _mm512_shuffle_f32x4(u1, v1, 0xDD));
+    }
 }
 /* Lanes 8..15 (with AVX-512F only, no DQ). */
 VEC16_INLINE __m256 veca_high_half(VecA x) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)); }
