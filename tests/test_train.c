@@ -17,12 +17,13 @@
 
 #include "cli.h"
 #include "harness.h"
+#include "data/image_decode.h"
 #include "io/fs.h"
 #include "io/safetensors.h"
 
 #define MODEL "--model tests/fixtures/train_tiny.json"
 /* Small and fast: a 45k-parameter model, one thread so runs compare bit for bit on any machine. */
-#define COMMON "train " MODEL " --data fashion-mnist --batch 8 --threads 1 --sample-every 0 --log-every 1000"
+#define COMMON "train " MODEL " --data fashion-mnist --batch 8 --threads 1 --sample-n 0 --log-every 1000"
 
 static char *read_file(const char *path, size_t *n) {
     Error err;
@@ -58,7 +59,8 @@ static void test_loss_falls_and_run_folder_is_a_pipeline(void) {
     const char *run = harness_tmp_path("falls");
     char out[600];
     snprintf(out, sizeof out, "%s", run);
-    const CliRun *r = cli_run(COMMON " --out %s --steps 60 --lr 3e-3 --lr-schedule constant --checkpoint-every 0", out);
+    const CliRun *r = cli_run(COMMON " --out %s --steps 60 --lr 3e-3 --lr-schedule constant --checkpoint-every 0 "
+                              "--sample-n 16 --sample-steps 10", out);
     EXPECT(r->status == 0, "train exit %d: %s", r->status, r->err);
     double losses[100];
     size_t n = read_losses(out, losses, 100);
@@ -70,11 +72,23 @@ static void test_loss_falls_and_run_folder_is_a_pipeline(void) {
     }
     const char *files[] = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                            "scheduler/scheduler_config.json", "train_config.json", "checkpoints/step-60/unet/config.json",
-                           "checkpoints/step-60/training_state.safetensors"};
+                           "checkpoints/step-60/training_state.safetensors", "samples/step-60.png"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[800];
         snprintf(path, sizeof path, "%s/%s", out, files[i]);
         EXPECT(fs_is_file(path), "run folder lacks %s", files[i]);
+    }
+    /* The grid: 16 images of 28x28 grey in a 4x4 grid with 2-pixel gaps around and between them. */
+    char grid[800];
+    snprintf(grid, sizeof grid, "%s/samples/step-60.png", out);
+    DecodedImage image;
+    Error err;
+    if (image_decode_file(&image, grid, &err) == 0) {
+        EXPECT(image.width == 4 * 28 + 5 * 2 && image.height == 4 * 28 + 5 * 2 && image.channels == 1,
+               "grid is %zux%zux%zu", image.height, image.width, image.channels);
+        image_decode_free(&image);
+    } else {
+        EXPECT(0, "the sample grid does not decode: %s", err.message);
     }
     /* The run folder is a model source for the other commands. */
     r = cli_run("info %s", out);

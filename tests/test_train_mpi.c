@@ -18,8 +18,8 @@
 /* The tiny model of test_train (dropout on) trained as the reference set-up is: SGD at lr 1e-2, constant
  * rate. (AdamW divides by the root of tiny second moments, which turns the last-bit differences of
  * near-zero gradients into full-size steps: a fair comparison of data parallelism needs SGD.) */
-#define ARGS "train --model tests/fixtures/train_tiny.json --data fashion-mnist --threads 1 --sample-every 0 " \
-             "--log-every 1000 --optimizer sgd --lr 1e-2 --lr-schedule constant --ema"
+#define ARGS "train --model tests/fixtures/train_tiny.json --data fashion-mnist --threads 1 " \
+             "--log-every 1000 --sample-n 0 --optimizer sgd --lr 1e-2 --lr-schedule constant --ema"
 
 static size_t read_losses(const char *run, double *losses, size_t max) {
     char path[1024];

@@ -116,7 +116,7 @@ int cmd_train(int argc, char **argv, Error *err) {
         {"seed", OPTION_INT, &a.seed, "N", "seed of the initial weights, data order, noise and dropout"},
         {"threads", OPTION_INT, &a.threads, "N", "threads per rank (0: all cores)"},
         {"sample-every", OPTION_INT, &a.sample_every, "N", "write a sample grid every N steps (0: only at the end)"},
-        {"sample-n", OPTION_INT, &a.sample_n, "N", "images in a sample grid"},
+        {"sample-n", OPTION_INT, &a.sample_n, "N", "images in a sample grid (0: no grids)"},
         {"sample-steps", OPTION_INT, &a.sample_steps, "N", "sampler steps for the grids"},
         {"sample-sampler", OPTION_STRING, &a.sample_sampler, "NAME", "ddpm, ddim or dpm-solver, for the grids"},
         {"checkpoint-every", OPTION_INT, &a.checkpoint_every, "N", "write a checkpoint every N steps (0: only at the end)"},

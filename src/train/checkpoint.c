@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "io/atomic_file.h"
 #include "io/fs.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
@@ -222,31 +221,4 @@ int checkpoint_load(const char *folder, TrainState *state, const CheckpointModel
     }
     fs_join(path, sizeof path, folder, STATE_FILE);
     return load_state(path, state, model, config_json, err);
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* The run folder */
-
-int run_folder_save(const char *run, const UNetConfig *config, const ParamTable *table, const float *params,
-                    const float *ema, const SchedulerConfig *scheduler, Error *err) {
-    char path[4096];
-    if (fs_make_folders(run, err)) return -1;
-    fs_join(path, sizeof path, run, "unet");
-    if (model_folder_save(path, config, table, params, err)) return -1;
-    if (ema) {
-        fs_join(path, sizeof path, run, "unet_ema");
-        if (model_folder_save(path, config, table, ema, err)) return -1;
-    }
-    fs_join(path, sizeof path, run, "scheduler");
-    if (fs_make_folders(path, err)) return -1;
-    fs_join(path, sizeof path, run, "scheduler/scheduler_config.json");
-    if (scheduler_config_write(scheduler, path, err)) return -1;
-    static const char model_index[] = "{\n"
-                                      "  \"_class_name\": \"DDPMPipeline\",\n"
-                                      "  \"_diffusers_version\": \"" SCHEDULER_CONFIG_DIFFUSERS_VERSION "\",\n"
-                                      "  \"scheduler\": [\n    \"diffusers\",\n    \"DDPMScheduler\"\n  ],\n"
-                                      "  \"unet\": [\n    \"diffusers\",\n    \"UNet2DModel\"\n  ]\n"
-                                      "}\n";
-    fs_join(path, sizeof path, run, "model_index.json");
-    return atomic_file_write_all(path, model_index, sizeof model_index - 1, err);
 }

@@ -7,9 +7,7 @@
  * .step-N.partial/ folder and renamed into place once every file is complete and synced, so a crash or a
  * full disk at any moment leaves the previous checkpoints whole; only complete step-N folders count.
  * The oldest complete checkpoints beyond `keep` are removed after a new one lands.
- *
- * The run folder itself is a diffusers pipeline (DDPMPipeline.from_pretrained(run) works): model_index.json,
- * unet/, scheduler/scheduler_config.json and, with EMA, unet_ema/. */
+ * (The run folder itself, a diffusers pipeline, is written by pipeline/pipeline_folder.h.) */
 #ifndef DIFFUSE_CHECKPOINT_H
 #define DIFFUSE_CHECKPOINT_H
 
@@ -17,7 +15,6 @@
 
 #include "core/error.h"
 #include "data/loader.h"
-#include "diffusion/scheduler_config.h"
 #include "nn/params.h"
 #include "nn/unet_config.h"
 #include "optim/optimizer.h"
@@ -47,9 +44,5 @@ int checkpoint_find_latest(const char *run, char *path, size_t path_bytes, Error
  * the mismatch) and the state. config_json receives the saved configuration (malloc'ed) when not NULL. */
 int checkpoint_load(const char *folder, TrainState *state, const CheckpointModel *model, char **config_json,
                     Error *err);
-
-/* Writes run/ as a diffusers DDPMPipeline folder. */
-int run_folder_save(const char *run, const UNetConfig *config, const ParamTable *table, const float *params,
-                    const float *ema, const SchedulerConfig *scheduler, Error *err);
 
 #endif

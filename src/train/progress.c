@@ -1,4 +1,4 @@
-/* Progress line and metrics log (see progress.h). */
+/* TrainProgress line and metrics log (see progress.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "train/progress.h"
 
@@ -39,9 +39,9 @@ static int truncate_metrics(const char *path, long max_step, Error *err) {
     return rc;
 }
 
-int progress_open(Progress *p, bool active, const char *run, long resumed_step, long total, long log_every,
+int train_progress_open(TrainProgress *p, bool active, const char *run, long resumed_step, long total, long log_every,
                   double images_per_step, Error *err) {
-    *p = (Progress){.active = active, .total = total, .log_every = log_every, .images_per_step = images_per_step,
+    *p = (TrainProgress){.active = active, .total = total, .log_every = log_every, .images_per_step = images_per_step,
                     .window_start = time_now(), .window_step = resumed_step};
     if (!active) return 0;
     p->tty = isatty(STDERR_FILENO);
@@ -60,7 +60,7 @@ static void format_duration(char *out, size_t n, double seconds) {
     else snprintf(out, n, "%dh%02dm", (int)(seconds / 3600), (int)fmod(seconds / 60, 60));
 }
 
-void progress_step(Progress *p, const StepReport *r) {
+void train_progress_step(TrainProgress *p, const StepReport *r) {
     if (!p->active) return;
     double now = time_now();
     if (!r->skipped && isfinite(r->loss)) {
@@ -95,7 +95,7 @@ void progress_step(Progress *p, const StepReport *r) {
     fflush(stderr);
 }
 
-void progress_note(Progress *p, const char *fmt, ...) {
+void train_progress_note(TrainProgress *p, const char *fmt, ...) {
     if (!p->active) return;
     if (p->line_open) fputc('\n', stderr), p->line_open = false;
     va_list args;
@@ -106,8 +106,8 @@ void progress_note(Progress *p, const char *fmt, ...) {
     fflush(stderr);
 }
 
-void progress_close(Progress *p) {
+void train_progress_close(TrainProgress *p) {
     if (p->line_open) fputc('\n', stderr);
     if (p->metrics) fclose(p->metrics);
-    *p = (Progress){0};
+    *p = (TrainProgress){0};
 }

@@ -2,15 +2,15 @@
  * a terminal (step/total, smoothed loss, images/s, ETA), plain lines every log_every steps otherwise,
  * and every step as a JSON line in run/metrics.jsonl. On resume, metrics lines past the checkpoint (from
  * steps the crash undid) are dropped, so the file describes one consistent run. Only rank 0 reports. */
-#ifndef DIFFUSE_PROGRESS_H
-#define DIFFUSE_PROGRESS_H
+#ifndef DIFFUSE_TRAIN_PROGRESS_H
+#define DIFFUSE_TRAIN_PROGRESS_H
 
 #include <stdbool.h>
 #include <stdio.h>
 
 #include "core/error.h"
 
-typedef struct Progress {
+typedef struct TrainProgress {
     bool active; /* rank 0 */
     bool tty;
     FILE *metrics;
@@ -22,7 +22,7 @@ typedef struct Progress {
     long window_step;
     double rate;         /* steps per second, recent */
     bool line_open;      /* a live line is on the terminal */
-} Progress;
+} TrainProgress;
 
 typedef struct StepReport {
     long step;
@@ -33,11 +33,11 @@ typedef struct StepReport {
 } StepReport;
 
 /* Opens run/metrics.jsonl for appending after dropping lines with a step > resumed_step. */
-int progress_open(Progress *p, bool active, const char *run, long resumed_step, long total, long log_every,
+int train_progress_open(TrainProgress *p, bool active, const char *run, long resumed_step, long total, long log_every,
                   double images_per_step, Error *err);
-void progress_step(Progress *p, const StepReport *r);
+void train_progress_step(TrainProgress *p, const StepReport *r);
 /* A message on its own line (the live line is redrawn after the next step). */
-void progress_note(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void progress_close(Progress *p);
+void train_progress_note(TrainProgress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void train_progress_close(TrainProgress *p);
 
 #endif

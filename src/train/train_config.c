@@ -55,8 +55,7 @@ int train_config_validate(const TrainConfig *cfg, Error *err) {
     if (!(e->inv_gamma > 0) || !(e->power > 0)) return error_set(err, "--ema-inv-gamma and --ema-power must be positive");
     if (cfg->sample_every < 0 || cfg->checkpoint_every < 0 || cfg->log_every < 1)
         return error_set(err, "--sample-every and --checkpoint-every must be >= 0 (0: off), --log-every >= 1");
-    if (cfg->sample_every > 0 && (cfg->sample_n < 1 || cfg->sample_steps < 1))
-        return error_set(err, "--sample-n and --sample-steps must be at least 1");
+    if (cfg->sample_n > 0 && cfg->sample_steps < 1) return error_set(err, "--sample-steps must be at least 1");
     if (cfg->keep < 1) return error_set(err, "--keep must be at least 1");
     if (cfg->max_bad_steps < 1) return error_set(err, "--max-bad-steps must be at least 1");
     if (cfg->threads < 0) return error_set(err, "--threads must not be negative (0: all cores)");

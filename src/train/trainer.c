@@ -30,6 +30,8 @@
 #include "optim/ema.h"
 #include "optim/grad_clip.h"
 #include "optim/reduce.h"
+#include "pipeline/generate.h"
+#include "pipeline/pipeline_folder.h"
 #include "train/checkpoint.h"
 #include "train/progress.h"
 
@@ -38,6 +40,7 @@ typedef struct Trainer {
     int rank, world;
     UNetConfig model_config;
     UNet net;
+    UNet sample_net; /* rank 0: a gradient-free copy of the (EMA) weights for sample grids */
     Optimizer opt;
     float *ema;
     Dataset data;
@@ -52,7 +55,7 @@ typedef struct Trainer {
     long total_steps;
     TrainState state;
     char *config_json;
-    Progress progress;
+    TrainProgress progress;
 } Trainer;
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -211,12 +214,12 @@ static int trainer_init(Trainer *tr, const TrainConfig *cfg, Error *err) {
                 tr->config_json);
     }
     double images_per_step = (double)(cfg->batch * cfg->grad_accum * (size_t)tr->world);
-    return progress_open(&tr->progress, tr->rank == 0, cfg->out, tr->state.step, tr->total_steps, cfg->log_every,
+    return train_progress_open(&tr->progress, tr->rank == 0, cfg->out, tr->state.step, tr->total_steps, cfg->log_every,
                          images_per_step, err);
 }
 
 static void trainer_free(Trainer *tr) {
-    progress_close(&tr->progress);
+    train_progress_close(&tr->progress);
     free(tr->config_json);
     alloc_free(tr->x0), alloc_free(tr->noise), alloc_free(tr->x_t), alloc_free(tr->target);
     alloc_free(tr->pred), alloc_free(tr->dpred), alloc_free(tr->weights), alloc_free(tr->timesteps);
@@ -226,6 +229,7 @@ static void trainer_free(Trainer *tr) {
     schedule_free(&tr->schedule);
     loader_free(&tr->loader);
     dataset_free(&tr->data);
+    unet_free(&tr->sample_net);
     unet_free(&tr->net);
 }
 
@@ -312,12 +316,37 @@ static int save_checkpoint(Trainer *tr, Error *err) {
 
 static int save_run_folder(Trainer *tr, Error *err) {
     double failed = 0;
-    if (tr->rank == 0)
-        failed = run_folder_save(tr->cfg->out, &tr->model_config, &tr->net.layout.params, tr->net.params, tr->ema,
-                                 &tr->scheduler, err) ? 1 : 0;
+    if (tr->rank == 0) failed = pipeline_folder_save(tr->cfg->out, &tr->net, tr->ema, &tr->scheduler, err) ? 1 : 0;
     dist_allreduce_sum_doubles(&failed, 1);
     if (failed && tr->rank != 0) return error_set(err, "rank 0 could not write the run folder");
     return failed ? -1 : 0;
+}
+
+/* Rank 0 writes run/samples/step-N.png from the EMA weights when there are any, with a fixed seed so the
+ * grids of a run show the same noise turning into better images. */
+static int write_sample_grid(Trainer *tr, Error *err) {
+    if (tr->rank != 0) return 0;
+    const TrainConfig *cfg = tr->cfg;
+    if (!tr->sample_net.params && unet_init(&tr->sample_net, &tr->model_config, false, err)) return -1;
+    memcpy(tr->sample_net.params, tr->ema ? tr->ema : tr->net.params, tr->net.n_params * sizeof(float));
+    SchedulerConfig sampler;
+    char *json = scheduler_config_to_json(&tr->scheduler);
+    int rc = scheduler_config_parse_as(&sampler, json, cfg->sample_sampler, "the run's scheduler", err);
+    free(json);
+    if (rc) return -1;
+    size_t n = cfg->sample_n, h = tr->data.height, w = tr->data.width, c = tr->data.channels;
+    float *images = alloc_floats(n * h * w * c);
+    GenerateOptions opt = {.n_images = n, .batch_size = n, .num_inference_steps = cfg->sample_steps, .seed = cfg->seed,
+                           .class_label = -1};
+    char folder[4096], path[4200];
+    fs_join(folder, sizeof folder, cfg->out, "samples");
+    snprintf(path, sizeof path, "%s/step-%ld.png", folder, tr->state.step);
+    rc = generate_images(images, &tr->sample_net, &sampler, &opt, err) || fs_make_folders(folder, err) ||
+         generate_write_grid(path, images, n, h, w, c, 0, err);
+    if (rc == 0) train_progress_note(&tr->progress, "samples: %s", path);
+    alloc_free(images);
+    scheduler_config_free(&sampler);
+    return rc ? -1 : 0;
 }
 
 static bool stop_agreed(const Trainer *tr) {
@@ -336,14 +365,14 @@ static int run_loop(Trainer *tr, TrainOutcome *outcome, Error *err) {
         if (r.skipped) {
             tr->state.bad_steps_total++;
             consecutive_bad++;
-            progress_note(&tr->progress, "step %ld: loss or gradients not finite; step skipped", step);
+            train_progress_note(&tr->progress, "step %ld: loss or gradients not finite; step skipped", step);
         } else {
             consecutive_bad = 0;
         }
         StepReport report = {.step = step, .epoch = tr->loader.epoch, .loss = r.loss, .lr = r.lr,
                              .grad_norm = r.grad_norm, .bad_steps_total = tr->state.bad_steps_total,
                              .skipped = r.skipped};
-        progress_step(&tr->progress, &report);
+        train_progress_step(&tr->progress, &report);
         if (consecutive_bad >= cfg->max_bad_steps) {
             char latest[4096] = "none";
             checkpoint_find_latest(cfg->out, latest, sizeof latest, err);
@@ -355,11 +384,14 @@ static int run_loop(Trainer *tr, TrainOutcome *outcome, Error *err) {
             dist_verify_identical(tr->net.params, tr->net.n_params, "weights", err))
             return -1;
         bool stop = stop_agreed(tr);
+        bool last = step == tr->total_steps;
         bool due = cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0;
-        if ((due || stop || step == tr->total_steps) && save_checkpoint(tr, err)) return -1;
+        if ((due || stop || last) && save_checkpoint(tr, err)) return -1;
+        bool grid_due = cfg->sample_every > 0 && step % cfg->sample_every == 0;
+        if ((grid_due || last) && cfg->sample_n > 0 && write_sample_grid(tr, err)) return -1;
         if (stop) {
             *outcome = TRAIN_INTERRUPTED;
-            progress_note(&tr->progress, "interrupted: checkpoint of step %ld written to %s/checkpoints; continue with "
+            train_progress_note(&tr->progress, "interrupted: checkpoint of step %ld written to %s/checkpoints; continue with "
                           "the same command and --resume", step, cfg->out);
             break;
         }
