@@ -5,24 +5,24 @@
  *             dweight += doutᵀ inp                                          sgemm T,N  beta 1
  *             dbias += column sums of dout (threads own column blocks: fixed order)
  *
- * Library choice, measured on this project's machine (2 cores Zen 4, AVX-512) with a throwaway program
- * timing cblas_sgemm (OpenBLAS 0.3.21, pthread build) against dnnl_sgemm (oneDNN 2.6, OpenMP), alternating
- * the two, median of up to 31 runs, GFLOP/s at 1 thread (M = N*L rows, N = 2; fwd / bwd-data / bwd-weight):
- *     M      Fi -> Fo     OpenBLAS              oneDNN
- *   8192   224 ->  224   47.8 / 46.7 / 41.5    49.1 / 51.4 / 51.4
- *   2048   448 ->  448   64.9 / 55.2 / 49.2    67.1 / 68.1 / 52.4
- *    512   672 ->  672   53.5 / 70.7 / 71.7    54.3 / 75.3 / 75.3
- *    128   896 ->  896   50.1 / 50.4 / 100.0   101.9 / 112.5 / 61.3
- *      2   224 ->  896   14.8 / 89.2 / 50.1    85.9 / 78.7 / 51.8     time-embedding MLP, batch 2
- *      2   896 ->  896    8.2 / 11.5 / 23.7    30.1 / 29.6 / 26.0
- *     16   224 ->  896   38.0 / 56.0 / 61.8    45.4 / 64.8 / 67.9     batch 16
- *     16   896 ->  896   66.4 / 80.0 / 92.4    82.5 / 111.6 / 99.7
- * oneDNN wins or ties 22 of 24 and is far ahead on the small-M forwards. At 2 threads, with an OpenMP
- * loop next to each call (as the bias pass here, and every other op of a training step), OpenBLAS's own
- * pthreads and the OpenMP workers spin against each other on two cores: OpenBLAS fell to 0.1-3 GFLOP/s on
- * the small-M shapes (oneDNN: 4-140, sharing the OpenMP pool). Hence oneDNN for every shape, which also
- * keeps one thread pool (threads_set governs it). The 2-thread figures were too noisy to quote on the
- * shared machine; see the benchmark table of the op (bench/ops_linear.c) for the ratio to PyTorch. */
+ * Library choice, measured on this project's machine (2 cores Zen 4, AVX-512) while it was otherwise idle,
+ * with a throwaway program timing cblas_sgemm (OpenBLAS 0.3.21, pthread build) against dnnl_sgemm
+ * (oneDNN 2.6, OpenMP), alternating the two, median of up to 31 runs. GFLOP/s, fwd / bwd-data / bwd-weight;
+ * M = N*L rows with N = 2 (attention projections), or the batch (time-embedding MLP):
+ *                          1 thread                              2 threads, an OpenMP loop before each call
+ *     M    Fi -> Fo    OpenBLAS          oneDNN                OpenBLAS          oneDNN
+ *  8192   224 ->  224  97 /  97 /  91   102 / 109 / 112        70 /  72 /  68   192 / 207 / 202
+ *  2048   448 ->  448 103 / 102 /  99   104 / 111 / 112        83 / 103 /  97   198 / 215 / 218
+ *   512   672 ->  672 100 / 105 / 105   102 / 114 / 114       112 / 118 / 118   210 / 222 / 222
+ *   128   896 ->  896 100 / 102 / 106   106 / 115 / 114        81 /  99 /  67   181 / 221 / 220
+ *     2   224 ->  896  16 / 104 /  53    98 /  94 /  59        12 /  90 /  50   139 / 115 /  68
+ *     2   896 ->  896  16 /  26 /  46    78 /  75 /  57        12 /  16 /  39   139 / 133 /  96
+ *    16   224 ->  896  67 /  82 /  93    88 / 115 / 104        55 /  62 /  79    88 / 179 / 175
+ *    16   896 ->  896  68 /  81 /  94    84 / 114 / 103        57 /   7 /  89    87 / 202 / 195
+ * oneDNN wins or ties everywhere but one small bwd-data case, is 5x faster on the small-M forwards, and
+ * at 2 threads it scales (one OpenMP pool shared with our loops, governed by threads_set) where
+ * OpenBLAS's own pthreads did not, next to OpenMP loops whose idle workers spin on the same two cores
+ * (and lost a factor of up to 100 when the machine was loaded). Hence oneDNN for every shape. */
 #include <oneapi/dnnl/dnnl.h>
 
 #include "core/check.h"
