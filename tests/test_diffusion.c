@@ -375,7 +375,7 @@ static void test_invalid_sampler_options(void) {
     TimestepSpacing sp;
     PredictionType p;
     EXPECT(sampler_kind_from_name("euler", &k, &err) == -1 &&
-               strcmp(err.message, "unknown sampler 'euler' (supported: ddpm, ddim, dpm-solver)") == 0, "%s", err.message);
+               strcmp(err.message, "unknown sampler 'euler' (supported: ddpm, ddim, dpm++)") == 0, "%s", err.message);
     EXPECT(variance_type_from_name("learned", &v, &err) == -1 && contains(err.message, "fixed_small, fixed_small_log"),
            "%s", err.message);
     EXPECT(timestep_spacing_from_name("uniform", &sp, &err) == -1 && contains(err.message, "leading, linspace, trailing"),

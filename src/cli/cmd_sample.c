@@ -21,17 +21,6 @@
 #include "pipeline/noise_file.h"
 #include "pipeline/pipeline_folder.h"
 
-/* --sampler names: diffuse's own, and dpm++ for DPM-Solver++. */
-static int parse_sampler(const char *name, SamplerKind *kind, Error *err) {
-    if (strcmp(name, "dpm++") == 0 || strcmp(name, "dpm") == 0) {
-        *kind = SAMPLER_DPM_SOLVER;
-        return 0;
-    }
-    if (strcmp(name, "ddpm") == 0 || strcmp(name, "ddim") == 0 || strcmp(name, "dpm-solver") == 0)
-        return sampler_kind_from_name(name, kind, err);
-    return error_set(err, "unknown sampler '%s' (supported: ddpm, ddim, dpm++)", name);
-}
-
 /* A whole number >= min from an option whose default is "not given" (a string option). */
 static int parse_count(const char *option, const char *text, long min, long *out, Error *err) {
     char *end = NULL;
@@ -123,7 +112,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
 
     /* ---- arguments ---- */
     SamplerKind kind;
-    if (parse_sampler(sampler_name, &kind, err)) return -1;
+    if (sampler_kind_from_name(sampler_name, &kind, err)) return -1;
     long steps = 0, class_label = -1;
     if (steps_text && parse_count("steps", steps_text, 1, &steps, err)) return -1;
     if (class_text && parse_count("class", class_text, 0, &class_label, err)) return -1;
@@ -221,7 +210,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
         printf("wrote %s: images (%zu, %zu, %zu, %zu) in [0, 1]\n", save_float, gen.n_images, h, w, c);
     }
     printf("%zu images %zux%zu, %s %zu steps%s, seed %d%s%s, %.1f s\n", gen.n_images, h, w,
-           kind == SAMPLER_DPM_SOLVER ? "dpm++" : sampler_kind_name(kind), n_steps,
+           sampler_kind_name(kind), n_steps,
            kind == SAMPLER_DDIM && eta > 0 ? " (eta > 0)" : "", seed, ema ? ", EMA weights" : "",
            noise_path ? ", noise from file" : "", seconds);
 done:

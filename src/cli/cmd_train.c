@@ -71,7 +71,7 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
 int cmd_train(int argc, char **argv, Error *err) {
     TrainConfig cfg = train_config_defaults();
     TrainArgs a = {.resize = "bilinear", .optimizer = "adamw", .lr_schedule = "cosine", .beta_schedule = "linear",
-                   .prediction = "epsilon", .sample_sampler = "dpm-solver", .batch = 16, .grad_accum = 1,
+                   .prediction = "epsilon", .sample_sampler = "dpm++", .batch = 16, .grad_accum = 1,
                    .epochs = 100, .warmup = 500, .train_timesteps = 1000, .sample_every = 1000, .sample_n = 16,
                    .sample_steps = 25, .checkpoint_every = 500, .keep = 3, .log_every = 50, .max_bad_steps = 5,
                    .lr = NAN, .weight_decay = NAN, .beta1 = 0.95, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0,
@@ -118,7 +118,7 @@ int cmd_train(int argc, char **argv, Error *err) {
         {"sample-every", OPTION_INT, &a.sample_every, "N", "write a sample grid every N steps (0: only at the end)"},
         {"sample-n", OPTION_INT, &a.sample_n, "N", "images in a sample grid (0: no grids)"},
         {"sample-steps", OPTION_INT, &a.sample_steps, "N", "sampler steps for the grids"},
-        {"sample-sampler", OPTION_STRING, &a.sample_sampler, "NAME", "ddpm, ddim or dpm-solver, for the grids"},
+        {"sample-sampler", OPTION_STRING, &a.sample_sampler, "NAME", "ddpm, ddim or dpm++, for the grids"},
         {"checkpoint-every", OPTION_INT, &a.checkpoint_every, "N", "write a checkpoint every N steps (0: only at the end)"},
         {"keep", OPTION_INT, &a.keep, "N", "checkpoints to keep"},
         {"log-every", OPTION_INT, &a.log_every, "N", "a progress line every N steps when not on a terminal"},

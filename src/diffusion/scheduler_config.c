@@ -48,8 +48,8 @@ static int table_lookup(const NameTable *t, const char *name, int *out, Error *e
     static const NameTable var = {what_, var##_NAMES, sizeof var##_NAMES / sizeof var##_NAMES[0], \
                                   supported_}
 
-NAME_TABLE(KIND_TABLE, "sampler", "ddpm, ddim, dpm-solver", [SAMPLER_DDPM] = "ddpm", [SAMPLER_DDIM] = "ddim",
-           [SAMPLER_DPM_SOLVER] = "dpm-solver");
+NAME_TABLE(KIND_TABLE, "sampler", "ddpm, ddim, dpm++", [SAMPLER_DDPM] = "ddpm", [SAMPLER_DDIM] = "ddim",
+           [SAMPLER_DPM_SOLVER] = "dpm++");
 NAME_TABLE(CLASS_TABLE, "_class_name", "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler",
            [SAMPLER_DDPM] = "DDPMScheduler", [SAMPLER_DDIM] = "DDIMScheduler",
            [SAMPLER_DPM_SOLVER] = "DPMSolverMultistepScheduler");
@@ -80,6 +80,8 @@ const char *final_sigmas_name(FinalSigmas f) { return table_name(&FINAL_SIGMAS_T
     } while (0)
 
 int sampler_kind_from_name(const char *name, SamplerKind *out, Error *err) {
+    /* The solver's longer names, as people write them. */
+    if (strcmp(name, "dpm-solver") == 0 || strcmp(name, "dpm-solver++") == 0 || strcmp(name, "dpm") == 0) name = "dpm++";
     LOOKUP(KIND_TABLE, SamplerKind, name, out, err);
 }
 int sampler_kind_from_class_name(const char *name, SamplerKind *out, Error *err) {

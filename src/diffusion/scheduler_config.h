@@ -85,7 +85,7 @@ void scheduler_config_free(SchedulerConfig *cfg);
 /* Checks every field; -1 with a message naming the field and what is supported. */
 int scheduler_config_validate(const SchedulerConfig *cfg, Error *err);
 
-/* Names: the short ones the CLI takes ("ddpm", "ddim", "dpm-solver") and diffusers' class names. */
+/* Names: the short ones the CLI takes ("ddpm", "ddim", "dpm++"; also "dpm-solver") and diffusers' class names. */
 const char *sampler_kind_name(SamplerKind k);
 int sampler_kind_from_name(const char *name, SamplerKind *out, Error *err);
 const char *sampler_kind_class_name(SamplerKind k);
