@@ -74,8 +74,13 @@ check: $(LIB) $(CLI) $(TESTS)
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 OPT=-O1 check
 
-bench: deps $(BENCHES)
+bench: deps $(BENCHES) $(CLI)
 	@scripts/bench-ops $(BUILD)
+	@scripts/bench-train $(BUILD)
+
+demo: deps
+	@$(MAKE) --no-print-directory $(LIB) $(CLI)
+	@scripts/demo $(BUILD)
 
 clean:
 	rm -rf build build-asan

@@ -38,16 +38,19 @@ static bool same_bytes(const char *a, const char *b) {
     return same;
 }
 
-/* The "loss" values of metrics.jsonl, in order. */
-static size_t read_losses(const char *run, double *losses, size_t max) {
-    char path[1024];
+/* The values of one field of metrics.jsonl, in order. */
+static size_t read_metric(const char *run, const char *field, double *values, size_t max) {
+    char path[1024], key[64];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
-    size_t n_bytes, n = 0;
+    snprintf(key, sizeof key, "\"%s\":", field);
+    size_t n_bytes, n = 0, len = strlen(key);
     char *text = read_file(path, &n_bytes);
-    for (char *p = text; p && (p = strstr(p, "\"loss\":")) && n < max; p += 7) losses[n++] = strtod(p + 7, NULL);
+    for (char *p = text; p && (p = strstr(p, key)) && n < max; p += len) values[n++] = strtod(p + len, NULL);
     free(text);
     return n;
 }
+
+static size_t read_losses(const char *run, double *losses, size_t max) { return read_metric(run, "loss", losses, max); }
 
 static double mean(const double *x, size_t n) {
     double s = 0;
@@ -141,6 +144,15 @@ static void test_resume_equals_uninterrupted(void) {
         snprintf(b, sizeof b, "%s/%s", resumed, files[i]);
         bool same = i < 2 ? same_bytes(a, b) : same_training_state(a, b);
         EXPECT(same, "%s differs between the straight and the resumed run", files[i]);
+    }
+    /* The learning rate of step k follows diffusers' cosine schedule with 2 warm-up steps over 8: factor(k - 1). */
+    double lr[16];
+    size_t n_lr = read_metric(straight, "lr", lr, 16);
+    EXPECT(n_lr == 8, "%zu learning rates in metrics.jsonl", n_lr);
+    for (size_t k = 1; k <= n_lr; k++) {
+        double factor = k - 1 < 2 ? (double)(k - 1) / 2 : 0.5 * (1 + cos(3.141592653589793 * (double)(k - 3) / 6));
+        EXPECT(fabs(lr[k - 1] - 1e-4 * factor) < 1e-10, "step %zu: lr %.6g, the schedule says %.6g", k, lr[k - 1],
+               1e-4 * factor);
     }
     double la[16], lb[16];
     size_t na = read_losses(straight, la, 16), nb = read_losses(resumed, lb, 16);

@@ -71,9 +71,9 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
 int cmd_train(int argc, char **argv, Error *err) {
     TrainConfig cfg = train_config_defaults();
     TrainArgs a = {.resize = "bilinear", .optimizer = "adamw", .lr_schedule = "cosine", .beta_schedule = "linear",
-                   .prediction = "epsilon", .sample_sampler = "dpm++", .batch = 16, .grad_accum = 1,
+                   .prediction = "epsilon", .sample_sampler = "ddpm", .batch = 16, .grad_accum = 1,
                    .epochs = 100, .warmup = 500, .train_timesteps = 1000, .sample_every = 1000, .sample_n = 16,
-                   .sample_steps = 25, .checkpoint_every = 500, .keep = 3, .log_every = 50, .max_bad_steps = 5,
+                   .sample_steps = 100, .checkpoint_every = 500, .keep = 3, .log_every = 50, .max_bad_steps = 5,
                    .lr = NAN, .weight_decay = NAN, .beta1 = 0.95, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0,
                    .ema_max_decay = 0.9999, .ema_inv_gamma = 1.0, .ema_power = 0.75, .beta_start = 1e-4,
                    .beta_end = 0.02};

@@ -23,8 +23,8 @@ TrainConfig train_config_defaults(void) {
         .checkpoint_every = 500,
         .log_every = 50,
         .sample_n = 16,
-        .sample_steps = 25,
-        .sample_sampler = SAMPLER_DPM_SOLVER,
+        .sample_steps = 100,
+        .sample_sampler = SAMPLER_DDPM,
         .keep = 3,
         .max_bad_steps = 5,
     };

@@ -38,7 +38,7 @@ typedef struct TrainConfig {
     /* optimisation */
     OptimizerConfig optimizer;
     double lr;
-    LrSchedule lr_schedule; /* total_steps is filled in once the length is known */
+    LrSchedule lr_schedule; /* its total_steps is ignored: the trainer sets it from the run's length */
     double grad_clip;       /* max gradient norm; 0: off */
     bool ema;
     EmaConfig ema_config;

@@ -53,6 +53,7 @@ typedef struct Trainer {
     int *labels;
     uint64_t *positions;
     long total_steps;
+    LrSchedule lr_schedule; /* the configured one, spanning total_steps */
     TrainState state;
     char *config_json;
     TrainProgress progress;
@@ -199,6 +200,8 @@ static int trainer_init(Trainer *tr, const TrainConfig *cfg, Error *err) {
     tr->sample_numel = tr->data.height * tr->data.width * tr->data.channels;
     size_t per_epoch = (loader_batches_per_epoch(&tr->loader) + cfg->grad_accum - 1) / cfg->grad_accum;
     tr->total_steps = cfg->steps ? cfg->steps : cfg->epochs * (long)per_epoch;
+    tr->lr_schedule = cfg->lr_schedule;
+    tr->lr_schedule.total_steps = tr->total_steps;
     if (schedule_init(&tr->schedule, &cfg->schedule, err)) return -1;
     tr->scheduler = train_config_scheduler(cfg);
     unet_plan(&tr->net, tr->batch, tr->data.height, tr->data.width);
@@ -292,7 +295,7 @@ static StepResult train_step(Trainer *tr, long step) {
     r.grad_norm = cfg->grad_clip > 0 ? grad_clip_norm(tr->net.grads, n, cfg->grad_clip)
                                      : sqrt(reduce_sum_squares(tr->net.grads, n));
     /* diffusers' scheduler steps after each optimizer step: the k-th update (from 0) uses factor(k). */
-    r.lr = cfg->lr * lr_schedule_factor(cfg->lr_schedule, step - 1);
+    r.lr = cfg->lr * lr_schedule_factor(tr->lr_schedule, step - 1);
     optimizer_step(&tr->opt, tr->net.params, tr->net.grads, (float)r.lr);
     if (tr->ema) ema_update(tr->ema, tr->net.params, n, ema_decay(cfg->ema_config, tr->opt.updates));
     return r;
