@@ -263,6 +263,34 @@ static void test_bad_input(void) {
            r->err);
 }
 
+/* A full disk while a checkpoint is written: the run stops with an error and the previous checkpoint still
+ * resumes. The disk is made "full" with a file-size limit (writes past it fail with EFBIG; the shell
+ * ignores SIGXFSZ, so the process sees the error instead of being killed). */
+static void test_full_disk_keeps_previous_checkpoint(void) {
+    char run[600];
+    snprintf(run, sizeof run, "%s", harness_tmp_path("full_disk"));
+    const char *args = COMMON " --steps 6 --checkpoint-every 2";
+    const CliRun *r = cli_run("%s --out %s --stop-at 2", args, run);
+    EXPECT(r->status == 0, "first part: exit %d: %s", r->status, r->err);
+    char command[2000], log[700];
+    snprintf(log, sizeof log, "%s", harness_tmp_path("full_disk.log"));
+    /* 100 blocks of 512 bytes: more than metrics.jsonl needs, less than a checkpoint's weights. */
+    snprintf(command, sizeof command, "trap '' XFSZ; ulimit -f 100; exec build/diffuse %s --out %s --resume >%s 2>&1",
+             args, run, log);
+    int status = system(command);
+    size_t n;
+    char *text = read_file(log, &n);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 1, "out of disk: status %d: %s", status, text ? text : "");
+    EXPECT(text && strstr(text, "earlier checkpoints are intact"), "message: %s", text ? text : "");
+    free(text);
+    char partial[800];
+    snprintf(partial, sizeof partial, "%s/checkpoints/.step-4.partial", run);
+    EXPECT(!fs_is_folder(partial), "the unfinished checkpoint was left behind");
+    r = cli_run("%s --out %s --resume", args, run);
+    EXPECT(r->status == 0 && strstr(r->err, "resuming from") && strstr(r->err, "step-2"),
+           "resuming after the full disk: exit %d: %s", r->status, r->err);
+}
+
 static void test_divergence_stops_with_checkpoint_intact(void) {
     char run[600];
     snprintf(run, sizeof run, "%s", harness_tmp_path("diverge"));
@@ -282,6 +310,7 @@ int main(int argc, char **argv) {
     RUN(test_resume_equals_uninterrupted);
     RUN(test_interrupt_checkpoints_and_exits_zero);
     RUN(test_bad_input);
+    RUN(test_full_disk_keeps_previous_checkpoint);
     RUN(test_divergence_stops_with_checkpoint_intact);
     return harness_finish();
 }

@@ -16,7 +16,8 @@ compares the images.
    about one float32 rounding (relative 1e-6). An untrained model's sampling ODE can amplify such a change a
    thousandfold (DDIM with eta 0 over 50 steps turns 1e-6 into differences of order 1, diffusers against
    itself), so a run passes when diffuse differs from diffusers by at most 1e-4 or by no more than ten
-   times the baseline.
+   times the baseline, or when no 8-bit level differs by more than one (a 1000-step DDPM chain turns
+   rounding differences into ~1e-4: 0.03 of a level).
 
 With --train-steps N the weights are first trained for N steps by PyTorch on Fashion-MNIST (L_simple, AdamW)
 and the trained unet/ is rewritten by `diffuse convert`, so the run folder is still diffuse's own files: a
@@ -134,6 +135,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffuse", default="build/diffuse")
     ap.add_argument("--model", default="fashion-mnist", help="preset or config.json for diffuse init")
+    ap.add_argument("--run", help="an existing run folder (e.g. from diffuse train) instead of diffuse init's")
     ap.add_argument("--seed", type=int, default=0, help="weights and noise")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--batch", type=int, default=3, help="diffuse's --batch")
@@ -147,9 +149,10 @@ def main():
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="compare_diffusers_")
     os.makedirs(workdir, exist_ok=True)
-    run_dir = os.path.join(workdir, "run")
-    subprocess.run([args.diffuse, "init", args.model, run_dir, "--pipeline", "--seed", str(args.seed)], check=True)
-    if args.train_steps:
+    run_dir = args.run or os.path.join(workdir, "run")
+    if not args.run:
+        subprocess.run([args.diffuse, "init", args.model, run_dir, "--pipeline", "--seed", str(args.seed)], check=True)
+    if args.train_steps and not args.run:
         train(args.diffuse, run_dir, args.train_steps, args.seed, workdir)
     pipe = DDPMPipeline.from_pretrained(run_dir)  # the run folder must load unchanged
     cfg = pipe.unet.config
@@ -208,7 +211,7 @@ def main():
             "values": int(diff_u8.size), "seconds_diffuse": round(t_diffuse, 2),
             "seconds_diffusers": round(t_diffusers, 2), "baseline_max_abs_unit": baseline,
         }
-        r["pass"] = r["max_abs_unit"] <= max(1e-4, 10 * (baseline or 0))
+        r["pass"] = r["max_abs_unit"] <= max(1e-4, 10 * (baseline or 0)) or r["max_abs_levels"] <= 1
         results.append(r)
         print(f"{sampler:6s} {steps:5d} steps eta {eta:g}: max |diff| {r['max_abs_unit']:.3g} in [0,1] "
               f"(mean {r['mean_abs_unit']:.2g}), uint8 max {r['max_abs_levels']} level(s), "

@@ -11,7 +11,7 @@
 /* Option values as the parser writes them (ints and doubles), turned into a TrainConfig after parsing. */
 typedef struct TrainArgs {
     const char *resize, *optimizer, *lr_schedule, *beta_schedule, *prediction, *sample_sampler;
-    int resolution, batch, grad_accum, steps, epochs, warmup, train_timesteps, seed, threads;
+    int resolution, batch, grad_accum, steps, epochs, stop_at, warmup, train_timesteps, seed, threads;
     int sample_every, sample_n, sample_steps, checkpoint_every, keep, log_every, max_bad_steps;
     double lr, momentum, weight_decay, beta1, beta2, adam_eps, grad_clip;
     double ema_max_decay, ema_inv_gamma, ema_power, beta_start, beta_end;
@@ -29,7 +29,7 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
         const char *name;
         int value;
     } non_negative[] = {{"resolution", a->resolution}, {"batch", a->batch}, {"grad-accum", a->grad_accum},
-                        {"steps", a->steps}, {"epochs", a->epochs}, {"warmup", a->warmup},
+                        {"steps", a->steps}, {"epochs", a->epochs}, {"stop-at", a->stop_at}, {"warmup", a->warmup},
                         {"train-timesteps", a->train_timesteps}, {"seed", a->seed}, {"threads", a->threads},
                         {"sample-every", a->sample_every}, {"sample-n", a->sample_n},
                         {"sample-steps", a->sample_steps}, {"checkpoint-every", a->checkpoint_every},
@@ -41,6 +41,7 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
     cfg->grad_accum = (size_t)a->grad_accum;
     cfg->steps = a->steps;
     cfg->epochs = a->steps ? 0 : a->epochs;
+    cfg->stop_at = a->stop_at;
     bool sgd = cfg->optimizer.kind == OPTIMIZER_SGD;
     cfg->lr = isnan(a->lr) ? (sgd ? 1e-2 : 1e-4) : a->lr;
     double weight_decay = isnan(a->weight_decay) ? (sgd ? 0.0 : 1e-6) : a->weight_decay;
@@ -93,6 +94,7 @@ int cmd_train(int argc, char **argv, Error *err) {
         {"grad-accum", OPTION_INT, &a.grad_accum, "N", "micro-batches per optimizer step"},
         {"steps", OPTION_INT, &a.steps, "N", "optimizer steps in all (overrides --epochs)"},
         {"epochs", OPTION_INT, &a.epochs, "N", "passes over the data"},
+        {"stop-at", OPTION_INT, &a.stop_at, "STEP", "checkpoint and stop after this step, as Ctrl-C would (0: off)"},
         {"optimizer", OPTION_STRING, &a.optimizer, "NAME", "adamw or sgd"},
         {"lr", OPTION_FLOAT, &a.lr, "X", "learning rate (default 1e-4 for adamw, 1e-2 for sgd)"},
         {"momentum", OPTION_FLOAT, &a.momentum, "X", "sgd momentum"},

@@ -37,6 +37,7 @@ int train_config_validate(const TrainConfig *cfg, Error *err) {
     if (cfg->grad_accum < 1) return error_set(err, "--grad-accum must be at least 1");
     if (cfg->steps < 0 || cfg->epochs < 0 || (cfg->steps == 0 && cfg->epochs == 0))
         return error_set(err, "give a positive --steps or --epochs");
+    if (cfg->stop_at < 0) return error_set(err, "--stop-at must not be negative (0: off)");
     if (!(cfg->lr > 0)) return error_set(err, "--lr must be positive (got %g)", cfg->lr);
     if (cfg->lr_schedule.warmup_steps < 0) return error_set(err, "--warmup must not be negative");
     if (cfg->grad_clip < 0) return error_set(err, "--grad-clip must not be negative (0 turns clipping off)");

@@ -35,6 +35,7 @@ typedef struct TrainConfig {
     size_t grad_accum;
     long steps;  /* optimizer steps in all; 0: from epochs */
     long epochs;
+    long stop_at; /* checkpoint and stop after this step, as an interruption would (time-limited jobs); 0: off */
     /* optimisation */
     OptimizerConfig optimizer;
     double lr;

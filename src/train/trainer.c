@@ -386,7 +386,7 @@ static int run_loop(Trainer *tr, TrainOutcome *outcome, Error *err) {
         if (cfg->verify_weights && (step % cfg->log_every == 0 || step == tr->total_steps) &&
             dist_verify_identical(tr->net.params, tr->net.n_params, "weights", err))
             return -1;
-        bool stop = stop_agreed(tr);
+        bool stop = stop_agreed(tr) || (cfg->stop_at > 0 && step >= cfg->stop_at);
         bool last = step == tr->total_steps;
         bool due = cfg->checkpoint_every > 0 && step % cfg->checkpoint_every == 0;
         if ((due || stop || last) && save_checkpoint(tr, err)) return -1;
@@ -394,8 +394,9 @@ static int run_loop(Trainer *tr, TrainOutcome *outcome, Error *err) {
         if ((grid_due || last) && cfg->sample_n > 0 && write_sample_grid(tr, err)) return -1;
         if (stop) {
             *outcome = TRAIN_INTERRUPTED;
-            train_progress_note(&tr->progress, "interrupted: checkpoint of step %ld written to %s/checkpoints; continue with "
-                          "the same command and --resume", step, cfg->out);
+            train_progress_note(&tr->progress, "%s: checkpoint of step %ld written to %s/checkpoints; continue with "
+                                "the same command and --resume", stop_requested ? "interrupted" : "stopped (--stop-at)",
+                                step, cfg->out);
             break;
         }
     }
