@@ -2,8 +2,7 @@
  * folder written by `diffuse init --pipeline` and on the fixture model folder (PNG grid, one PNG per image,
  * trajectory, noise file, three samplers), `diffuse prepare` on a small image folder (the packed file
  * reopens), `diffuse eval` on it (numbers printed), and bad input to each: exit status 1, exactly one line
- * on stderr, and no output file left behind. The binary is found as in test_cli_info.c: BUILD/diffuse
- * beside BUILD/tests, or the path given as the first argument. */
+ * on stderr, and no output file left behind. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <math.h>
@@ -16,53 +15,14 @@
 #include "core/alloc.h"
 #include "data/dataset.h"
 #include "data/image_decode.h"
+#include "cli.h"
 #include "harness.h"
 #include "io/png_write.h"
 #include "pipeline/noise_file.h"
 
-static char diffuse_path[1024];
 static char run_dir[600], tiny[] = "tests/fixtures/model_tiny";
 
-typedef struct Run {
-    int status;
-    char out[16384];
-    char err[4096];
-    int err_lines;
-} Run;
-
-static void slurp(const char *path, char *buf, size_t buf_bytes) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t n = fread(buf, 1, buf_bytes - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-/* Runs `diffuse <args>` through the shell, one thread (the results must not depend on it, and the test
- * machine is shared). args are trusted test strings. */
-static Run run(const char *args) {
-    static Run r;
-    char out_path[600], err_path[600], command[6000];
-    snprintf(out_path, sizeof out_path, "%s", harness_tmp_path("stdout"));
-    snprintf(err_path, sizeof err_path, "%s", harness_tmp_path("stderr"));
-    snprintf(command, sizeof command, "OMP_NUM_THREADS=1 %s %s >%s 2>%s", diffuse_path, args, out_path, err_path);
-    int status = system(command);
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    slurp(out_path, r.out, sizeof r.out);
-    slurp(err_path, r.err, sizeof r.err);
-    r.err_lines = 0;
-    for (const char *p = r.err; *p; p++) r.err_lines += *p == '\n';
-    return r;
-}
-
-static bool expect_success(const char *args, const char *expected_out) {
-    Run r = run(args);
-    EXPECT(r.status == 0, "diffuse %s: exit %d, stderr: %s", args, r.status, r.err);
-    if (expected_out)
-        EXPECT(strstr(r.out, expected_out), "diffuse %s: output lacks '%s':\n%s", args, expected_out, r.out);
-    return r.status == 0;
-}
+static bool expect_success(const char *args, const char *expected_out) { return cli_expect_success(args, expected_out); }
 
 static bool exists(const char *path) {
     struct stat st;
@@ -71,10 +31,7 @@ static bool exists(const char *path) {
 
 /* Exit status 1, one line on stderr containing `expected`, and `no_file` (when not NULL) not created. */
 static void expect_failure(const char *args, const char *expected, const char *no_file) {
-    Run r = run(args);
-    EXPECT(r.status == 1, "diffuse %s: exit %d, want 1", args, r.status);
-    EXPECT(r.err_lines == 1, "diffuse %s: %d lines on stderr:\n%s", args, r.err_lines, r.err);
-    EXPECT(strstr(r.err, expected), "diffuse %s: stderr lacks '%s': %s", args, expected, r.err);
+    cli_expect_failure(args, expected);
     if (no_file) EXPECT(!exists(no_file), "diffuse %s: left %s behind", args, no_file);
 }
 
@@ -311,16 +268,16 @@ static double number_after(const char *text, const char *label) {
 static void test_eval(void) {
     char args[4096];
     snprintf(args, sizeof args, "eval %s %s --samples 4 --timesteps 2 --batch 3", run_dir, packed);
-    Run r = run(args);
-    EXPECT(r.status == 0, "diffuse %s: exit %d: %s", args, r.status, r.err);
-    double loss = number_after(r.out, "loss "), bpd = number_after(r.out, "bits/dim ");
-    EXPECT(isfinite(loss) && loss > 0 && isfinite(bpd) && bpd > 0, "loss %g, bits/dim %g in:\n%s", loss, bpd, r.out);
-    EXPECT(strstr(r.out, "4 of 6 images, 8x8x3"), "data line:\n%s", r.out);
+    const CliRun *r = cli_run("%s", args);
+    EXPECT(r->status == 0, "diffuse %s: exit %d: %s", args, r->status, r->err);
+    double loss = number_after(r->out, "loss "), bpd = number_after(r->out, "bits/dim ");
+    EXPECT(isfinite(loss) && loss > 0 && isfinite(bpd) && bpd > 0, "loss %g, bits/dim %g in:\n%s", loss, bpd, r->out);
+    EXPECT(strstr(r->out, "4 of 6 images, 8x8x3"), "data line:\n%s", r->out);
     snprintf(args, sizeof args, "eval %s %s --samples 4 --timesteps 2 --batch 1 --json", run_dir, packed);
-    r = run(args);
-    EXPECT(r.status == 0, "diffuse %s: exit %d: %s", args, r.status, r.err);
-    double bpd_json = number_after(r.out, "\"bpd\": ");
-    EXPECT(fabs(bpd_json - bpd) <= 1e-3 * bpd, "--json bpd %g vs %g (another batch size):\n%s", bpd_json, bpd, r.out);
+    r = cli_run("%s", args);
+    EXPECT(r->status == 0, "diffuse %s: exit %d: %s", args, r->status, r->err);
+    double bpd_json = number_after(r->out, "\"bpd\": ");
+    EXPECT(fabs(bpd_json - bpd) <= 1e-3 * bpd, "--json bpd %g vs %g (another batch size):\n%s", bpd_json, bpd, r->out);
     /* The image folder itself, resized from 12x10; the class-conditional model uses its labels. */
     snprintf(args, sizeof args, "eval %s %s --samples 3 --no-bpd", tiny, folder);
     expect_success(args, "loss ");
@@ -338,22 +295,13 @@ static void test_eval(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1) snprintf(diffuse_path, sizeof diffuse_path, "%s", argv[1]);
-    else {
-        /* BUILD/tests/test_cli_sample -> BUILD/diffuse */
-        snprintf(diffuse_path, sizeof diffuse_path, "%s", argv[0]);
-        char *slash = strrchr(diffuse_path, '/');
-        if (slash) *slash = '\0';
-        slash = strrchr(diffuse_path, '/');
-        if (slash) snprintf(slash + 1, sizeof diffuse_path - (size_t)(slash + 1 - diffuse_path), "diffuse");
-        else snprintf(diffuse_path, sizeof diffuse_path, "build/diffuse");
-    }
-    struct stat st;
-    if (stat(diffuse_path, &st) != 0) {
-        printf("%s not found: build it first (make %s)\n", diffuse_path, diffuse_path);
+    (void)argc;
+    if (!cli_init(argv[0])) {
         printf("RESULT 0 1\n");
         return 1;
     }
+    /* One thread: the results must not depend on it, and the test machine is shared. */
+    setenv("OMP_NUM_THREADS", "1", 1);
     /* The run folder every sampling test uses: an unconditional 8x8 RGB model. */
     snprintf(run_dir, sizeof run_dir, "%s", harness_tmp_path("run"));
     char args[1024];

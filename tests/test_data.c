@@ -763,7 +763,7 @@ static void test_packed_bad_files(void) {
         {"label section", "label section", 64, 12, 1, 0},
         {"classes", "outside the 2 classes", 36, 2, 1, 0},
         {"truncated", "truncated", 0, 0, 0, n - 10},
-        {"header only", "shorter than", 0, 0, 0, 100},
+        {"header only", "too short for a packed header", 0, 0, 0, 100},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(bad, good, n);

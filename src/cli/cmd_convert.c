@@ -22,10 +22,7 @@ int cmd_convert(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
     ModelSource src;
     UNetConfig cfg;
     if (model_source_resolve(&src, &cfg, args.positional[0], err)) return -1;

@@ -64,10 +64,7 @@ int cmd_eval(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
     if (samples < 0) return error_set(err, "--samples must be >= 0 (got %d)", samples);
     if (batch < 1) return error_set(err, "--batch must be >= 1 (got %d)", batch);
     if (seed < 0) return error_set(err, "--seed must be >= 0 (got %d)", seed);

@@ -107,10 +107,7 @@ int cmd_info(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
     if (batch < 1) return error_set(err, "--batch must be >= 1 (got %d)", batch);
 
     ModelSource src;

@@ -54,10 +54,7 @@ int cmd_init(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
     if (seed < 0) return error_set(err, "--seed must be >= 0 (got %d)", seed);
     if (scheduler_path && !pipeline) return error_set(err, "--scheduler-config needs --pipeline");
     ModelSource src;

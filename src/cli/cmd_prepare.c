@@ -40,10 +40,7 @@ int cmd_prepare(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
     if (!output) return error_set(err, "no output file: give --output FILE (see diffuse prepare --help)");
     if (resolution < 0) return error_set(err, "--resolution must be >= 0 (got %d)", resolution);
     if (channels != 0 && channels != 1 && channels != 3)

@@ -105,10 +105,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
     };
     ParsedArgs args;
     if (options_parse(&spec, argc, argv, &args, err)) return -1;
-    if (args.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (args.help) return 0;
 
     /* ---- arguments ---- */
     SamplerKind kind;

@@ -141,10 +141,7 @@ int cmd_train(int argc, char **argv, Error *err) {
     };
     ParsedArgs parsed;
     if (options_parse(&spec, argc, argv, &parsed, err)) return -1;
-    if (parsed.help) {
-        options_print_help(&spec, stdout);
-        return 0;
-    }
+    if (parsed.help) return 0;
     if (to_config(&a, &cfg, err)) return -1;
     TrainOutcome outcome;
     if (train_run(&cfg, &outcome, err)) return -1;

@@ -59,6 +59,7 @@ int options_parse(const OptionSpec *spec, int argc, char **argv, ParsedArgs *arg
         const char *arg = argv[i];
         if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
             args->help = true;
+            options_print_help(spec, stdout);
             return 0;
         }
         if (!options_done && strcmp(arg, "--") == 0) {

@@ -46,7 +46,7 @@ typedef struct OptionSpec {
 typedef struct ParsedArgs {
     const char *positional[OPTIONS_MAX_POSITIONAL];
     int n_positional;
-    bool help; /* --help or -h was given: print options_print_help and succeed */
+    bool help; /* --help or -h was given: options_parse printed the help; the command just succeeds */
 } ParsedArgs;
 
 /* argv[0] is the command name. Unknown options, missing or malformed values and wrong numbers of

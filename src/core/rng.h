@@ -12,9 +12,19 @@
 /* The raw generator: 4 x 32 random bits for a 128-bit counter under a 64-bit key. */
 void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
-/* What a stream is for: one list, so no two uses of the generator can collide. Values are ASCII tags. */
+/* What a stream is for: one list, so no two uses of the generator can collide. Each comment names the
+ * (a, b) of rng_stream(purpose, a, b). */
 enum {
-    RNG_PURPOSE_DROPOUT = 0x44524F50, /* "DROP": (step, layer) */
+    RNG_PURPOSE_INIT = 0x494E4954,               /* "INIT": initial weights (hash of the tensor name, 0) */
+    RNG_PURPOSE_SHUFFLE = 0x44534846,            /* "DSHF": data order (epoch, 0) */
+    RNG_PURPOSE_FLIP = 0x44464C50,               /* "DFLP": random flips (epoch, 0) */
+    RNG_PURPOSE_DROPOUT = 0x44524F50,            /* "DROP": dropout masks (step, layer) */
+    RNG_PURPOSE_DIFFUSION_TIMESTEP = 0x44460001, /* training t (step, 0) */
+    RNG_PURPOSE_DIFFUSION_NOISE = 0x44460002,    /* training noise (step, sample) */
+    RNG_PURPOSE_SAMPLER_NOISE = 0x44460003,      /* sampler step noise (step, image) */
+    RNG_PURPOSE_SAMPLER_INIT = 0x44460004,       /* x_T (image, 0) */
+    RNG_PURPOSE_LIKELIHOOD_TIMESTEP = 0x44460005, /* bits/dim timesteps (k, 0) */
+    RNG_PURPOSE_LIKELIHOOD_NOISE = 0x44460006,   /* bits/dim noise (key, sample) */
 };
 
 /* A stream id for (purpose, a, b), e.g. rng_stream(RNG_PURPOSE_NOISE, step, 0). */

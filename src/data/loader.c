@@ -8,14 +8,10 @@
 #include "core/rng.h"
 #include "data/transform.h"
 
-/* rng_stream purposes of the data layer (ASCII "DSHF", "DFLP"). */
-#define LOADER_RNG_SHUFFLE 0x44534846u
-#define LOADER_RNG_FLIP 0x44464c50u
-
 void loader_permutation(size_t *perm, size_t n, uint64_t seed, uint64_t epoch, bool sequential) {
     for (size_t i = 0; i < n; i++) perm[i] = i;
     if (sequential) return;
-    uint64_t stream = rng_stream(LOADER_RNG_SHUFFLE, epoch, 0);
+    uint64_t stream = rng_stream(RNG_PURPOSE_SHUFFLE, epoch, 0);
     for (size_t i = n; i-- > 1;) {
         size_t j = (size_t)rng_below(seed, stream, i, (uint64_t)i + 1);
         size_t t = perm[i];
@@ -25,7 +21,7 @@ void loader_permutation(size_t *perm, size_t n, uint64_t seed, uint64_t epoch, b
 }
 
 bool loader_flips(uint64_t seed, uint64_t epoch, size_t index) {
-    return rng_bits(seed, rng_stream(LOADER_RNG_FLIP, epoch, 0), index) & 1u;
+    return rng_bits(seed, rng_stream(RNG_PURPOSE_FLIP, epoch, 0), index) & 1u;
 }
 
 int loader_init(Loader *loader, const Dataset *ds, const LoaderOptions *options, Error *err) {

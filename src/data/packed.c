@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "io/atomic_file.h"
+#include "io/fs.h"
 
 #define PACKED_ALIGN 64u
 #define PACKED_CRC_OFFSET 124u
@@ -201,22 +202,10 @@ static int parse_header(Dataset *ds, const uint8_t *h, uint64_t file_bytes, cons
 
 int packed_open(Dataset *ds, const char *path, Error *err) {
     *ds = (Dataset){0};
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        close(fd);
-        return error_set(err, "%s: not a regular file", path);
-    }
-    size_t file_bytes = (size_t)info.st_size;
-    if (file_bytes < PACKED_HEADER_BYTES) {
-        close(fd);
-        return error_set(err, "%s: file is %zu bytes, shorter than the %u-byte packed header (truncated; "
-                         REGENERATE_HINT ")", path, file_bytes, PACKED_HEADER_BYTES);
-    }
-    void *map = mmap(NULL, file_bytes, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return error_set(err, "%s: cannot map file: %s", path, strerror(errno));
+    void *map;
+    size_t file_bytes;
+    if (fs_map_file(path, PACKED_HEADER_BYTES, "a packed header (truncated? " REGENERATE_HINT ")", &map, &file_bytes, err))
+        return -1;
     ds->map = map;
     ds->map_bytes = file_bytes;
     ds->source = xstrdup(path);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "diffusion/schedule.h"
 
 typedef enum PredictionType {
@@ -27,16 +28,6 @@ typedef enum PredictionType {
 /* "epsilon", "sample", "v_prediction" (diffusers' names). */
 const char *prediction_type_name(PredictionType p);
 int prediction_type_from_name(const char *name, PredictionType *out, Error *err);
-
-/* rng_stream() purposes of the diffusion library; distinct from every other module's purposes. */
-enum {
-    RNG_PURPOSE_DIFFUSION_TIMESTEP = 0x44460001,
-    RNG_PURPOSE_DIFFUSION_NOISE = 0x44460002,
-    RNG_PURPOSE_SAMPLER_NOISE = 0x44460003,
-    RNG_PURPOSE_SAMPLER_INIT = 0x44460004,
-    RNG_PURPOSE_LIKELIHOOD_TIMESTEP = 0x44460005,
-    RNG_PURPOSE_LIKELIHOOD_NOISE = 0x44460006,
-};
 
 /* t[i] ~ U{0 .. T-1} for global sample first_sample + i of training step `step`. */
 void objective_sample_timesteps(int64_t *t, size_t n, const Schedule *s, uint64_t seed, uint64_t step,

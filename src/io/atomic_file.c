@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "io/fs.h"
 
 static void atomic_file_release(AtomicFile *af) {
     free(af->path);
@@ -40,20 +41,6 @@ int atomic_file_write(AtomicFile *af, const void *data, size_t n_bytes, Error *e
     return 0;
 }
 
-static void sync_parent_folder(const char *path) {
-    char *folder = xstrdup(path);
-    char *slash = strrchr(folder, '/');
-    if (slash == folder) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    else strcpy(folder, ".");
-    int fd = open(folder, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(folder);
-}
-
 int atomic_file_commit(AtomicFile *af, Error *err) {
     int failed = fflush(af->file) != 0 || fsync(fileno(af->file)) != 0;
     int saved_errno = errno;
@@ -70,7 +57,7 @@ int atomic_file_commit(AtomicFile *af, Error *err) {
         atomic_file_release(af);
         return -1;
     }
-    sync_parent_folder(af->path);
+    fs_sync_parent(af->path);
     atomic_file_release(af);
     return 0;
 }

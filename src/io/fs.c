@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,9 +57,8 @@ int fs_remove_tree(const char *path, Error *err) {
     return 0;
 }
 
-int fs_rename_folder(const char *from, const char *to, Error *err) {
-    if (rename(from, to) != 0) return error_set(err, "%s: cannot rename to %s: %s", from, to, strerror(errno));
-    char *parent = xstrdup(to);
+void fs_sync_parent(const char *path) {
+    char *parent = xstrdup(path);
     char *slash = strrchr(parent, '/');
     if (slash == parent) slash[1] = '\0';
     else if (slash) *slash = '\0';
@@ -69,7 +69,37 @@ int fs_rename_folder(const char *from, const char *to, Error *err) {
         close(fd);
     }
     free(parent);
+}
+
+int fs_rename_folder(const char *from, const char *to, Error *err) {
+    if (rename(from, to) != 0) return error_set(err, "%s: cannot rename to %s: %s", from, to, strerror(errno));
+    fs_sync_parent(to);
     return 0;
+}
+
+int fs_map_file(const char *path, size_t min_bytes, const char *what, void **map, size_t *n_bytes, Error *err) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat info;
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+        close(fd);
+        return error_set(err, "%s: not a regular file", path);
+    }
+    size_t bytes = (size_t)info.st_size;
+    if (bytes < min_bytes || bytes == 0) {
+        close(fd);
+        return error_set(err, "%s: file is %zu bytes, too short for %s", path, bytes, what);
+    }
+    void *m = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return error_set(err, "%s: cannot map file: %s", path, strerror(errno));
+    *map = m;
+    *n_bytes = bytes;
+    return 0;
+}
+
+void fs_unmap_file(void *map, size_t n_bytes) {
+    if (map) munmap(map, n_bytes);
 }
 
 char *fs_read_text(const char *path, size_t max_bytes, size_t *n_bytes, Error *err) {

@@ -16,8 +16,15 @@ bool fs_is_folder(const char *path);
 int fs_make_folders(const char *folder, Error *err);
 /* rm -r of a folder this program wrote (no symlinks followed). */
 int fs_remove_tree(const char *path, Error *err);
+/* fsync of the folder holding path, so that a rename or a new entry in it survives a crash. */
+void fs_sync_parent(const char *path);
 /* Renames a finished folder into place and syncs its parent, so the rename survives a crash. */
 int fs_rename_folder(const char *from, const char *to, Error *err);
+/* Maps a regular file read-only: *map and *n_bytes on success. An error names the file when it cannot be
+ * opened, is not a regular file, or is shorter than min_bytes (`what` says what it should hold, e.g. "a
+ * safetensors header"). Unmap with fs_unmap_file. */
+int fs_map_file(const char *path, size_t min_bytes, const char *what, void **map, size_t *n_bytes, Error *err);
+void fs_unmap_file(void *map, size_t n_bytes);
 /* The whole of a text file of at most max_bytes, NUL-terminated; free() it. */
 char *fs_read_text(const char *path, size_t max_bytes, size_t *n_bytes, Error *err);
 

@@ -17,6 +17,7 @@
 #include "core/alloc.h"
 #include "core/half.h"
 #include "io/atomic_file.h"
+#include "io/fs.h"
 
 static const struct {
     const char *name;
@@ -174,21 +175,9 @@ done:
 
 int safetensors_open(SafeTensors *st, const char *path, Error *err) {
     *st = (SafeTensors){0};
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        close(fd);
-        return error_set(err, "%s: not a regular file", path);
-    }
-    size_t file_bytes = (size_t)info.st_size;
-    if (file_bytes < 8) {
-        close(fd);
-        return error_set(err, "%s: file is %zu bytes, too short for a safetensors header (truncated?)", path, file_bytes);
-    }
-    void *map = mmap(NULL, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) return error_set(err, "%s: cannot map file: %s", path, strerror(errno));
+    void *map;
+    size_t file_bytes;
+    if (fs_map_file(path, 8, "a safetensors header (truncated?)", &map, &file_bytes, err)) return -1;
     st->path = xstrdup(path);
     st->map = map;
     st->map_bytes = file_bytes;
@@ -212,7 +201,7 @@ int safetensors_open(SafeTensors *st, const char *path, Error *err) {
 }
 
 void safetensors_close(SafeTensors *st) {
-    if (st->map) munmap(st->map, st->map_bytes);
+    fs_unmap_file(st->map, st->map_bytes);
     for (size_t i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
     free(st->tensors);
     for (size_t i = 0; i < st->n_meta; i++) {

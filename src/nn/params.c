@@ -10,9 +10,6 @@
 #include "core/check.h"
 #include "core/rng.h"
 
-/* The RNG purpose of initial parameter values ("INIT"): its streams never meet noise or dropout streams. */
-#define PARAMS_RNG_PURPOSE_INIT 0x494E4954u
-
 const char *param_init_name(ParamInit init) {
     switch (init) {
     case PARAM_INIT_FAN_IN_UNIFORM: return "uniform(+-1/sqrt(fan_in))";
@@ -94,7 +91,7 @@ void param_table_fill_init(const ParamTable *table, float *params, uint64_t seed
     for (size_t i = 0; i < table->n_entries; i++) {
         const ParamEntry *e = &table->entries[i];
         float *out = params + e->offset;
-        uint64_t stream = rng_stream(PARAMS_RNG_PURPOSE_INIT, name_hash(e->name), 0);
+        uint64_t stream = rng_stream(RNG_PURPOSE_INIT, name_hash(e->name), 0);
         switch (e->init) {
         case PARAM_INIT_FAN_IN_UNIFORM: {
             float bound = (float)(1.0 / sqrt((double)e->fan_in));
