@@ -8,7 +8,7 @@ BUILD    ?= build
 ARCH     ?= -march=native
 OPT      ?= -O2
 CC       ?= cc
-# Never -ffast-math: NaN checks and exact resume depend on IEEE semantics.
+# No fast-math flags, ever: NaN checks and exact resume depend on IEEE semantics.
 CFLAGS_ALL = -std=c11 -Wall -Wextra -g $(OPT) $(ARCH) -fopenmp -Isrc -Iinclude -MMD -MP $(SANITIZE_FLAGS) $(CFLAGS)
 LDLIBS_ALL = -fopenmp -ldnnl -lopenblas -lcjson -lpng -ljpeg -lz -lm $(MPI_LDLIBS) $(SANITIZE_FLAGS) $(LDLIBS)
 

@@ -11,12 +11,11 @@ the callable runs the op once on prepared tensors. Median of several runs after 
 import importlib
 import json
 import pathlib
-import statistics
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+from torchref.timing import median_seconds  # noqa: E402
 
 
 def load_ops():
@@ -25,16 +24,6 @@ def load_ops():
         ops.update(importlib.import_module("torchref." + path.stem).OPS)
     return ops
 
-
-def median_seconds(fn, warmup=2, repeats=7):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv):

@@ -9,24 +9,17 @@ same JSON lines as bench/train.c.
 """
 import argparse
 import json
+import pathlib
 import resource
-import statistics
-import time
+import sys
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from torchref.timing import median_seconds  # noqa: E402
 
-def median_seconds(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def forward_flops(model, x, t):
