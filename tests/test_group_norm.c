@@ -2,7 +2,7 @@
  * tools/torchref/fixtures_group_norm.py), the U-Net's realistic shapes against a plain double-precision
  * reference written here (guarded outputs, NaN/inf checks, backward accumulating twice), bitwise identical
  * results for 1, 2 and 3 threads, robustness to a large mean offset, a zero-variance group, and CHECK
- * failures. */
+ * failures; the fused GroupNorm + SiLU against the two ops it replaces. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "harness.h"
+#include "ops/act.h"
 #include "ops/group_norm.h"
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -361,6 +362,147 @@ static void test_group_norm_streamed_output(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Fused GroupNorm + SiLU: the forward output has the same bits as group_norm_forward then silu_forward
+ * (streamed or not); backward, which recomputes the normalised values from the statistics, matches the
+ * two backward ops within float rounding; finite differences; any thread count, the same bits. */
+
+typedef struct FusedRun {
+    float *y, *mean, *rstd, *dx, *dw, *db;
+} FusedRun;
+
+/* The unfused ops (fused = false) or the fused op, forward and backward; dx, dw, db start at 0.5 so that
+ * accumulation is checked too. */
+static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *dy, const float *w, const float *b) {
+    size_t numel = sh.n * sh.s * sh.c;
+    FusedRun r = {alloc_floats(numel), alloc_floats(sh.n * sh.g), alloc_floats(sh.n * sh.g), alloc_floats(numel),
+                  alloc_floats(sh.c), alloc_floats(sh.c)};
+    for (size_t i = 0; i < numel; i++) r.dx[i] = 0.5f;
+    for (size_t i = 0; i < sh.c; i++) r.dw[i] = 0.5f, r.db[i] = 0.5f;
+    Tensor xt = act3((float *)x, sh), mt = tensor_2d(r.mean, sh.n, sh.g), rt = tensor_2d(r.rstd, sh.n, sh.g);
+    Tensor wt = tensor_1d((float *)w, sh.c), bt = tensor_1d((float *)b, sh.c), dwt = tensor_1d(r.dw, sh.c);
+    Tensor dbt = tensor_1d(r.db, sh.c);
+    if (fused) {
+        group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, wt, bt, (int)sh.g, 1e-5f);
+        group_norm_silu_backward(act3(r.dx, sh), dwt, dbt, act3((float *)dy, sh), xt, mt, rt, wt, bt, (int)sh.g);
+        return r;
+    }
+    float *n = alloc_floats(numel), *dn = alloc_floats(numel);
+    memset(dn, 0, numel * sizeof(float));
+    group_norm_forward(act3(n, sh), mt, rt, xt, wt, bt, (int)sh.g, 1e-5f);
+    silu_forward(act3(r.y, sh), act3(n, sh));
+    silu_backward(act3(dn, sh), act3((float *)dy, sh), act3(n, sh));
+    group_norm_backward(act3(r.dx, sh), dwt, dbt, act3(dn, sh), xt, mt, rt, wt, (int)sh.g);
+    alloc_free(n), alloc_free(dn);
+    return r;
+}
+
+static void fused_free(FusedRun *r) {
+    float *all[] = {r->y, r->mean, r->rstd, r->dx, r->dw, r->db};
+    for (size_t i = 0; i < 6; i++) alloc_free(all[i]);
+}
+
+static void check_fused(RefShape sh) {
+    size_t numel = sh.n * sh.s * sh.c;
+    float *x = xmalloc(numel * sizeof(float)), *dy = xmalloc(numel * sizeof(float));
+    float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
+    fill_normal(x, numel, 61), fill_normal(dy, numel, 62);
+    fill_uniform(w, sh.c, 63, 0.5f, 1.5f), fill_normal(b, sh.c, 64);
+    FusedRun want = fused_run(false, sh, x, dy, w, b), got = fused_run(true, sh, x, dy, w, b);
+    char what[96];
+    snprintf(what, sizeof what, "(%zu, %zu, %zu) G=%zu", sh.n, sh.s, sh.c, sh.g);
+    bool ok = memcmp(got.y, want.y, numel * sizeof(float)) == 0 &&
+              memcmp(got.mean, want.mean, sh.n * sh.g * sizeof(float)) == 0 &&
+              memcmp(got.rstd, want.rstd, sh.n * sh.g * sizeof(float)) == 0;
+    EXPECT(ok, "%s: fused forward differs from group_norm_forward + silu_forward", what);
+    /* The recomputed normalised values differ from the stored ones by an ulp or two (coefficients rounded
+     * from the float statistics); gradients of O(1) differ by that much times their size. */
+    ok = expect_close("fused dx vs unfused", got.dx, want.dx, numel, 2e-5, 2e-5);
+    ok = expect_close_scaled("fused dweight vs unfused", got.dw, want.dw, sh.c, 1e-5) && ok;
+    ok = expect_close_scaled("fused dbias vs unfused", got.db, want.db, sh.c, 1e-5) && ok;
+    if (!ok) printf("  (failures above are for %s)\n", what);
+    fused_free(&want), fused_free(&got);
+    free(x), free(dy), free(w), free(b);
+}
+
+static void test_group_norm_silu_matches_unfused(void) {
+#ifdef __SANITIZE_ADDRESS__
+    const size_t div = 4;
+#else
+    const size_t div = 1;
+#endif
+    check_fused((RefShape){2, 64 * 64 / div, 224, 32}); /* chunks */
+    check_fused((RefShape){2, 8 * 8, 896, 32});         /* slabs */
+    check_fused((RefShape){2, 4096, 448, 32});          /* chunks, streamed output (> 8 MB, aligned) */
+    check_fused((RefShape){1, 37, 20, 4});              /* positions not a multiple of 8 */
+}
+
+typedef struct FusedGradCtx {
+    RefShape sh;
+    float *x, *y, *dy, *w, *b, *mean, *rstd;
+} FusedGradCtx;
+
+static double fused_grad_loss(void *ctx) {
+    FusedGradCtx *g = ctx;
+    RefShape sh = g->sh;
+    group_norm_silu_forward(act3(g->y, sh), tensor_2d(g->mean, sh.n, sh.g), tensor_2d(g->rstd, sh.n, sh.g),
+                            act3(g->x, sh), tensor_1d(g->w, sh.c), tensor_1d(g->b, sh.c), (int)sh.g, 1e-5f);
+    return dot_double(g->y, g->dy, sh.n * sh.s * sh.c);
+}
+
+static void fused_gradcheck_shape(RefShape sh) {
+    size_t numel = sh.n * sh.s * sh.c;
+    FusedGradCtx g = {sh,
+                      xmalloc(numel * sizeof(float)),
+                      xmalloc(numel * sizeof(float)),
+                      xmalloc(numel * sizeof(float)),
+                      xmalloc(sh.c * sizeof(float)),
+                      xmalloc(sh.c * sizeof(float)),
+                      xmalloc(sh.n * sh.g * sizeof(float)),
+                      xmalloc(sh.n * sh.g * sizeof(float))};
+    fill_normal(g.x, numel, 71), fill_normal(g.dy, numel, 72);
+    fill_uniform(g.w, sh.c, 73, 0.5f, 1.5f), fill_normal(g.b, sh.c, 74);
+    float *dx = xcalloc(numel, sizeof(float)), *dw = xcalloc(sh.c, sizeof(float)), *db = xcalloc(sh.c, sizeof(float));
+    fused_grad_loss(&g);
+    group_norm_silu_backward(act3(dx, sh), tensor_1d(dw, sh.c), tensor_1d(db, sh.c), act3(g.dy, sh), act3(g.x, sh),
+                             tensor_2d(g.mean, sh.n, sh.g), tensor_2d(g.rstd, sh.n, sh.g), tensor_1d(g.w, sh.c),
+                             tensor_1d(g.b, sh.c), (int)sh.g);
+    gradcheck("group_norm_silu dinp", fused_grad_loss, &g, g.x, dx, numel, 200, 1e-2, 2e-3, 1e-2);
+    gradcheck("group_norm_silu dweight", fused_grad_loss, &g, g.w, dw, sh.c, 200, 1e-2, 2e-3, 1e-2);
+    gradcheck("group_norm_silu dbias", fused_grad_loss, &g, g.b, db, sh.c, 200, 1e-2, 2e-3, 1e-2);
+    void *owned[] = {g.x, g.y, g.dy, g.w, g.b, g.mean, g.rstd, dx, dw, db};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
+}
+
+static void test_group_norm_silu_gradcheck(void) {
+    fused_gradcheck_shape((RefShape){2, 15, 8, 4});  /* chunks, a partial 8-row step */
+    fused_gradcheck_shape((RefShape){2, 15, 32, 8}); /* slabs of 4 groups of 4 channels */
+}
+
+static void test_group_norm_silu_thread_count_independent(void) {
+    static const RefShape shapes[] = {{2, 4096, 224, 32}, {2, 64, 896, 32}};
+    int saved = threads_get();
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        RefShape sh = shapes[k];
+        size_t numel = sh.n * sh.s * sh.c;
+        float *x = xmalloc(numel * sizeof(float)), *dy = xmalloc(numel * sizeof(float));
+        float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
+        fill_normal(x, numel, 81), fill_normal(dy, numel, 82), fill_normal(w, sh.c, 83), fill_normal(b, sh.c, 84);
+        threads_set(1);
+        FusedRun one = fused_run(true, sh, x, dy, w, b);
+        threads_set(3);
+        FusedRun three = fused_run(true, sh, x, dy, w, b);
+        threads_set(saved);
+        bool same = memcmp(one.y, three.y, numel * sizeof(float)) == 0 &&
+                    memcmp(one.dx, three.dx, numel * sizeof(float)) == 0 &&
+                    memcmp(one.dw, three.dw, sh.c * sizeof(float)) == 0 &&
+                    memcmp(one.db, three.db, sh.c * sizeof(float)) == 0;
+        EXPECT(same, "(%zu, %zu, %zu): fused results with 3 threads differ from 1 thread", sh.n, sh.s, sh.c);
+        fused_free(&one), fused_free(&three);
+        free(x), free(dy), free(w), free(b);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* A mean far from zero next to a small spread: the one-pass E[x^2] - E[x]^2 in float loses every digit
  * here (mean^2 = 1e6 against a variance of 1e-4); the two-pass statistics must not. */
 
@@ -446,7 +588,11 @@ static void bad_call(void *ctx) {
     case 5: group_norm_forward(tensor_1d(y, 8), mt, rt, tensor_1d(x, 8), wt, bt, 4, 1e-5f); break;
     case 6: group_norm_backward(tensor_3d(y, 2, 3, 8), tensor_1d(w, 8), tensor_none(), xt, xt, mt, rt, tensor_none(), 4);
         break;
-    default: group_norm_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt, mt, rt, wt, 4); break;
+    case 7: group_norm_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt, mt, rt, wt, 4); break;
+    default:
+        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), xt, xt, mt, rt, wt,
+                                 tensor_1d(w, 4), 4);
+        break;
     }
 }
 
@@ -456,6 +602,7 @@ static void test_group_norm_check_failures(void) {
         "mean has shape (4, 2), expected (2, 4)",      "weight has shape (4), expected (8)",
         "eps is -1",                                    "inp has shape (8), expected (N, ..., C)",
         "dweight is requested but weight is none",      "dinp has shape (2, 3, 4), expected (2, 3, 8)",
+        "group_norm_silu_backward: bias has shape (4), expected (8)",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
         expect_check_failure(expected[i], bad_call, &(BadCall){i}, expected[i]);
@@ -467,6 +614,9 @@ int main(void) {
     RUN(test_group_norm_realistic_shapes);
     RUN(test_group_norm_thread_count_independent);
     RUN(test_group_norm_streamed_output);
+    RUN(test_group_norm_silu_matches_unfused);
+    RUN(test_group_norm_silu_gradcheck);
+    RUN(test_group_norm_silu_thread_count_independent);
     RUN(test_group_norm_robust_to_offset);
     RUN(test_group_norm_constant_group);
     RUN(test_group_norm_check_failures);

@@ -30,6 +30,11 @@ void attention_plan(LayerState *s, Arena *arena) {
     s->out = tensor_4d(arena_floats(arena, n * len * c), n, s->out_h, s->out_w, c);
 }
 
+void attention_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]) {
+    if (!backward) return;
+    for (int i = 0; i <= 4; i++) unet_scratch_need(need, i, s->n * s->in_h * s->in_w * (size_t)s->layer->out_channels);
+}
+
 static Tensor as_tokens(Tensor image) {
     return tensor_3d(image.data, image.shape[0], image.shape[1] * image.shape[2], image.shape[3]);
 }

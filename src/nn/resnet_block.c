@@ -5,8 +5,9 @@
  *   default:      c1 += time_emb_proj(silu(emb));   n = norm2(c1)
  *   scale_shift:  n = norm2(c1) * (1 + scale) + shift, (scale, shift) = time_emb_proj(silu(emb))
  *   a2 = dropout(silu(n));  out = (shortcut(x) + conv2(a2)) / output_scale_factor
- * shortcut is a 1x1 conv when the channel count changes, else the identity. Backward runs the same ops in
- * reverse; the scratch buffer each gradient uses is noted beside it (see unet_layers.h). */
+ * shortcut is a 1x1 conv when the channel count changes, else the identity. A norm straight before a SiLU
+ * runs fused with it (norm1 always, norm2 in "default" mode). Backward runs the same ops in reverse; the
+ * scratch buffer each gradient uses is noted beside it (see unet_layers.h). */
 #include <string.h>
 
 #include "core/check.h"
@@ -30,7 +31,6 @@ void resnet_plan(LayerState *s, Arena *arena) {
     if (l->skip_channels > 0) a->x_cat = act4(arena, n, s->in_h, s->in_w, c_in);
     a->mean1 = act2(arena, n, groups);
     a->rstd1 = act2(arena, n, groups);
-    a->n1 = act4(arena, n, s->in_h, s->in_w, c_in);
     a->a1 = act4(arena, n, s->in_h, s->in_w, c_in);
     if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
         a->a1r = act4(arena, n, s->out_h, s->out_w, c_in);
@@ -42,10 +42,31 @@ void resnet_plan(LayerState *s, Arena *arena) {
     a->temb = act2(arena, n, scale_shift ? 2 * c_out : c_out);
     a->mean2 = act2(arena, n, groups);
     a->rstd2 = act2(arena, n, groups);
-    a->n2 = act4(arena, n, s->out_h, s->out_w, c_out);
-    if (scale_shift) a->n2s = act4(arena, n, s->out_h, s->out_w, c_out);
+    if (scale_shift) {
+        a->n2 = act4(arena, n, s->out_h, s->out_w, c_out);
+        a->n2s = act4(arena, n, s->out_h, s->out_w, c_out);
+    }
     a->a2 = act4(arena, n, s->out_h, s->out_w, c_out);
     s->out = act4(arena, n, s->out_h, s->out_w, c_out);
+}
+
+void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]) {
+    const UNetLayer *l = s->layer;
+    const size_t n = s->n, c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
+    const size_t in_image = n * s->in_h * s->in_w * c_in, out_positions = n * s->out_h * s->out_w;
+    const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
+    const bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
+    /* forward: 0 the shortcut conv's output, the scale and shift halves */
+    unet_scratch_need(need, 0, out_positions * c_out);
+    unet_scratch_need(need, 0, 2 * n * c_out);
+    if (!backward) return;
+    unet_scratch_need(need, 0, 6 * n * c_out); /* d_temb, scale_shift staging */
+    unet_scratch_need(need, 1, out_positions * (c_in > c_out ? c_in : c_out));
+    if (scale_shift) unet_scratch_need(need, 2, out_positions * c_out);
+    if (resample) unet_scratch_need(need, 2, in_image);
+    unet_scratch_need(need, 3, out_positions * c_out);
+    if (resample) unet_scratch_need(need, 4, out_positions * c_in);
+    if (l->skip_channels > 0) unet_scratch_need(need, 5, in_image);
 }
 
 /* Columns [first, first + C) of a (N, 2C) tensor: the scale or shift half of the time projection,
@@ -97,7 +118,7 @@ static void resample_backward(UNetResnetResample r, Tensor dinp, Tensor dout) {
 /* The scale and shift halves of a scale_shift time projection, in scratch buffer i. */
 static void scale_shift_halves(const LayerState *s, const UNetScratch *scratch, int i, Tensor *scale, Tensor *shift) {
     size_t n = s->n, c = (size_t)s->layer->out_channels;
-    CHECK(2 * n * c <= scratch->n_floats, "scratch too small for the time projection");
+    CHECK(2 * n * c <= scratch->n_floats[i], "scratch too small for the time projection");
     *scale = tensor_2d(scratch->buf[i], n, c);
     *shift = tensor_2d(scratch->buf[i] + n * c, n, c);
     split_halves(s->resnet.temb, *scale, *shift);
@@ -110,9 +131,8 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     const Tensor *p = s->p;
     if (l->skip_channels > 0) concat_channels_forward(a->x_cat, in, skip);
     else a->x_cat = in;
-    group_norm_forward(a->n1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
-                       l->norm_groups, (float)l->norm_eps);
-    silu_forward(a->a1, a->n1);
+    group_norm_silu_forward(a->a1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT],
+                            p[UNET_RESNET_NORM1_BIAS], l->norm_groups, (float)l->norm_eps);
     if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
         resample_forward(l->resample, a->a1r, a->a1);
         resample_forward(l->resample, a->xr, a->x_cat);
@@ -121,17 +141,18 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     }
     conv2d_forward(a->c1, a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
     linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
-    Tensor pre_act = a->n2;
-    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) add_channel_forward(a->c1, a->c1, a->temb);
-    group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
-                       l->norm_groups, (float)l->norm_eps);
-    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT) {
+    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) {
+        add_channel_forward(a->c1, a->c1, a->temb);
+        group_norm_silu_forward(a->a2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT],
+                                p[UNET_RESNET_NORM2_BIAS], l->norm_groups, (float)l->norm_eps);
+    } else {
+        group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
+                           l->norm_groups, (float)l->norm_eps);
         Tensor scale, shift;
         scale_shift_halves(s, scratch, 0, &scale, &shift);
         scale_shift_forward(a->n2s, a->n2, scale, shift);
-        pre_act = a->n2s;
+        silu_forward(a->a2, a->n2s);
     }
-    silu_forward(a->a2, pre_act);
     if (dropout_on(l, keys)) dropout_per_sample(a->a2, a->a2, l->dropout, keys, layer_index);
     conv2d_forward(s->out, a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
     Tensor shortcut = a->xr;
@@ -170,33 +191,35 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     Tensor d_a2 = SCRATCH4(scratch, 1, n, oh, ow, c_out);
     conv2d_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, a->a2,
                     p[UNET_RESNET_CONV2_WEIGHT], conv2d_params(1, 1));
-    /* a2 = dropout(silu(pre_act)) */
+    /* a2 = dropout(silu(norm2(c1))), or dropout(silu(n2s)) in scale_shift mode */
     if (dropout_on(l, keys)) dropout_per_sample(d_a2, d_a2, l->dropout, keys, layer_index);
     bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
-    Tensor d_pre_act = SCRATCH4(scratch, 2, n, oh, ow, c_out);
-    silu_backward(d_pre_act, d_a2, scale_shift ? a->n2s : a->n2);
-    Tensor d_n2 = d_pre_act;
     Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
-    if (scale_shift) {
+    Tensor d_c1 = SCRATCH4(scratch, 3, n, oh, ow, c_out);
+    if (!scale_shift) {
+        group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->mean2,
+                                 a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS], l->norm_groups);
+        /* c1 = conv1(a1r) + temb */
+        add_channel_backward(tensor_none(), d_temb, d_c1);
+    } else {
+        Tensor d_pre_act = SCRATCH4(scratch, 2, n, oh, ow, c_out);
+        silu_backward(d_pre_act, d_a2, a->n2s);
         /* n2s = n2 * (1 + scale) + shift: staged halves after d_temb in scratch 0 */
         Tensor scale = tensor_2d(scratch->buf[0] + 2 * n * c_out, n, c_out);
         Tensor shift = tensor_2d(scratch->buf[0] + 3 * n * c_out, n, c_out);
         Tensor dscale = tensor_2d(scratch->buf[0] + 4 * n * c_out, n, c_out);
         Tensor dshift = tensor_2d(scratch->buf[0] + 5 * n * c_out, n, c_out);
-        CHECK(6 * n * c_out <= scratch->n_floats, "scratch too small for scale_shift");
+        CHECK(6 * n * c_out <= scratch->n_floats[0], "scratch too small for scale_shift");
         split_halves(a->temb, scale, shift);
         tensor_zero(dscale);
         tensor_zero(dshift);
-        d_n2 = SCRATCH4(scratch, 1, n, oh, ow, c_out); /* d_a2 is spent */
+        Tensor d_n2 = SCRATCH4(scratch, 1, n, oh, ow, c_out); /* d_a2 is spent */
         scale_shift_backward(d_n2, dscale, dshift, d_pre_act, a->n2, scale);
         merge_halves(d_temb, dscale, dshift);
+        /* n2 = norm2(c1) */
+        group_norm_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_n2, a->c1, a->mean2,
+                            a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], l->norm_groups);
     }
-    /* n2 = norm2(c1) */
-    Tensor d_c1 = SCRATCH4(scratch, 3, n, oh, ow, c_out);
-    group_norm_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_n2, a->c1, a->mean2, a->rstd2,
-                        p[UNET_RESNET_NORM2_WEIGHT], l->norm_groups);
-    /* default: c1 = conv1(a1r) + temb */
-    if (!scale_shift) add_channel_backward(tensor_none(), d_temb, d_c1);
     /* temb = time_emb_proj(silu_emb) */
     linear_backward(d_silu_emb, g[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], g[UNET_RESNET_TIME_EMB_PROJ_BIAS], d_temb, silu_emb,
                     p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
@@ -211,12 +234,9 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         resample_backward(l->resample, d_a1, d_a1r);
         resample_backward(l->resample, dx_cat, dxr);
     }
-    /* a1 = silu(n1) */
-    Tensor d_n1 = SCRATCH4(scratch, 3, n, ih, iw, c_in);
-    silu_backward(d_n1, d_a1, a->n1);
-    /* n1 = norm1(x_cat) */
-    group_norm_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_n1, a->x_cat, a->mean1,
-                        a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], l->norm_groups);
+    /* a1 = silu(norm1(x_cat)) */
+    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, a->x_cat, a->mean1,
+                             a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS], l->norm_groups);
     /* x_cat = concat(in, skip) */
     if (l->skip_channels > 0) concat_channels_backward(d_in, d_skip, dx_cat);
 }

@@ -56,7 +56,7 @@ Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *
     CHECK(i >= 0 && i < UNET_N_SCRATCH, "scratch buffer %d of %d", i, UNET_N_SCRATCH);
     Tensor t = {.data = s->buf[i], .ndim = ndim};
     for (int d = 0; d < ndim; d++) t.shape[d] = shape[d];
-    CHECK(tensor_numel(t) <= s->n_floats, "scratch buffer of %zu floats cannot hold %zu", s->n_floats,
+    CHECK(tensor_numel(t) <= s->n_floats[i], "scratch buffer %d of %zu floats cannot hold %zu", i, s->n_floats[i],
           tensor_numel(t));
     tensor_zero(t);
     return t;
@@ -73,13 +73,41 @@ static Tensor rows(Arena *arena, size_t n, size_t c) { return tensor_2d(arena_fl
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
+void unet_scratch_need(size_t need[UNET_N_SCRATCH], int i, size_t n_floats) {
+    CHECK(i >= 0 && i < UNET_N_SCRATCH, "scratch buffer %d of %d", i, UNET_N_SCRATCH);
+    need[i] = max_size(need[i], n_floats);
+}
+
+/* What each layer asks of the scratch buffers: resnets and attention blocks say so themselves; the small
+ * layers' backward (below) uses buffer 0 for one image-sized gradient, the time embedding 0 to 2. */
+static void scratch_needs(const UNet *net, const LayerState *s, size_t need[UNET_N_SCRATCH]) {
+    const UNetLayer *l = s->layer;
+    const bool backward = net->grads != NULL;
+    const size_t n = s->n, c_in = (size_t)(l->in_channels + l->skip_channels);
+    switch (l->kind) {
+    case UNET_LAYER_RESNET: resnet_scratch_needs(s, backward, need); return;
+    case UNET_LAYER_ATTENTION: attention_scratch_needs(s, backward, need); return;
+    case UNET_LAYER_TIME_EMBEDDING:
+        for (int i = 0; backward && i <= 2; i++) unet_scratch_need(need, i, n * (size_t)net->layout.time_embed_dim);
+        return;
+    case UNET_LAYER_CONV_IN: /* d(centred input) */
+    case UNET_LAYER_OUT:     /* d(silu(conv_norm_out(h))) */
+        if (backward) unet_scratch_need(need, 0, n * s->in_h * s->in_w * c_in);
+        return;
+    case UNET_LAYER_UPSAMPLE: /* d(nearest x2 input) */
+        if (backward) unet_scratch_need(need, 0, n * s->out_h * s->out_w * c_in);
+        return;
+    case UNET_LAYER_DOWNSAMPLE: return;
+    }
+}
+
 /* Lays out every buffer in the arena; run once counting, once for real (core/arena.h). */
 static void plan_buffers(UNet *net) {
     const UNetLayout *layout = &net->layout;
     Arena *arena = &net->arena;
     const size_t n = net->batch;
     const size_t temb = (size_t)layout->time_embed_dim;
-    size_t largest = 6 * n * temb; /* time-embedding gradients, scale/shift staging */
+    size_t need[UNET_N_SCRATCH] = {0}, chain = 0; /* scratch floats; the largest gradient in the chain */
     net->x_in = image(arena, n, net->height, net->width, (size_t)layout->config.in_channels);
     net->timesteps = arena_floats(arena, n);
     for (int i = 0; i < layout->n_layers; i++) {
@@ -90,7 +118,8 @@ static void plan_buffers(UNet *net) {
         s->in_h = net->height >> l->in_level, s->in_w = net->width >> l->in_level;
         s->out_h = net->height >> l->out_level, s->out_w = net->width >> l->out_level;
         size_t c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
-        largest = max_size(largest, n * max_size(s->in_h * s->in_w, s->out_h * s->out_w) * max_size(c_in, c_out));
+        scratch_needs(net, s, need);
+        if (!l->push_skip) chain = max_size(chain, n * s->out_h * s->out_w * c_out);
         switch (l->kind) {
         case UNET_LAYER_TIME_EMBEDDING:
             s->time.sinusoid = rows(arena, n, (size_t)l->in_channels);
@@ -114,7 +143,6 @@ static void plan_buffers(UNet *net) {
         case UNET_LAYER_OUT:
             s->head.mean = rows(arena, n, (size_t)l->norm_groups);
             s->head.rstd = rows(arena, n, (size_t)l->norm_groups);
-            s->head.normed = image(arena, n, s->in_h, s->in_w, c_in);
             s->head.act = image(arena, n, s->in_h, s->in_w, c_in);
             /* The output itself is the caller's buffer, set by each forward pass. */
             break;
@@ -130,12 +158,14 @@ static void plan_buffers(UNet *net) {
                 const Tensor o = net->states[i].out;
                 net->d_skip_out[i] = image(arena, o.shape[0], o.shape[1], o.shape[2], o.shape[3]);
             }
-        net->d_chain[0] = arena_floats(arena, largest);
-        net->d_chain[1] = arena_floats(arena, largest);
+        net->d_chain[0] = arena_floats(arena, chain);
+        net->d_chain[1] = arena_floats(arena, chain);
         net->d_silu_emb = rows(arena, n, temb);
     }
-    net->scratch.n_floats = largest;
-    for (int i = 0; i < UNET_N_SCRATCH; i++) net->scratch.buf[i] = arena_floats(arena, largest);
+    for (int i = 0; i < UNET_N_SCRATCH; i++) {
+        net->scratch.n_floats[i] = need[i];
+        net->scratch.buf[i] = need[i] ? arena_floats(arena, need[i]) : NULL;
+    }
 }
 
 void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
@@ -223,9 +253,8 @@ static void time_backward(UNet *net, LayerState *s) {
 
 static void head_forward(LayerState *s, Tensor in) {
     const UNetLayer *l = s->layer;
-    group_norm_forward(s->head.normed, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
-                       s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
-    silu_forward(s->head.act, s->head.normed);
+    group_norm_silu_forward(s->head.act, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
+                            s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
     conv2d_forward(s->out, s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
 }
 
@@ -235,10 +264,8 @@ static void head_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, co
     Tensor d_act = SCRATCH4(scratch, 0, act.shape[0], act.shape[1], act.shape[2], act.shape[3]);
     conv2d_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, act, s->p[UNET_OUT_CONV_WEIGHT],
                     conv2d_params(1, 1));
-    Tensor d_normed = SCRATCH4(scratch, 1, act.shape[0], act.shape[1], act.shape[2], act.shape[3]);
-    silu_backward(d_normed, d_act, s->head.normed);
-    group_norm_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_normed, in, s->head.mean,
-                        s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], l->norm_groups);
+    group_norm_silu_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_act, in, s->head.mean,
+                             s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], s->p[UNET_OUT_NORM_BIAS], l->norm_groups);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -4,9 +4,9 @@
  * big kinds, unet.c the small ones.
  *
  * Memory: every layer's output and saved activations are planned once (core/arena.h) for a batch size
- * and resolution. Backward uses a few scratch buffers, each as large as the largest activation, shared by
- * all layers since layers run one at a time; gradient buffers are zeroed right before ops accumulate
- * into them. */
+ * and resolution. Passes use a few numbered scratch buffers shared by all layers, since layers run one at
+ * a time; each is as large as the most any layer asks of it (the *_scratch_needs functions, next to the
+ * code that uses the buffers); gradient buffers are zeroed right before ops accumulate into them. */
 #ifndef DIFFUSE_UNET_LAYERS_H
 #define DIFFUSE_UNET_LAYERS_H
 
@@ -22,8 +22,11 @@ enum { UNET_N_SCRATCH = 6 };
 
 typedef struct UNetScratch {
     float *buf[UNET_N_SCRATCH];
-    size_t n_floats; /* each */
+    size_t n_floats[UNET_N_SCRATCH];
 } UNetScratch;
+
+/* need[i] = max(need[i], n_floats): how the *_scratch_needs functions declare what they use. */
+void unet_scratch_need(size_t need[UNET_N_SCRATCH], int i, size_t n_floats);
 
 /* A view of scratch buffer i with the given shape, zero-filled (it is about to be accumulated into). */
 Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape);
@@ -38,15 +41,17 @@ typedef struct UNetDropoutKeys {
     const uint64_t *sample_ids; /* N */
 } UNetDropoutKeys;
 
+/* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
+ * recomputed by backward from the norm's input and statistics. */
 typedef struct ResnetActs {
-    Tensor x_cat;                 /* input, concatenated with the skip when there is one */
-    Tensor mean1, rstd1, n1, a1;  /* norm1 statistics and output, SiLU output */
-    Tensor a1r, xr;               /* a1 and x_cat resampled (aliases when the block does not resample) */
-    Tensor c1;                    /* conv1 output (+ time projection in "default" mode): norm2's input */
-    Tensor temb;                  /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
-    Tensor mean2, rstd2, n2;      /* norm2 statistics and output */
-    Tensor n2s;                   /* n2 * (1 + scale) + shift ("scale_shift" mode only) */
-    Tensor a2;                    /* dropout(silu(...)): conv2's input */
+    Tensor x_cat;            /* input, concatenated with the skip when there is one */
+    Tensor mean1, rstd1, a1; /* norm1 statistics, silu(norm1(x_cat)) */
+    Tensor a1r, xr;          /* a1 and x_cat resampled (aliases when the block does not resample) */
+    Tensor c1;               /* conv1 output (+ time projection in "default" mode): norm2's input */
+    Tensor temb;             /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
+    Tensor mean2, rstd2;     /* norm2 statistics */
+    Tensor n2, n2s;          /* "scale_shift" mode only: norm2 output and n2 * (1 + scale) + shift */
+    Tensor a2;               /* dropout(silu(...)): conv2's input */
 } ResnetActs;
 
 typedef struct AttentionActs {
@@ -75,12 +80,14 @@ typedef struct LayerState {
             Tensor up; /* upsample: the nearest-x2 input of the conv */
         } upsample;
         struct {
-            Tensor mean, rstd, normed, act; /* out: conv_norm_out and SiLU, the conv's input */
+            Tensor mean, rstd, act; /* out: conv_norm_out statistics, silu(conv_norm_out(h)): the conv's input */
         } head;
     };
 } LayerState;
 
 void resnet_plan(LayerState *s, Arena *arena);
+/* The scratch floats per buffer that resnet_forward (and resnet_backward when `backward`) use. */
+void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]);
 /* Forward uses scratch too (the shortcut conv's output, the scale/shift halves). */
 void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, const UNetScratch *scratch,
                     const UNetDropoutKeys *keys, uint64_t layer_index);
@@ -89,6 +96,7 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
                      const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index);
 
 void attention_plan(LayerState *s, Arena *arena);
+void attention_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]);
 void attention_block_forward(LayerState *s, Tensor in);
 void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch);
 

@@ -34,11 +34,16 @@
  * with non-temporal stores.
  *
  * Output: y = x a_c + b_c with a_c = rstd w_c and b_c = bias_c - mean a_c, PyTorch's formula; its rounding
- * (~ulp(mean) rstd |w|) is the size of the error the input's own rounding already carries. The row kernel that
- * writes it is where a fused GroupNorm + SiLU applies the activation.
+ * (~ulp(mean) rstd |w|) is the size of the error the input's own rounding already carries.
  *
  * Backward: one pass over dy and x for A and B (eight-row float steps into double, as above), then
- * dx += dy alpha_c + x beta_g + gamma_g with the per-(n, g) constants folded from SA and SB. */
+ * dx += dy alpha_c + x beta_g + gamma_g with the per-(n, g) constants folded from SA and SB.
+ *
+ * Fused GroupNorm + SiLU: forward applies the SiLU in the row kernel that writes y, so the normalised values
+ * are never stored; backward recomputes them from x and the saved statistics (y = x a + b with a = rstd w,
+ * b = bias - mean a, in float) and turns the SiLU's output gradient into the dy = dout silu'(y) that the two
+ * passes above read: a slab's whole dy once, into a per-thread buffer (it fits in L2); a chunk's a block of
+ * rows at a time, in each pass. */
 #include "ops/group_norm.h"
 
 #if defined(__AVX512F__)
@@ -52,6 +57,7 @@
 
 #include "core/alloc.h"
 #include "core/check.h"
+#include "ops/silu_math.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Shapes, plans and scratch */
@@ -65,6 +71,8 @@
 /* Slab split: when a slab (all positions of k groups) fits in this much of L2, with room for its output. */
 #define GN_SLAB_MAX_BYTES (384u << 10)
 #define GN_SLAB_MAX_WIDTH 512
+/* Fused backward: rows of the recomputed dy per block, about this many elements (a multiple of 8 rows). */
+#define GN_SILU_BLOCK_ELEMS 4096
 /* Below this many elements one thread does the work: waking a team costs more than it saves. */
 #define GN_PARALLEL_ELEMS 16384
 /* From this input size on, the statistics pass prefetches its next block while it works on the cached one,
@@ -278,16 +286,21 @@ static bool can_stream(const float *out, size_t c_all) {
 /* out = x a + b for n_rows rows of `width` channels (row stride ld), with per-channel a = rstd w and
  * b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below the
  * rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
- * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). A fused
- * GroupNorm + SiLU applies the activation to the value stored here. */
+ * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). With silu,
+ * out = silu(x a + b): the fused GroupNorm + SiLU. */
 static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
-                           const float *restrict a, const float *restrict b, bool stream) {
+                           const float *restrict a, const float *restrict b, bool silu, bool stream) {
 #if defined(__AVX512F__)
     if (stream) {
         for (size_t r = 0; r < n_rows; r++)
             for (size_t c = 0; c < width; c += 16) {
-                __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + r * ld + c), _mm512_loadu_ps(a + c));
-                _mm512_stream_ps(out + r * ld + c, _mm512_add_ps(v, _mm512_loadu_ps(b + c)));
+                float v[16];
+#pragma omp simd
+                for (int j = 0; j < 16; j++) {
+                    float y = x[r * ld + c + j] * a[c + j] + b[c + j];
+                    v[j] = silu ? silu_value(y) : y;
+                }
+                _mm512_stream_ps(out + r * ld + c, _mm512_loadu_ps(v));
             }
         _mm_sfence(); /* order the streamed stores before the barrier that publishes them */
         return;
@@ -298,8 +311,13 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
     for (size_t r = 0; r < n_rows; r++) {
         const float *row = x + r * ld;
         float *orow = out + r * ld;
+        if (silu) {
 #pragma omp simd
-        for (size_t c = 0; c < width; c++) orow[c] = row[c] * a[c] + b[c];
+            for (size_t c = 0; c < width; c++) orow[c] = silu_value(row[c] * a[c] + b[c]);
+        } else {
+#pragma omp simd
+            for (size_t c = 0; c < width; c++) orow[c] = row[c] * a[c] + b[c];
+        }
     }
 }
 
@@ -307,6 +325,7 @@ typedef struct ForwardArgs {
     Tensor out, mean, rstd, inp;
     const float *w, *bias;
     float eps;
+    bool silu;
 } ForwardArgs;
 
 /* Slab split: each task owns k groups of one sample from statistics to output. */
@@ -333,7 +352,7 @@ static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
                 group_output_coefficients(&f->mean.data[n * pl->g + g0 + j], &f->rstd.data[n * pl->g + g0 + j],
                                           a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias,
                                           c0 + j * pl->cg, pl->cg);
-            normalize_rows(f->out.data + offset, f->inp.data + offset, pl->s, width, pl->c, a, b, false);
+            normalize_rows(f->out.data + offset, f->inp.data + offset, pl->s, width, pl->c, a, b, f->silu, false);
         }
     }
 }
@@ -383,50 +402,63 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
             const float *a = coef + n * 2 * c_all;
-            normalize_rows(f->out.data + offset, f->inp.data + offset, r1 - r0, c_all, c_all, a, a + c_all, stream);
+            normalize_rows(f->out.data + offset, f->inp.data + offset, r1 - r0, c_all, c_all, a, a + c_all, f->silu,
+                           stream);
         }
     }
 }
 
-void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
-                        float eps) {
-    const GroupNormPlan pl = plan_of(inp, n_groups, __func__);
-    tensor_expect(out, __func__, "out", inp.ndim, inp.shape);
-    EXPECT_SHAPE(mean, "mean", pl.n, pl.g);
-    EXPECT_SHAPE(rstd, "rstd", pl.n, pl.g);
-    if (!tensor_is_none(weight)) EXPECT_SHAPE(weight, "weight", pl.c);
-    if (!tensor_is_none(bias)) EXPECT_SHAPE(bias, "bias", pl.c);
-    CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", __func__, (double)eps);
-    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps};
+static void forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
+                    float eps, bool silu, const char *where) {
+    const GroupNormPlan pl = plan_of(inp, n_groups, where);
+    size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
+    tensor_expect(out, where, "out", inp.ndim, inp.shape);
+    tensor_expect(mean, where, "mean", 2, stats_shape);
+    tensor_expect(rstd, where, "rstd", 2, stats_shape);
+    if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
+    if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, channels);
+    CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", where, (double)eps);
+    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps, silu};
     if (pl.slabs) forward_slabs(&pl, &f);
     else forward_chunks(&pl, &f);
+}
+
+void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
+                        float eps) {
+    forward(out, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
+}
+
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                             int n_groups, float eps) {
+    forward(out, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Backward */
 
 /* Adds to A[c] the sum of dy and to B[c] the sum of dy (x - mu) over n_rows rows of `width` channels (row
- * stride ld), eight rows at a time summed pairwise in float before the double accumulators (as
+ * strides ld_dy and ld), eight rows at a time summed pairwise in float before the double accumulators (as
  * block_moments does). */
-static void grad_sums(double *restrict a_sum, double *restrict b_sum, const float *restrict dy,
+static void grad_sums(double *restrict a_sum, double *restrict b_sum, const float *restrict dy, size_t ld_dy,
                       const float *restrict x, const float *restrict mu, size_t n_rows, size_t width, size_t ld) {
     size_t r = 0;
     for (; r + 8 <= n_rows; r += 8) {
-        const float *g = dy + r * ld, *v = x + r * ld;
+        const float *g = dy + r * ld_dy, *v = x + r * ld;
+        const size_t lg = ld_dy;
 #pragma omp simd
         for (size_t c = 0; c < width; c++) {
             const float *p = g + c, *q = v + c, m = mu[c];
-            float t0 = p[0] * (q[0] - m), t1 = p[ld] * (q[ld] - m);
-            float t2 = p[2 * ld] * (q[2 * ld] - m), t3 = p[3 * ld] * (q[3 * ld] - m);
-            float t4 = p[4 * ld] * (q[4 * ld] - m), t5 = p[5 * ld] * (q[5 * ld] - m);
-            float t6 = p[6 * ld] * (q[6 * ld] - m), t7 = p[7 * ld] * (q[7 * ld] - m);
-            float sa = ((p[0] + p[ld]) + (p[2 * ld] + p[3 * ld])) + ((p[4 * ld] + p[5 * ld]) + (p[6 * ld] + p[7 * ld]));
+            float t0 = p[0] * (q[0] - m), t1 = p[lg] * (q[ld] - m);
+            float t2 = p[2 * lg] * (q[2 * ld] - m), t3 = p[3 * lg] * (q[3 * ld] - m);
+            float t4 = p[4 * lg] * (q[4 * ld] - m), t5 = p[5 * lg] * (q[5 * ld] - m);
+            float t6 = p[6 * lg] * (q[6 * ld] - m), t7 = p[7 * lg] * (q[7 * ld] - m);
+            float sa = ((p[0] + p[lg]) + (p[2 * lg] + p[3 * lg])) + ((p[4 * lg] + p[5 * lg]) + (p[6 * lg] + p[7 * lg]));
             a_sum[c] += (double)sa;                                                   /* y = ... + bias */
             b_sum[c] += (double)(((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))); /* y = xhat w + ... */
         }
     }
     for (; r < n_rows; r++) {
-        const float *g = dy + r * ld, *v = x + r * ld;
+        const float *g = dy + r * ld_dy, *v = x + r * ld;
 #pragma omp simd
         for (size_t c = 0; c < width; c++) {
             a_sum[c] += (double)g[c];
@@ -453,13 +485,13 @@ static void group_grad_coefficients(float *alpha, float *beta, float *gamma, con
     }
 }
 
-/* dx += dy alpha + x beta + gamma over n_rows rows of `width` channels (row stride ld). */
-static void input_grad_rows(float *restrict dx, const float *restrict dy, const float *restrict x, size_t n_rows,
-                            size_t width, size_t ld, const float *restrict alpha, const float *restrict beta,
-                            const float *restrict gamma) {
+/* dx += dy alpha + x beta + gamma over n_rows rows of `width` channels (row strides ld_dy and ld). */
+static void input_grad_rows(float *restrict dx, const float *restrict dy, size_t ld_dy, const float *restrict x,
+                            size_t n_rows, size_t width, size_t ld, const float *restrict alpha,
+                            const float *restrict beta, const float *restrict gamma) {
     for (size_t r = 0; r < n_rows; r++) {
         float *d = dx + r * ld;
-        const float *g = dy + r * ld, *v = x + r * ld;
+        const float *g = dy + r * ld_dy, *v = x + r * ld;
 #pragma omp simd
         for (size_t c = 0; c < width; c++) d[c] += (g[c] * alpha[c] + v[c] * beta[c]) + gamma[c];
     }
@@ -467,8 +499,79 @@ static void input_grad_rows(float *restrict dx, const float *restrict dy, const 
 
 typedef struct BackwardArgs {
     Tensor dinp, dweight, dbias, dout, inp, mean, rstd;
-    const float *w;
+    const float *w, *bias;
+    bool silu; /* the fused op: dout is the gradient of silu(y) */
 } BackwardArgs;
+
+/* The fused op's y = x a + b coefficients of channels [c0, c0 + width) of sample n, from the saved
+ * statistics. */
+static void recompute_coefficients(float *restrict a, float *restrict b, const BackwardArgs *args,
+                                   const GroupNormPlan *pl, size_t n, size_t c0, size_t width) {
+    for (size_t c = 0; c < width; c++) {
+        size_t ng = n * pl->g + (c0 + c) / pl->cg;
+        float r = args->rstd.data[ng];
+        a[c] = args->w ? r * args->w[c0 + c] : r;
+        b[c] = (args->bias ? args->bias[c0 + c] : 0.0f) - args->mean.data[ng] * a[c];
+    }
+}
+
+/* The fused op's dy = dout silu'(x a + b) for n_rows rows (row stride ld), into dy (row stride width). */
+static void silu_grad_rows(float *restrict dy, const float *restrict dout, const float *restrict x, size_t n_rows,
+                           size_t width, size_t ld, const float *restrict a, const float *restrict b) {
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *g = dout + r * ld, *v = x + r * ld;
+        float *d = dy + r * width;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) d[c] = g[c] * silu_derivative(v[c] * a[c] + b[c]);
+    }
+}
+
+/* Rows of the fused op's dy per block: a multiple of 8, so grad_sums' eight-row steps are the same. */
+static size_t silu_block_rows(size_t width) {
+    size_t rows = GN_SILU_BLOCK_ELEMS / width / 8 * 8;
+    return rows < 8 ? 8 : rows;
+}
+
+/* A chunk: rows [0, n_rows) of C channels from element `offset`. The fused op's dy is recomputed in each
+ * of the two passes over it (a sample's chunks meet between them, so it cannot be kept), a block of rows
+ * at a time into buf (silu_block_rows(C) C floats) with the coefficients ya, yb. */
+typedef struct ChunkSpan {
+    size_t offset, n_rows, c;
+    const float *ya, *yb;
+    float *buf;
+} ChunkSpan;
+
+static void chunk_sums(const BackwardArgs *b, const ChunkSpan *span, double *a_sum, double *b_sum, const float *mu) {
+    const float *x = b->inp.data + span->offset, *dout = b->dout.data + span->offset;
+    const size_t c = span->c;
+    if (!b->silu) {
+        grad_sums(a_sum, b_sum, dout, c, x, mu, span->n_rows, c, c);
+        return;
+    }
+    const size_t step = silu_block_rows(c);
+    for (size_t r = 0; r < span->n_rows; r += step) {
+        size_t rows = span->n_rows - r < step ? span->n_rows - r : step;
+        silu_grad_rows(span->buf, dout + r * c, x + r * c, rows, c, c, span->ya, span->yb);
+        grad_sums(a_sum, b_sum, span->buf, c, x + r * c, mu, rows, c, c);
+    }
+}
+
+static void chunk_input_grad(const BackwardArgs *b, const ChunkSpan *span, const float *alpha, const float *beta,
+                             const float *gamma) {
+    const float *x = b->inp.data + span->offset, *dout = b->dout.data + span->offset;
+    float *dx = b->dinp.data + span->offset;
+    const size_t c = span->c;
+    if (!b->silu) {
+        input_grad_rows(dx, dout, c, x, span->n_rows, c, c, alpha, beta, gamma);
+        return;
+    }
+    const size_t step = silu_block_rows(c);
+    for (size_t r = 0; r < span->n_rows; r += step) {
+        size_t rows = span->n_rows - r < step ? span->n_rows - r : step;
+        silu_grad_rows(span->buf, dout + r * c, x + r * c, rows, c, c, span->ya, span->yb);
+        input_grad_rows(dx + r * c, span->buf, c, x + r * c, rows, c, c, alpha, beta, gamma);
+    }
+}
 
 /* y = xhat w + bias: dbias = sum dy, dweight = sum dy xhat = rstd B, over samples in order, from the
  * per-sample sums (N, 2, C). Runs inside a parallel region. */
@@ -489,7 +592,9 @@ static void param_grads(const GroupNormPlan *pl, const BackwardArgs *b, const do
 /* Slab split: each task owns k groups of one sample; only the parameter gradients meet across tasks. */
 static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
     const size_t width = pl->slab_width, c_all = pl->c, count = pl->s * pl->cg;
-    const size_t work_floats = 4 * width; /* per thread: mu, alpha, beta, gamma */
+    /* per thread: mu, alpha, beta, gamma, ya, yb, and the fused op's dy of the whole slab (it fits in L2, so
+     * both passes read it instead of recomputing it) */
+    const size_t work_floats = 6 * width + (b->silu ? pl->s * width : 0);
     const size_t sums_bytes = align64(pl->n * 2 * c_all * sizeof(double));
     char *scratch = scratch_get(sums_bytes + (size_t)omp_get_max_threads() * work_floats * sizeof(float));
     double *sums = (double *)scratch; /* (N, 2, C): A, B of each sample */
@@ -497,17 +602,23 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
 #pragma omp parallel if (pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
     {
         float *mu = work + (size_t)omp_get_thread_num() * work_floats, *alpha = mu + width, *beta = alpha + width;
-        float *gamma = beta + width;
+        float *gamma = beta + width, *ya = gamma + width, *yb = ya + width;
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
-            size_t offset = n * pl->s * c_all + c0;
+            size_t offset = n * pl->s * c_all + c0, ld_dy = c_all;
+            const float *x = b->inp.data + offset, *dy = b->dout.data + offset;
             double *a_sum = sums + n * 2 * c_all + c0, *b_sum = a_sum + c_all;
             for (size_t c = 0; c < width; c++) {
                 mu[c] = b->mean.data[n * pl->g + g0 + c / pl->cg];
                 a_sum[c] = 0, b_sum[c] = 0;
             }
-            grad_sums(a_sum, b_sum, b->dout.data + offset, b->inp.data + offset, mu, pl->s, width, c_all);
+            if (b->silu) {
+                recompute_coefficients(ya, yb, b, pl, n, c0, width);
+                silu_grad_rows(yb + width, dy, x, pl->s, width, c_all, ya, yb);
+                dy = yb + width, ld_dy = width;
+            }
+            grad_sums(a_sum, b_sum, dy, ld_dy, x, mu, pl->s, width, c_all);
             if (!b->dinp.data) continue;
             for (size_t j = 0; j < pl->slab_groups; j++) {
                 size_t g = g0 + j, at = j * pl->cg;
@@ -515,8 +626,7 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
                                         pl->cg, b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g],
                                         (double)count);
             }
-            input_grad_rows(b->dinp.data + offset, b->dout.data + offset, b->inp.data + offset, pl->s, width, c_all,
-                            alpha, beta, gamma);
+            input_grad_rows(b->dinp.data + offset, dy, ld_dy, x, pl->s, width, c_all, alpha, beta, gamma);
         }
         param_grads(pl, b, sums);
     }
@@ -525,25 +635,35 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
 /* Chunk split: sums per chunk, added per sample in chunk order, then the input gradient per chunk. */
 static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
     const size_t c_all = pl->c, count = pl->s * pl->cg;
+    const size_t block_floats = b->silu ? silu_block_rows(c_all) * c_all : 0; /* per thread: the fused op's dy */
     const size_t partial_bytes = align64(pl->n_tasks * 2 * c_all * sizeof(double));
     const size_t sums_bytes = align64(pl->n * 2 * c_all * sizeof(double));
-    char *scratch = scratch_get(partial_bytes + sums_bytes + pl->n * 4 * c_all * sizeof(float));
+    const size_t coef_bytes = align64(pl->n * 6 * c_all * sizeof(float));
+    char *scratch = scratch_get(partial_bytes + sums_bytes + coef_bytes +
+                                (size_t)omp_get_max_threads() * block_floats * sizeof(float));
     double *partial = (double *)scratch;                           /* (tasks, 2, C): A, B of each chunk */
     double *sums = (double *)(scratch + partial_bytes);            /* (N, 2, C): A, B of each sample */
-    float *coef = (float *)(scratch + partial_bytes + sums_bytes); /* (N, 4, C): mu, alpha, beta, gamma */
+    float *coef = (float *)(scratch + partial_bytes + sums_bytes); /* (N, 6, C): mu, alpha, beta, gamma, ya, yb */
+    float *blocks = (float *)(scratch + partial_bytes + sums_bytes + coef_bytes);
     for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
-        float *mu = coef + ng / pl->g * 4 * c_all + ng % pl->g * pl->cg;
+        float *mu = coef + ng / pl->g * 6 * c_all + ng % pl->g * pl->cg;
         for (size_t j = 0; j < pl->cg; j++) mu[j] = b->mean.data[ng];
     }
+    if (b->silu)
+        for (size_t n = 0; n < pl->n; n++)
+            recompute_coefficients(coef + n * 6 * c_all + 4 * c_all, coef + n * 6 * c_all + 5 * c_all, b, pl, n, 0,
+                                   c_all);
 #pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
     {
+        float *buf = blocks + (size_t)omp_get_thread_num() * block_floats;
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
-            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
+            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
+            const float *ya = coef + n * 6 * c_all + 4 * c_all;
+            const ChunkSpan span = {(n * pl->s + r0) * c_all, r1 - r0, c_all, ya, ya + c_all, buf};
             double *a_sum = partial + task * 2 * c_all, *b_sum = a_sum + c_all;
             for (size_t c = 0; c < c_all; c++) a_sum[c] = 0, b_sum[c] = 0;
-            grad_sums(a_sum, b_sum, b->dout.data + offset, b->inp.data + offset, coef + n * 4 * c_all, r1 - r0, c_all,
-                      c_all);
+            chunk_sums(b, &span, a_sum, b_sum, coef + n * 6 * c_all);
         }
         /* The chunks of a sample add up in order, whichever thread computed them. */
 #pragma omp for schedule(static)
@@ -560,38 +680,50 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
 #pragma omp for schedule(static)
             for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
                 size_t n = ng / pl->g, c0 = ng % pl->g * pl->cg;
-                float *alpha = coef + n * 4 * c_all + c_all + c0;
+                float *alpha = coef + n * 6 * c_all + c_all + c0;
                 group_grad_coefficients(alpha, alpha + c_all, alpha + 2 * c_all, sums + n * 2 * c_all + c0,
                                         sums + n * 2 * c_all + c_all + c0, b->w, c0, pl->cg, b->mean.data[ng],
                                         b->rstd.data[ng], (double)count);
             }
 #pragma omp for schedule(static)
             for (size_t task = 0; task < pl->n_tasks; task++) {
-                size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
-                const float *alpha = coef + n * 4 * c_all + c_all;
-                input_grad_rows(b->dinp.data + offset, b->dout.data + offset, b->inp.data + offset, r1 - r0, c_all,
-                                c_all, alpha, alpha + c_all, alpha + 2 * c_all);
+                size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
+                const float *alpha = coef + n * 6 * c_all + c_all, *ya = alpha + 3 * c_all;
+                const ChunkSpan span = {(n * pl->s + r0) * c_all, r1 - r0, c_all, ya, ya + c_all, buf};
+                chunk_input_grad(b, &span, alpha, alpha + c_all, alpha + 2 * c_all);
             }
         }
         param_grads(pl, b, sums);
     }
 }
 
-void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
-                         Tensor weight, int n_groups) {
-    const GroupNormPlan pl = plan_of(inp, n_groups, __func__);
-    tensor_expect(dout, __func__, "dout", inp.ndim, inp.shape);
-    if (!tensor_is_none(dinp)) tensor_expect(dinp, __func__, "dinp", inp.ndim, inp.shape);
-    EXPECT_SHAPE(mean, "mean", pl.n, pl.g);
-    EXPECT_SHAPE(rstd, "rstd", pl.n, pl.g);
-    if (!tensor_is_none(weight)) EXPECT_SHAPE(weight, "weight", pl.c);
+static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
+                     Tensor weight, Tensor bias, int n_groups, bool silu, const char *where) {
+    const GroupNormPlan pl = plan_of(inp, n_groups, where);
+    size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
+    tensor_expect(dout, where, "dout", inp.ndim, inp.shape);
+    if (!tensor_is_none(dinp)) tensor_expect(dinp, where, "dinp", inp.ndim, inp.shape);
+    tensor_expect(mean, where, "mean", 2, stats_shape);
+    tensor_expect(rstd, where, "rstd", 2, stats_shape);
+    if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
+    if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, channels);
     if (!tensor_is_none(dweight)) {
-        CHECK(!tensor_is_none(weight), "%s: dweight is requested but weight is none", __func__);
-        EXPECT_SHAPE(dweight, "dweight", pl.c);
+        CHECK(!tensor_is_none(weight), "%s: dweight is requested but weight is none", where);
+        tensor_expect(dweight, where, "dweight", 1, channels);
     }
-    if (!tensor_is_none(dbias)) EXPECT_SHAPE(dbias, "dbias", pl.c);
+    if (!tensor_is_none(dbias)) tensor_expect(dbias, where, "dbias", 1, channels);
     if (tensor_is_none(dinp) && tensor_is_none(dweight) && tensor_is_none(dbias)) return;
-    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data};
+    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data, bias.data, silu};
     if (pl.slabs) backward_slabs(&pl, &b);
     else backward_chunks(&pl, &b);
+}
+
+void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
+                         Tensor weight, int n_groups) {
+    backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, tensor_none(), n_groups, false, __func__);
+}
+
+void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean,
+                              Tensor rstd, Tensor weight, Tensor bias, int n_groups) {
+    backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, bias, n_groups, true, __func__);
 }

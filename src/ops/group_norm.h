@@ -6,7 +6,11 @@
  * dbias (C); mean, rstd (N, G), written by forward for backward.
  * weight and bias may be tensor_none() (GroupNorm(affine=False): weight 1, bias 0). Backward accumulates
  * into dinp, dweight, dbias, any of which may be tensor_none(); dweight needs the weight. Results are
- * bitwise identical for any thread count. */
+ * bitwise identical for any thread count.
+ *
+ * group_norm_silu_*: out = silu(group_norm(inp)) in one pass, without storing the normalised values;
+ * backward takes the gradient of that output and recomputes what it needs from inp, mean, rstd, weight
+ * and bias. The forward output has the same bits as group_norm_forward then silu_forward. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 
@@ -16,5 +20,9 @@ void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor
                         float eps);
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups);
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                             int n_groups, float eps);
+void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean,
+                              Tensor rstd, Tensor weight, Tensor bias, int n_groups);
 
 #endif
