@@ -5,6 +5,7 @@
  * peak RSS of the process; tools/bench_pytorch.py measures diffusers on the same configuration and
  * scripts/bench-train prints the two side by side.
  *   build/bench/train --model ddpm-cifar10 --batch 16 [--steps 5] [--threads N] [--sample-only]
+ *                     [--precision fp32|bf16]
  * Run one configuration per process: peak RSS is the process's. */
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "io/model_folder.h"
 #include "nn/unet.h"
 #include "nn/unet_cost.h"
+#include "ops/precision.h"
 #include "optim/adamw.h"
 
 typedef struct Bench {
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
     const char *model = "ddpm-cifar10";
     int batch = 16, steps = 5, threads = 0, size = 0;
     bool sample_only = false;
+    OpsPrecision precision = OPS_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -67,13 +70,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sample-only")) sample_only = true;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && ops_precision_parse(argv[i + 1], &precision)) i++;
         else {
-            fprintf(stderr, "usage: %s [--model M] [--batch N] [--steps N] [--threads N] [--size N] [--sample-only]\n",
+            fprintf(stderr,
+                    "usage: %s [--model M] [--batch N] [--steps N] [--threads N] [--size N] [--sample-only]"
+                    " [--precision fp32|bf16]\n",
                     argv[0]);
             return 1;
         }
     }
     threads_set(threads);
+    if (precision == OPS_PRECISION_BF16 && !ops_bf16_supported()) {
+        fprintf(stderr, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
+        return 1;
+    }
+    ops_set_precision(precision);
     UNetConfig cfg;
     ModelSource src;
     Error err;
@@ -105,8 +116,10 @@ int main(int argc, char **argv) {
     UNetCost cost = unet_cost(&b.net.layout, (int)h, (int)w);
     double forward_flops = 2.0 * (double)unet_cost_total_macs(&cost) * (double)b.batch;
     char shape[128], args[256];
-    snprintf(shape, sizeof shape, "%s %zux%zu batch %zu", model, h, w, b.batch);
-    snprintf(args, sizeof args, "{\"model\":\"%s\",\"size\":%zu,\"batch\":%zu}", model, h, b.batch);
+    const bool bf16 = precision == OPS_PRECISION_BF16;
+    snprintf(shape, sizeof shape, "%s %zux%zu batch %zu%s", model, h, w, b.batch, bf16 ? " bf16" : "");
+    snprintf(args, sizeof args, "{\"model\":\"%s\",\"size\":%zu,\"batch\":%zu,\"precision\":\"%s\"}", model, h,
+             b.batch, ops_precision_name(precision));
     if (!sample_only) {
         double seconds = bench_median_seconds(train_step, &b, 1, steps);
         struct rusage ru;

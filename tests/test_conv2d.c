@@ -1,16 +1,19 @@
 /* conv2d: finite-difference gradient checks of the reference path; both paths against PyTorch fixtures
  * (tools/torchref/fixtures_conv2d.py); the oneDNN path against the reference at the U-Net's shapes with
- * guard words, NaN/inf checks and accumulation; repeatability; plan-cache eviction; CHECK failures. */
+ * guard words, NaN/inf checks and accumulation; bf16 precision against the reference on rounded operands;
+ * repeatability; plan-cache eviction; CHECK failures. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/half.h"
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/conv2d.h"
 #include "ops/conv2d_internal.h"
+#include "ops/precision.h"
 
 typedef struct Case {
     size_t n, h, w, ci, co, kh, kw;
@@ -368,6 +371,77 @@ static void test_fast_with_onednn_weight_reorders(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* bf16 precision: each pass rounds its two operands to bf16 and accumulates in fp32, so it equals the
+ * fp32 reference run on operands rounded to bf16, within the summation-order tolerance above; against
+ * the unrounded operands it is off by their rounding (2^-9 relative per term), which must show. */
+
+static void round_to_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = bfloat16_to_float(float_to_bfloat16(x[i]));
+}
+
+static void bf16_matches_rounded_reference(const Case *c, uint64_t seed) {
+    Conv fast = conv_alloc(c), ref = conv_alloc(c);
+    conv_fill(&fast, seed);
+    memcpy(ref.inp.data, fast.inp.data, n_inp(c) * sizeof(float));
+    memcpy(ref.weight.data, fast.weight.data, n_weight(c) * sizeof(float));
+    memcpy(ref.dout.data, fast.dout.data, n_out(c) * sizeof(float));
+    if (c->with_bias) memcpy(ref.bias.data, fast.bias.data, c->co * sizeof(float));
+    /* The unrounded fp32 result first, to show that bf16 changes it. */
+    run_forward(&ref, false);
+    float *out_fp32 = copy_of(ref.out.data, n_out(c));
+    round_to_bf16(ref.inp.data, n_inp(c));
+    round_to_bf16(ref.weight.data, n_weight(c));
+    round_to_bf16(ref.dout.data, n_out(c));
+    run_forward(&ref, false);
+    conv_zero_grads(&ref);
+    run_backward(&ref, false);
+
+    ops_set_precision(OPS_PRECISION_BF16);
+    run_forward(&fast, true);
+    conv_zero_grads(&fast);
+    run_backward(&fast, true);
+    ops_set_precision(OPS_PRECISION_FP32);
+
+    expect_scaled("bf16 vs rounded reference", c, "out", fast.out.data, ref.out.data, n_out(c), FAST_VS_REFERENCE_TOL);
+    expect_scaled("bf16 vs rounded reference", c, "dinp", fast.dinp.data, ref.dinp.data, n_inp(c),
+                  FAST_VS_REFERENCE_TOL);
+    expect_scaled("bf16 vs rounded reference", c, "dweight", fast.dweight.data, ref.dweight.data, n_weight(c),
+                  FAST_VS_REFERENCE_TOL);
+    if (c->with_bias)
+        expect_scaled("bf16 vs rounded reference", c, "dbias", fast.dbias.data, ref.dbias.data, c->co,
+                      FAST_VS_REFERENCE_TOL);
+    double worst = 0, scale = max_abs(out_fp32, n_out(c));
+    for (size_t i = 0; i < n_out(c); i++) worst = fmax(worst, fabs((double)fast.out.data[i] - out_fp32[i]));
+    EXPECT(worst / scale > 1e-4 && worst / scale < 2e-2, "bf16 %s: out differs from fp32 by %.2g of its scale, "
+           "expected bf16 rounding (1e-4 .. 2e-2)", case_str(c), worst / scale);
+    conv_check_guards(&fast, "bf16");
+    free(out_fp32);
+    conv_free(&fast);
+    conv_free(&ref);
+}
+
+static void test_bf16_matches_rounded_reference(void) {
+    if (!ops_bf16_supported()) {
+        printf("  skipped: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
+        return;
+    }
+    /* Inputs of 16 channels or more: below that, backward-data stays fp32 (conv2d_dnnl.c). */
+    static const Case cases[] = {
+        {1, 16, 16, 40, 40, 3, 3, S1P1, true},
+        {1, 4, 4, 96, 96, 3, 3, S1P1, true},
+        {1, 16, 16, 40, 40, 3, 3, {.stride = 2, PAD(0, 1, 0, 1)}, true},
+        {1, 16, 16, 72, 40, 1, 1, {.stride = 1}, false},
+        {1, 16, 16, 40, 3, 3, 3, S1P1, true},
+        {1, 9, 7, 20, 24, 5, 5, {.stride = 2, PAD(2, 2, 2, 2)}, true},
+#ifndef __SANITIZE_ADDRESS__
+        {2, 32, 32, 256, 256, 3, 3, S1P1, true},
+        {2, 8, 8, 512, 512, 3, 3, S1P1, true},
+#endif
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) bf16_matches_rounded_reference(&cases[k], 100 + 5 * k);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Repeatability across thread counts, and the plan cache */
 
 /* Bit-exact at a fixed thread count is asserted above (second forward, doubled gradients). Across
@@ -567,6 +641,7 @@ int main(void) {
     RUN(test_fast_matches_pytorch);
     RUN(test_fast_matches_reference);
     RUN(test_fast_with_onednn_weight_reorders);
+    RUN(test_bf16_matches_rounded_reference);
     RUN(test_thread_count_dependence);
     RUN(test_plan_cache_eviction);
     RUN(test_bad_arguments);

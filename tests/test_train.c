@@ -3,7 +3,7 @@
  * EMA and dropout on, so every piece of state is exercised); Ctrl-C finishes the step, checkpoints and
  * exits 0; and bad input (missing data, corrupt or mislabelled files, a truncated checkpoint, an
  * unwritable folder, unknown options, non-numbers) is one line on stderr and exit 1, with nothing written
- * before lost. */
+ * before lost; --precision bf16 trains close to fp32 and resumes exactly. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -20,6 +20,7 @@
 #include "data/image_decode.h"
 #include "io/fs.h"
 #include "io/safetensors.h"
+#include "ops/precision.h"
 
 #define MODEL "--model tests/fixtures/train_tiny.json"
 /* Small and fast: a 45k-parameter model, one thread so runs compare bit for bit on any machine. */
@@ -263,6 +264,52 @@ static void test_bad_input(void) {
            r->err);
 }
 
+/* --precision bf16: the run trains (finite losses near the fp32 run's), resumes byte for byte, and refuses to
+ * resume in another precision; on a CPU without bf16 arithmetic it is a clear error instead. */
+static void test_bf16_training(void) {
+    char fp32[600], straight[600], resumed[600];
+    snprintf(fp32, sizeof fp32, "%s", harness_tmp_path("fp32"));
+    snprintf(straight, sizeof straight, "%s", harness_tmp_path("bf16-straight"));
+    snprintf(resumed, sizeof resumed, "%s", harness_tmp_path("bf16-resumed"));
+    const char *args = COMMON " --steps 8 --checkpoint-every 4 --keep 5 --warmup 2";
+    if (!ops_bf16_supported()) {
+        char line[1400];
+        snprintf(line, sizeof line, "%s --precision bf16 --out %s", args, straight);
+        cli_expect_failure(line, "no bf16 arithmetic");
+        return;
+    }
+    const CliRun *r = cli_run("%s --out %s", args, fp32);
+    EXPECT(r->status == 0, "fp32 run: exit %d: %s", r->status, r->err);
+    r = cli_run("%s --precision bf16 --out %s", args, straight);
+    EXPECT(r->status == 0, "bf16 run: exit %d: %s", r->status, r->err);
+    double la[16], lb[16];
+    size_t na = read_losses(fp32, la, 16), nb = read_losses(straight, lb, 16);
+    EXPECT(na == 8 && nb == 8, "%zu and %zu losses", na, nb);
+    /* Same data, noise and initial weights: bf16 operands move each loss by well under 1 %, never 0. */
+    bool close = true, differs = false;
+    for (size_t i = 0; i < 8 && i < na && i < nb; i++) {
+        close = close && isfinite(lb[i]) && fabs(lb[i] - la[i]) <= 0.01 * la[i];
+        differs = differs || lb[i] != la[i];
+    }
+    EXPECT(close && differs, "bf16 losses are not within 1 %% of fp32's, or equal them: step 8 %.6f vs %.6f", lb[7],
+           la[7]);
+    char command[2000];
+    snprintf(command, sizeof command, "mkdir -p %s/checkpoints && cp -r %s/checkpoints/step-4 %s/checkpoints/", resumed,
+             straight, resumed);
+    EXPECT(system(command) == 0, "%s", command);
+    char line[1400];
+    snprintf(line, sizeof line, "%s --out %s --resume", args, resumed);
+    cli_expect_failure(line, "precision \"bf16\", this run asks for \"fp32\"");
+    r = cli_run("%s --precision bf16 --out %s --resume", args, resumed);
+    EXPECT(r->status == 0, "resumed bf16 run: exit %d: %s", r->status, r->err);
+    char a[800], b[800];
+    snprintf(a, sizeof a, "%s/unet/diffusion_pytorch_model.safetensors", straight);
+    snprintf(b, sizeof b, "%s/unet/diffusion_pytorch_model.safetensors", resumed);
+    EXPECT(same_bytes(a, b), "bf16: the resumed run's weights differ from the straight run's");
+    snprintf(line, sizeof line, "%s --precision fp16 --out %s/x", args, harness_tmp_dir());
+    cli_expect_failure(line, "unknown --precision 'fp16'");
+}
+
 /* A full disk while a checkpoint is written: the run stops with an error and the previous checkpoint still
  * resumes. The disk is made "full" with a file-size limit (writes past it fail with EFBIG; the shell
  * ignores SIGXFSZ, so the process sees the error instead of being killed). */
@@ -310,6 +357,7 @@ int main(int argc, char **argv) {
     RUN(test_resume_equals_uninterrupted);
     RUN(test_interrupt_checkpoints_and_exits_zero);
     RUN(test_bad_input);
+    RUN(test_bf16_training);
     RUN(test_full_disk_keeps_previous_checkpoint);
     RUN(test_divergence_stops_with_checkpoint_intact);
     return harness_finish();

@@ -5,7 +5,13 @@ pass plus DDPMScheduler.step), median seconds after a warm-up, and the process's
 same JSON lines as bench/train.c.
 
     python3 tools/bench_pytorch.py --config CONFIG.json --batch 16 [--steps 5] [--threads N] [--sample-only]
+        [--precision fp32|bf16] [--name MODEL]
 (scripts/bench-train writes CONFIG.json with `diffuse init PRESET FOLDER`.)
+
+--precision bf16 runs the forward passes under torch.autocast("cpu", dtype=torch.bfloat16), as a PyTorch
+user trains in bf16: the MSE loss on the prediction cast back to fp32, backward and AdamW outside autocast
+(fp32 master weights and optimizer state), the scheduler step in fp32. The JSON lines then carry
+"precision": "bf16" in args and " bf16" at the end of the shape.
 """
 import argparse
 import json
@@ -60,6 +66,7 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--sample-only", action="store_true")
     p.add_argument("--name", default="")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -71,8 +78,12 @@ def main():
     scheduler = DDPMScheduler()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     flops = forward_flops(model, x0, torch.full((a.batch,), 500))
-    shape = f"{a.name} {size}x{size} batch {a.batch}"
-    args = {"model": a.name, "size": size, "batch": a.batch}
+    shape = f"{a.name} {size}x{size} batch {a.batch}" + (" bf16" if a.precision == "bf16" else "")
+    args = {"model": a.name, "size": size, "batch": a.batch, "precision": a.precision}
+    bf16 = a.precision == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def report(op, seconds, total_flops):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -84,8 +95,9 @@ def main():
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (a.batch,))
         x_t = scheduler.add_noise(x0, noise, t)
-        pred = model(x_t, t, class_labels=labels).sample
-        loss = F.mse_loss(pred, noise)
+        with autocast():
+            pred = model(x_t, t, class_labels=labels).sample
+            loss = F.mse_loss(pred.float(), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -95,8 +107,9 @@ def main():
     def sample_step():
         nonlocal x
         with torch.no_grad():
-            eps = model(x, torch.full((a.batch,), 500), class_labels=labels).sample
-            x = scheduler.step(eps, 500, x).prev_sample
+            with autocast():
+                eps = model(x, torch.full((a.batch,), 500), class_labels=labels).sample
+            x = scheduler.step(eps.float(), 500, x).prev_sample
 
     if not a.sample_only:
         model.train()

@@ -15,6 +15,7 @@
 #include "cli/progress.h"
 #include "core/alloc.h"
 #include "core/threads.h"
+#include "ops/precision.h"
 #include "core/timer.h"
 #include "io/safetensors.h"
 #include "pipeline/generate.h"
@@ -62,6 +63,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
     bool ema = false;
     const char *sampler_name = "ddpm", *steps_text = NULL, *class_text = NULL, *output = NULL, *out_dir = NULL;
     const char *scheduler_config = NULL, *noise_path = NULL, *trajectory = NULL, *save_float = NULL;
+    const char *precision_name = "fp32";
     const Option options[] = {
         {"images", OPTION_INT, &n_images, "N", "number of images"},
         {"batch", OPTION_INT, &batch, "N", "images sampled together (memory grows with it)"},
@@ -87,6 +89,8 @@ int cmd_sample(int argc, char **argv, Error *err) {
          "also write the images before rounding: safetensors \"images\" (N, H, W, C) in [0, 1]"},
         {"size", OPTION_INT, &size, "N", "image height and width (0: the model's sample_size)"},
         {"threads", OPTION_INT, &threads, "N", "threads (0: every core)"},
+        {"precision", OPTION_STRING, &precision_name, "NAME",
+         "fp32, or bf16: convolutions on bf16 operands with fp32 results (CPUs with AVX-512 BF16 or AMX)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     static const OptionAlias aliases[] = {{'n', "images"}, {'o', "output"}, {0, NULL}};
@@ -122,6 +126,11 @@ int cmd_sample(int argc, char **argv, Error *err) {
     if (trajectory_images < 1) return error_set(err, "--trajectory-images must be >= 1 (got %d)", trajectory_images);
     if (eta < 0) return error_set(err, "--eta must be >= 0 (got %g)", eta);
     if (eta != 0 && kind != SAMPLER_DDIM) return error_set(err, "--eta applies to --sampler ddim only");
+    OpsPrecision precision;
+    if (!ops_precision_parse(precision_name, &precision))
+        return error_set(err, "unknown --precision '%s' (supported: fp32, bf16)", precision_name);
+    if (precision == OPS_PRECISION_BF16 && !ops_bf16_supported())
+        return error_set(err, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX); use fp32");
     if (!output && !out_dir)
         return error_set(err, "nothing to write: give -o FILE.png for a grid and/or --out-dir DIR for one PNG per image");
     if (output && output_check_file(output, "-o", err)) return -1;
@@ -149,6 +158,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
         }
     }
     threads_set(threads);
+    ops_set_precision(precision);
     if ((rc = pipeline_source_load_unet(&net, &src, err))) goto done;
     have_net = true;
 

@@ -10,7 +10,7 @@
 
 /* Option values as the parser writes them (ints and doubles), turned into a TrainConfig after parsing. */
 typedef struct TrainArgs {
-    const char *resize, *optimizer, *lr_schedule, *beta_schedule, *prediction, *sample_sampler;
+    const char *resize, *optimizer, *lr_schedule, *beta_schedule, *prediction, *sample_sampler, *precision;
     int resolution, batch, grad_accum, steps, epochs, stop_at, warmup, train_timesteps, seed, threads;
     int sample_every, sample_n, sample_steps, checkpoint_every, keep, log_every, max_bad_steps;
     double lr, momentum, weight_decay, beta1, beta2, adam_eps, grad_clip;
@@ -25,6 +25,8 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
     if (beta_schedule_from_name(a->beta_schedule, &cfg->schedule.beta_schedule, err)) return -1;
     if (prediction_type_from_name(a->prediction, &cfg->prediction, err)) return -1;
     if (sampler_kind_from_name(a->sample_sampler, &cfg->sample_sampler, err)) return -1;
+    if (!ops_precision_parse(a->precision, &cfg->precision))
+        return error_set(err, "unknown --precision '%s' (supported: fp32, bf16)", a->precision);
     const struct {
         const char *name;
         int value;
@@ -72,7 +74,7 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
 int cmd_train(int argc, char **argv, Error *err) {
     TrainConfig cfg = train_config_defaults();
     TrainArgs a = {.resize = "bilinear", .optimizer = "adamw", .lr_schedule = "cosine", .beta_schedule = "linear",
-                   .prediction = "epsilon", .sample_sampler = "ddpm", .batch = 16, .grad_accum = 1,
+                   .prediction = "epsilon", .sample_sampler = "ddpm", .precision = "fp32", .batch = 16, .grad_accum = 1,
                    .epochs = 100, .warmup = 500, .train_timesteps = 1000, .sample_every = 1000, .sample_n = 16,
                    .sample_steps = 100, .checkpoint_every = 500, .keep = 3, .log_every = 50, .max_bad_steps = 5,
                    .lr = NAN, .weight_decay = NAN, .beta1 = 0.95, .beta2 = 0.999, .adam_eps = 1e-8, .grad_clip = 1.0,
@@ -117,6 +119,9 @@ int cmd_train(int argc, char **argv, Error *err) {
         {"prediction-type", OPTION_STRING, &a.prediction, "NAME", "epsilon, sample or v_prediction"},
         {"seed", OPTION_INT, &a.seed, "N", "seed of the initial weights, data order, noise and dropout"},
         {"threads", OPTION_INT, &a.threads, "N", "threads per rank (0: all cores)"},
+        {"precision", OPTION_STRING, &a.precision, "NAME",
+         "fp32, or bf16: convolutions on bf16 operands with fp32 results; weights, gradients and optimizer state "
+         "stay fp32 (CPUs with AVX-512 BF16 or AMX)"},
         {"sample-every", OPTION_INT, &a.sample_every, "N", "write a sample grid every N steps (0: only at the end)"},
         {"sample-n", OPTION_INT, &a.sample_n, "N", "images in a sample grid (0: no grids)"},
         {"sample-steps", OPTION_INT, &a.sample_steps, "N", "sampler steps for the grids"},

@@ -33,3 +33,13 @@ uint16_t float_to_bfloat16(float f) {
     uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
     return (uint16_t)((bits + rounding) >> 16);
 }
+
+void floats_to_bfloat16(uint16_t *restrict dst, const float *restrict src, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &src[i], sizeof bits);
+        uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16, quiet_nan = (bits >> 16) | 0x40u;
+        dst[i] = (uint16_t)((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
+    }
+}

@@ -19,11 +19,11 @@ static void add_resnet(UNetCost *cost, const UNetLayout *layout, const UNetLayer
 
     uint64_t saved = 0;
     if (l->skip_channels) saved += s.in_pixels * in;        /* concat(h, skip): norm1's input */
-    saved += 2 * s.in_pixels * in;                          /* norm1 and SiLU outputs */
+    saved += s.in_pixels * in;                              /* silu(norm1(x)), the norm fused with the SiLU */
     if (l->resample != UNET_RESNET_RESAMPLE_NONE) saved += 2 * s.out_pixels * in; /* resampled main path, shortcut */
     saved += s.out_pixels * out;                            /* conv1 + temb: norm2's input */
-    saved += s.out_pixels * out;                            /* norm2 output */
-    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT) saved += s.out_pixels * out; /* modulated */
+    if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT)
+        saved += 2 * s.out_pixels * out;                    /* norm2 output and its modulation (unfused) */
     saved += s.out_pixels * out;                            /* SiLU (then dropout in place): conv2's input */
     saved += s.out_pixels * out;                            /* the block's output */
     saved += 4 * groups + temb + proj;                      /* mean/rstd of both norms, SiLU(temb), projection */
@@ -74,7 +74,7 @@ UNetCost unet_cost(const UNetLayout *layout, int height, int width) {
             break;
         case UNET_LAYER_OUT:
             cost.conv_macs += s.out_pixels * out * in * 9;
-            cost.saved_floats += 2 * s.in_pixels * in + s.out_pixels * out + 2 * (uint64_t)l->norm_groups;
+            cost.saved_floats += s.in_pixels * in + s.out_pixels * out + 2 * (uint64_t)l->norm_groups; /* silu(norm) */
             break;
         }
     }

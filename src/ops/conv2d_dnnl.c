@@ -24,6 +24,13 @@
  *     C API offers no way around that.) oneDNN sizes its work partition by the thread count when a
  *     primitive is created, hence the count in the key.
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
+ *   - In bf16 precision (ops/precision.h) the two operands of each pass are bf16 and the result fp32:
+ *     the activation operand (forward and backward-weights: inp; backward-data and backward-weights:
+ *     dout) is rounded into a bf16 copy in the workspace, and the weights reach the kernel's layout
+ *     through oneDNN's reorder, which rounds as it moves. The weight gradient comes back in fp32, so our
+ *     own weight moves still add it. The special plans (narrow backward-data, backward-data as forward,
+ *     channels-first forward) stay fp32-only: bf16 plans take the general one, except the narrow
+ *     backward-data of conv_in's few input channels, which stays fp32.
  * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
  * depends on the thread count, so dweight and dbias may differ in the last bits between counts. */
 #include <stdint.h>
@@ -35,9 +42,11 @@
 
 #include "core/alloc.h"
 #include "core/check.h"
+#include "core/half.h"
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
 #include "ops/conv2d_weights.h"
+#include "ops/precision.h"
 
 /* Any oneDNN status other than success is a programmer or environment error we cannot recover from. */
 #define DNNL_CALL(call)                                                                                   \
@@ -57,6 +66,7 @@ typedef struct PlanKey {
     Conv2dShape s;
     Conv2dParams p;
     bool with_bias; /* forward: bias added; backward-weights: dbias computed */
+    bool bf16;      /* bf16 operands, fp32 results */
     int n_threads;
 } PlanKey;
 
@@ -93,8 +103,9 @@ enum { PLAN_CACHE_CAPACITY = 64 };
 
 /* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
 typedef struct Workspace {
-    void *wei, *scratchpad, *dinp, *dbias, *cols, *nchw_in, *nchw_out;
-    size_t wei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes, cols_bytes, nchw_in_bytes, nchw_out_bytes;
+    void *wei, *scratchpad, *dinp, *dbias, *cols, *nchw_in, *nchw_out, *inp_bf16, *dout_bf16;
+    size_t wei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes, cols_bytes, nchw_in_bytes, nchw_out_bytes,
+        inp_bf16_bytes, dout_bf16_bytes;
 } Workspace;
 
 static dnnl_engine_t engine;
@@ -109,7 +120,7 @@ static bool own_weight_moves = true;
 
 static bool key_equal(const PlanKey *a, const PlanKey *b) {
     const Conv2dShape *x = &a->s, *y = &b->s;
-    return a->kind == b->kind && a->with_bias == b->with_bias && a->n_threads == b->n_threads &&
+    return a->kind == b->kind && a->with_bias == b->with_bias && a->bf16 == b->bf16 && a->n_threads == b->n_threads &&
            a->p.stride == b->p.stride && a->p.pad_top == b->p.pad_top && a->p.pad_bottom == b->p.pad_bottom &&
            a->p.pad_left == b->p.pad_left && a->p.pad_right == b->p.pad_right && x->n == y->n && x->h == y->h &&
            x->w == y->w && x->ci == y->ci && x->co == y->co && x->kh == y->kh && x->kw == y->kw;
@@ -122,10 +133,14 @@ static void grow(void **buf, size_t *have, size_t need) {
     *have = need;
 }
 
-static dnnl_memory_desc_t md_of(int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag) {
+static dnnl_memory_desc_t md_typed(int ndims, const dnnl_dims_t dims, dnnl_data_type_t type, dnnl_format_tag_t tag) {
     dnnl_memory_desc_t md;
-    DNNL_CALL(dnnl_memory_desc_init_by_tag(&md, ndims, dims, dnnl_f32, tag));
+    DNNL_CALL(dnnl_memory_desc_init_by_tag(&md, ndims, dims, type, tag));
     return md;
+}
+
+static dnnl_memory_desc_t md_of(int ndims, const dnnl_dims_t dims, dnnl_format_tag_t tag) {
+    return md_typed(ndims, dims, dnnl_f32, tag);
 }
 
 static dnnl_memory_t memory_of(const dnnl_memory_desc_t *md) {
@@ -311,7 +326,7 @@ static void transpose_images(float *restrict dst, const float *restrict src, siz
 
 static Plan *plan_create(const PlanKey *key) {
     if (key->kind == PLAN_BACKWARD_DATA && key->s.ci < NARROW_CI) return plan_create_narrow(key);
-    if (key->kind == PLAN_BACKWARD_DATA) {
+    if (key->kind == PLAN_BACKWARD_DATA && !key->bf16) {
         Plan *plan = plan_try_data_as_forward(key);
         if (plan) return plan;
     }
@@ -326,10 +341,14 @@ static Plan *plan_create(const PlanKey *key) {
     const dnnl_dims_t bias_dims = {(dnnl_dim_t)s->co};
     const dnnl_dims_t strides = {p->stride, p->stride};
     const dnnl_dims_t pad_lo = {p->pad_top, p->pad_left}, pad_hi = {p->pad_bottom, p->pad_right};
-    plan->nchw = key->kind == PLAN_FORWARD && s->n * s->ho * s->wo <= FORWARD_NCHW_MAX_POSITIONS;
+    plan->nchw = key->kind == PLAN_FORWARD && !key->bf16 && s->n * s->ho * s->wo <= FORWARD_NCHW_MAX_POSITIONS;
     const dnnl_format_tag_t act_tag = plan->nchw ? dnnl_nchw : dnnl_nhwc;
-    dnnl_memory_desc_t src_md = md_of(4, src_dims, act_tag), dst_md = md_of(4, dst_dims, act_tag);
-    dnnl_memory_desc_t wei_any = md_of(4, wei_dims, plan->nchw ? dnnl_oihw : dnnl_format_tag_any);
+    /* The operands' type; results (dst, diff_src, diff_weights, bias and its gradient) are always fp32. The
+     * forward descriptor has bf16 dst when it only serves as a backward plan's hint. */
+    const dnnl_data_type_t operand = key->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t src_md = md_typed(4, src_dims, operand, act_tag);
+    dnnl_memory_desc_t dst_md = md_typed(4, dst_dims, key->kind == PLAN_FORWARD ? dnnl_f32 : operand, act_tag);
+    dnnl_memory_desc_t wei_any = md_typed(4, wei_dims, operand, plan->nchw ? dnnl_oihw : dnnl_format_tag_any);
     dnnl_memory_desc_t wei_user = md_of(4, wei_dims, dnnl_oihw);
     dnnl_memory_desc_t bias_md = md_of(1, bias_dims, dnnl_a);
     const dnnl_memory_desc_t *bias_or_null = key->with_bias ? &bias_md : NULL;
@@ -356,9 +375,11 @@ static Plan *plan_create(const PlanKey *key) {
         plan->hint_pd = pd_create(key, &fwd_desc, NULL, NULL);
         dnnl_convolution_desc_t desc;
         if (key->kind == PLAN_BACKWARD_DATA) {
+            src_md = md_of(4, src_dims, act_tag); /* diff_src */
             DNNL_CALL(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &src_md, &wei_any,
                                                                &dst_md, strides, pad_lo, pad_hi));
         } else {
+            wei_any = md_of(4, wei_dims, dnnl_format_tag_any); /* diff_weights */
             DNNL_CALL(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src_md, &wei_any,
                                                                   bias_or_null, &dst_md, strides, pad_lo, pad_hi));
         }
@@ -442,6 +463,8 @@ void conv2d_cache_free(void) {
     alloc_free(ws.cols);
     alloc_free(ws.nchw_in);
     alloc_free(ws.nchw_out);
+    alloc_free(ws.inp_bf16);
+    alloc_free(ws.dout_bf16);
     ws = (Workspace){0};
     if (engine) {
         DNNL_CALL(dnnl_stream_destroy(stream));
@@ -464,7 +487,15 @@ static void execute(dnnl_primitive_t prim, int n_args, const dnnl_exec_arg_t *ar
 }
 
 static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bias) {
-    return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias, .n_threads = threads_get()};
+    return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias,
+                     .bf16 = ops_precision() == OPS_PRECISION_BF16, .n_threads = threads_get()};
+}
+
+/* A bf16 copy of n floats in the workspace buffer *buf (grown as needed). */
+static const uint16_t *bf16_copy(void **buf, size_t *bytes, const float *src, size_t n) {
+    grow(buf, bytes, n * sizeof(uint16_t));
+    floats_to_bfloat16(*buf, src, n);
+    return *buf;
 }
 
 /* Moves the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
@@ -493,7 +524,8 @@ void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dPa
     Plan *plan = plan_get(&key);
     dnnl_memory_t wei = weights_in(plan, weight.data);
     if (plan->nchw) transpose_images(ws.nchw_in, inp.data, s.n, s.h * s.w, s.ci);
-    bind(plan->act_in, plan->nchw ? ws.nchw_in : inp.data);
+    if (plan->key.bf16) bind(plan->act_in, bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp.data, tensor_numel(inp)));
+    else bind(plan->act_in, plan->nchw ? ws.nchw_in : inp.data);
     bind(plan->act_out, plan->nchw ? ws.nchw_out : out.data);
     bind(plan->bias, bias.data);
     bind(plan->scratchpad, ws.scratchpad);
@@ -560,7 +592,8 @@ static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Ten
 /* The input gradient: for narrow inputs a matmul and a gather; as a forward convolution summing into
  * dinp where that plan could be built; else through oneDNN's backward-data into the workspace, then
  * added to dinp. */
-static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s, Conv2dParams p) {
+static void backward_data(Tensor dinp, Tensor dout, const uint16_t *dout_bf16, Tensor weight, Conv2dShape s,
+                          Conv2dParams p) {
     PlanKey key = key_of(PLAN_BACKWARD_DATA, s, p, false);
     Plan *plan = plan_get(&key);
     if (plan->narrow_images) {
@@ -580,7 +613,8 @@ static void backward_data(Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s
         return;
     }
     dnnl_memory_t wei = weights_in(plan, weight.data);
-    bind(plan->act_in, dout.data);
+    if (plan->key.bf16) bind(plan->act_in, dout_bf16);
+    else bind(plan->act_in, dout.data);
     bind(plan->act_out, ws.dinp);
     bind(plan->scratchpad, ws.scratchpad);
     execute(plan->conv, 4,
@@ -602,13 +636,19 @@ static void backward_bias_only(float *dbias, const float *dout, size_t n_pos, si
 
 /* The weight gradient, computed in the kernel's layout in the workspace, is reordered back to oihw and
  * summed into dweight in the same pass; the bias gradient is added from the workspace. */
-static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Conv2dShape s, Conv2dParams p) {
+static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, const uint16_t *dout_bf16, Tensor inp,
+                             Conv2dShape s, Conv2dParams p) {
     bool with_bias = !tensor_is_none(dbias);
     PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, s, p, with_bias);
     Plan *plan = plan_get(&key);
     bind(plan->wei, ws.wei);
-    bind(plan->act_in, inp.data);
-    bind(plan->act_out, dout.data);
+    if (plan->key.bf16) {
+        bind(plan->act_in, bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp.data, tensor_numel(inp)));
+        bind(plan->act_out, dout_bf16);
+    } else {
+        bind(plan->act_in, inp.data);
+        bind(plan->act_out, dout.data);
+    }
     bind(plan->bias, ws.dbias);
     bind(plan->scratchpad, ws.scratchpad);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_DIFF_DST, plan->act_out},
@@ -632,7 +672,12 @@ static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, Tensor i
 void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
                      Conv2dParams p) {
     Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight, p);
-    if (!tensor_is_none(dinp)) backward_data(dinp, dout, weight, s, p);
-    if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, inp, s, p);
+    /* In bf16, both passes read the same rounded copy of dout. */
+    const uint16_t *dout_bf16 = NULL;
+    bool narrow_only = tensor_is_none(dweight) && s.ci < NARROW_CI;
+    if (ops_precision() == OPS_PRECISION_BF16 && !narrow_only && !(tensor_is_none(dinp) && tensor_is_none(dweight)))
+        dout_bf16 = bf16_copy(&ws.dout_bf16, &ws.dout_bf16_bytes, dout.data, tensor_numel(dout));
+    if (!tensor_is_none(dinp)) backward_data(dinp, dout, dout_bf16, weight, s, p);
+    if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, dout_bf16, inp, s, p);
     else if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
 }

@@ -60,6 +60,8 @@ int train_config_validate(const TrainConfig *cfg, Error *err) {
     if (cfg->keep < 1) return error_set(err, "--keep must be at least 1");
     if (cfg->max_bad_steps < 1) return error_set(err, "--max-bad-steps must be at least 1");
     if (cfg->threads < 0) return error_set(err, "--threads must not be negative (0: all cores)");
+    if (cfg->precision == OPS_PRECISION_BF16 && !ops_bf16_supported())
+        return error_set(err, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX); use fp32");
     return 0;
 }
 
@@ -111,6 +113,7 @@ char *train_config_to_json(const TrainConfig *cfg, long total_steps, int world_s
     cJSON_AddNumberToObject(j, "beta_end", cfg->schedule.beta_end);
     cJSON_AddStringToObject(j, "prediction_type", prediction_type_name(cfg->prediction));
     cJSON_AddNumberToObject(j, "seed", (double)cfg->seed);
+    cJSON_AddStringToObject(j, "precision", ops_precision_name(cfg->precision));
     cJSON_AddNumberToObject(j, "sample_every", (double)cfg->sample_every);
     cJSON_AddNumberToObject(j, "checkpoint_every", (double)cfg->checkpoint_every);
     char *text = cJSON_Print(j);

@@ -16,6 +16,7 @@
 #include "diffusion/objective.h"
 #include "diffusion/schedule.h"
 #include "diffusion/scheduler_config.h"
+#include "ops/precision.h"
 #include "optim/ema.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
@@ -49,6 +50,7 @@ typedef struct TrainConfig {
     /* reproducibility and speed */
     uint64_t seed;
     int threads; /* 0: all cores */
+    OpsPrecision precision; /* of the convolutions (ops/precision.h) */
     /* output */
     long sample_every, checkpoint_every, log_every;
     size_t sample_n, sample_steps;

@@ -127,13 +127,16 @@ static void allocate_buffers(Trainer *tr) {
 
 /* Settings a resumed run must share with the saved one, or its numbers would silently differ. */
 static int check_resume_config(const Trainer *tr, const char *saved_json, const char *checkpoint, Error *err) {
-    static const char *const keys[] = {"data", "seed", "batch_per_rank", "grad_accum", "optimizer", "prediction_type",
-                                       "num_train_timesteps", "beta_schedule", "resolution", "ema"};
+    static const char *const keys[] = {"data",       "seed",          "batch_per_rank", "grad_accum",
+                                       "optimizer",  "prediction_type", "num_train_timesteps", "beta_schedule",
+                                       "resolution", "ema",           "precision"};
     cJSON *saved = cJSON_Parse(saved_json), *now = cJSON_Parse(tr->config_json);
     int rc = 0;
     if (!saved || !now) {
         rc = error_set(err, "%s: the saved training configuration is not valid JSON", checkpoint);
     } else {
+        /* Runs saved before --precision existed trained in fp32. */
+        if (!cJSON_GetObjectItemCaseSensitive(saved, "precision")) cJSON_AddStringToObject(saved, "precision", "fp32");
         for (size_t i = 0; i < sizeof keys / sizeof keys[0] && rc == 0; i++) {
             char *a = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(saved, keys[i]));
             char *b = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(now, keys[i]));
@@ -195,6 +198,7 @@ static int trainer_init(Trainer *tr, const TrainConfig *cfg, Error *err) {
     /* Ranks on one machine share its cores. */
     int cores = threads_available() / dist_local_size();
     threads_set(cfg->threads ? cfg->threads : (cores > 0 ? cores : 1));
+    ops_set_precision(cfg->precision);
     if (open_model(tr, err) || open_data(tr, err)) return -1;
     tr->batch = cfg->batch;
     tr->sample_numel = tr->data.height * tr->data.width * tr->data.channels;

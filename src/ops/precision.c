@@ -1,0 +1,28 @@
+/* The convolutions' precision setting (see precision.h). */
+#include "ops/precision.h"
+
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+static OpsPrecision current = OPS_PRECISION_FP32;
+
+void ops_set_precision(OpsPrecision precision) { current = precision; }
+
+OpsPrecision ops_precision(void) { return current; }
+
+const char *ops_precision_name(OpsPrecision precision) { return precision == OPS_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+bool ops_precision_parse(const char *name, OpsPrecision *precision) {
+    if (strcmp(name, "fp32") == 0) *precision = OPS_PRECISION_FP32;
+    else if (strcmp(name, "bf16") == 0) *precision = OPS_PRECISION_BF16;
+    else return false;
+    return true;
+}
+
+bool ops_bf16_supported(void) {
+    /* Below AVX-512 BF16, oneDNN emulates bf16 with more instructions than fp32 takes. ISA values are bit
+     * sets, each including the ones it extends (AMX includes AVX-512 BF16). */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & bf16) == bf16;
+}

@@ -1,0 +1,25 @@
+/* The arithmetic of the convolutions, process-wide like the thread count: fp32 throughout, or bf16
+ * operands with fp32 accumulation and fp32 results — what torch.autocast(dtype=torch.bfloat16) does to a
+ * convolution. Activations, parameters, gradients, optimizer state and everything else stay fp32 (the
+ * "master" copies); a bf16 convolution rounds its two operands to bf16 on the way in (forward: input and
+ * weight; backward-data: output gradient and weight; backward-weights: input and output gradient).
+ * Convolutions are 90 % or more of a U-Net's FLOPs; linear layers and attention stay fp32. */
+#ifndef DIFFUSE_PRECISION_H
+#define DIFFUSE_PRECISION_H
+
+#include <stdbool.h>
+
+typedef enum OpsPrecision { OPS_PRECISION_FP32, OPS_PRECISION_BF16 } OpsPrecision;
+
+void ops_set_precision(OpsPrecision precision);
+OpsPrecision ops_precision(void);
+
+/* "fp32" or "bf16". */
+const char *ops_precision_name(OpsPrecision precision);
+/* The precision named `name`; false when it names none. */
+bool ops_precision_parse(const char *name, OpsPrecision *precision);
+
+/* Whether this CPU runs bf16 convolutions in hardware (AVX-512 BF16 or AMX), as oneDNN reports it. */
+bool ops_bf16_supported(void);
+
+#endif
