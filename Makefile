@@ -5,7 +5,9 @@
 #   make bench   op and training benchmarks (against PyTorch when torch is installed)
 
 BUILD    ?= build
-ARCH     ?= -march=native
+# Full-width AVX-512 for the loops the compiler vectorises (GCC picks 256-bit by default): training steps
+# 3-5 % faster on an AVX-512 Xeon (ddpm-cifar10, batch 16, fp32 and bf16); no effect without AVX-512.
+ARCH     ?= -march=native -mprefer-vector-width=512
 OPT      ?= -O2
 CC       ?= cc
 # No fast-math flags, ever: NaN checks and exact resume depend on IEEE semantics.

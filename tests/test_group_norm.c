@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/half.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "harness.h"
@@ -414,6 +415,14 @@ static void check_fused(RefShape sh) {
               memcmp(got.mean, want.mean, sh.n * sh.g * sizeof(float)) == 0 &&
               memcmp(got.rstd, want.rstd, sh.n * sh.g * sizeof(float)) == 0;
     EXPECT(ok, "%s: fused forward differs from group_norm_forward + silu_forward", what);
+    /* The bf16 output is that output rounded to bf16. */
+    uint16_t *y16 = xmalloc(numel * sizeof(uint16_t));
+    group_norm_silu_forward_bf16(y16, tensor_2d(got.mean, sh.n, sh.g), tensor_2d(got.rstd, sh.n, sh.g), act3(x, sh),
+                                 tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+    size_t wrong = 0;
+    for (size_t i = 0; i < numel; i++) wrong += y16[i] != float_to_bfloat16(want.y[i]);
+    EXPECT(wrong == 0, "%s: %zu bf16 outputs are not the fp32 output rounded", what, wrong);
+    free(y16);
     /* The recomputed normalised values differ from the stored ones by an ulp or two (coefficients rounded
      * from the float statistics); gradients of O(1) differ by that much times their size. */
     ok = expect_close("fused dx vs unfused", got.dx, want.dx, numel, 2e-5, 2e-5);

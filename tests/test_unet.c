@@ -1,7 +1,8 @@
 /* The whole UNet2DModel against diffusers: forward output, the input gradient and every parameter's
  * gradient for small configs that together use every supported config value (tests/fixtures/unet.*,
  * from tools/torchref/fixtures_unet.py, computed by diffusers in float64). Plus the properties the
- * trainer relies on: backward accumulates, repeated passes are identical, dropout follows samples. */
+ * trainer relies on: backward accumulates, repeated passes are identical, dropout follows samples; bf16
+ * plans (bf16 activations give the bits the fp32 ones do, near diffusers within bf16 rounding). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "harness.h"
 #include "io/model_folder.h"
 #include "nn/unet.h"
+#include "ops/precision.h"
 
 /* Tolerances: the issue's, as max |error| / max |value| of each tensor. Measured errors are ~1e-6 (see
  * the test output), so these leave room for kernel changes but catch any wrong formula. Some gradients
@@ -131,6 +133,65 @@ static void test_conditioned_config_matches_diffusers(void) { check_config("cond
 static void test_no_mid_config_matches_diffusers(void) { check_config("no_mid"); }
 static void test_mid_without_attention_matches_diffusers(void) { check_config("mid_no_attention"); }
 
+/* bf16 precision: a plan that keeps the fused norms' outputs in bf16 gives the same bits as one that keeps
+ * them in fp32 for the convolutions to round (and takes less memory); both stay near diffusers' fp32
+ * output and gradients, within what rounding each convolution's operands to bf16 (2^-9) adds up to. */
+typedef struct Bf16Run {
+    float *out, *dx, *grads;
+    size_t plan_bytes;
+} Bf16Run;
+
+static Bf16Run bf16_run(Case *c, bool bf16_activations) {
+    size_t n_out = c->n * c->h * c->w * c->c_out, n_in = c->n * c->h * c->w * c->c_in;
+    Bf16Run r = {xmalloc(n_out * sizeof(float)), xcalloc(n_in, sizeof(float)),
+                 xmalloc(c->net.n_params * sizeof(float)), 0};
+    unet_bf16_activations(bf16_activations);
+    ops_set_precision(OPS_PRECISION_BF16);
+    unet_plan(&c->net, c->n, c->h, c->w);
+    r.plan_bytes = unet_plan_bytes(&c->net);
+    unet_zero_grads(&c->net);
+    unet_forward(&c->net, r.out, c->x, c->t, c->labels, NULL);
+    unet_backward(&c->net, r.dx, c->dout);
+    memcpy(r.grads, c->net.grads, c->net.n_params * sizeof(float));
+    ops_set_precision(OPS_PRECISION_FP32);
+    unet_bf16_activations(true);
+    return r;
+}
+
+static void check_bf16(const char *config) {
+    Case c;
+    case_open(&c, config);
+    size_t n_out = c.n * c.h * c.w * c.c_out, n_in = c.n * c.h * c.w * c.c_in;
+    Bf16Run kept = bf16_run(&c, true), rounded = bf16_run(&c, false);
+    bool same = memcmp(kept.out, rounded.out, n_out * sizeof(float)) == 0 &&
+                memcmp(kept.dx, rounded.dx, n_in * sizeof(float)) == 0 &&
+                memcmp(kept.grads, rounded.grads, c.net.n_params * sizeof(float)) == 0;
+    EXPECT(same, "%s: bf16 activations change the results of the bf16 plan", config);
+    EXPECT(kept.plan_bytes < rounded.plan_bytes, "%s: bf16 activations take %zu bytes, fp32 ones %zu", config,
+           kept.plan_bytes, rounded.plan_bytes);
+    float *want = fixture_named(config, "out", n_out);
+    double out_error = scaled_error(kept.out, want, n_out, 0);
+    free(want);
+    want = fixture_named(config, "dx", n_in);
+    double dx_error = scaled_error(kept.dx, want, n_in, 0);
+    free(want);
+    EXPECT(out_error < 3e-2 && dx_error < 3e-2 && out_error > 1e-5, "%s: bf16 output error %.2g, input-gradient error "
+           "%.2g of max |value|, expected bf16 rounding (1e-5 .. 3e-2)", config, out_error, dx_error);
+    printf("  %s in bf16: output error %.2e, input-gradient error %.2e; plan %zu bytes (%zu with fp32 activations)\n",
+           config, out_error, dx_error, kept.plan_bytes, rounded.plan_bytes);
+    free(kept.out), free(kept.dx), free(kept.grads), free(rounded.out), free(rounded.dx), free(rounded.grads);
+    case_close(&c);
+}
+
+static void test_bf16_plans(void) {
+    if (!ops_bf16_supported()) {
+        printf("  skipped: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
+        return;
+    }
+    check_bf16("ddpm");        /* default time conditioning: every fused norm writes bf16 */
+    check_bf16("conditioned"); /* scale_shift and resnet resampling: the fp32 fallbacks */
+}
+
 static void test_backward_accumulates_and_repeats_exactly(void) {
     Case c;
     case_open(&c, "conditioned");
@@ -190,6 +251,7 @@ int main(void) {
     RUN(test_conditioned_config_matches_diffusers);
     RUN(test_no_mid_config_matches_diffusers);
     RUN(test_mid_without_attention_matches_diffusers);
+    RUN(test_bf16_plans);
     RUN(test_backward_accumulates_and_repeats_exactly);
     RUN(test_dropout_follows_samples);
     fixture_close(fx);

@@ -26,20 +26,9 @@ float half_to_float(uint16_t h) {
 
 float bfloat16_to_float(uint16_t b) { return float_from_bits((uint32_t)b << 16); }
 
-uint16_t float_to_bfloat16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) return (uint16_t)((bits >> 16) | 0x40u);
-    uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
-    return (uint16_t)((bits + rounding) >> 16);
-}
+uint16_t float_to_bfloat16(float f) { return bfloat16_round(f); }
 
 void floats_to_bfloat16(uint16_t *restrict dst, const float *restrict src, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &src[i], sizeof bits);
-        uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16, quiet_nan = (bits >> 16) | 0x40u;
-        dst[i] = (uint16_t)((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = bfloat16_round(src[i]);
 }

@@ -31,9 +31,10 @@ void resnet_plan(LayerState *s, Arena *arena) {
     if (l->skip_channels > 0) a->x_cat = act4(arena, n, s->in_h, s->in_w, c_in);
     a->mean1 = act2(arena, n, groups);
     a->rstd1 = act2(arena, n, groups);
-    a->a1 = act4(arena, n, s->in_h, s->in_w, c_in);
-    if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
-        a->a1r = act4(arena, n, s->out_h, s->out_w, c_in);
+    const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
+    conv_input_plan(&a->a1, arena, s->bf16 && !resample, n, s->in_h, s->in_w, c_in);
+    if (resample) {
+        conv_input_plan(&a->a1r, arena, false, n, s->out_h, s->out_w, c_in);
         a->xr = act4(arena, n, s->out_h, s->out_w, c_in);
     } else {
         a->a1r = a->a1;
@@ -46,7 +47,8 @@ void resnet_plan(LayerState *s, Arena *arena) {
         a->n2 = act4(arena, n, s->out_h, s->out_w, c_out);
         a->n2s = act4(arena, n, s->out_h, s->out_w, c_out);
     }
-    a->a2 = act4(arena, n, s->out_h, s->out_w, c_out);
+    /* dropout and the scale_shift modulation work on the fp32 values */
+    conv_input_plan(&a->a2, arena, s->bf16 && l->dropout == 0 && !scale_shift, n, s->out_h, s->out_w, c_out);
     s->out = act4(arena, n, s->out_h, s->out_w, c_out);
 }
 
@@ -131,30 +133,30 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     const Tensor *p = s->p;
     if (l->skip_channels > 0) concat_channels_forward(a->x_cat, in, skip);
     else a->x_cat = in;
-    group_norm_silu_forward(a->a1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT],
-                            p[UNET_RESNET_NORM1_BIAS], l->norm_groups, (float)l->norm_eps);
+    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
+                         l->norm_groups, (float)l->norm_eps);
     if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
-        resample_forward(l->resample, a->a1r, a->a1);
+        resample_forward(l->resample, a->a1r.f32, a->a1.f32);
         resample_forward(l->resample, a->xr, a->x_cat);
     } else {
         a->xr = a->x_cat;
     }
-    conv2d_forward(a->c1, a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
+    conv_input_forward(a->c1, &a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
     linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
     if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) {
         add_channel_forward(a->c1, a->c1, a->temb);
-        group_norm_silu_forward(a->a2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT],
-                                p[UNET_RESNET_NORM2_BIAS], l->norm_groups, (float)l->norm_eps);
+        conv_input_norm_silu(&a->a2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
+                             l->norm_groups, (float)l->norm_eps);
     } else {
         group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
                            l->norm_groups, (float)l->norm_eps);
         Tensor scale, shift;
         scale_shift_halves(s, scratch, 0, &scale, &shift);
         scale_shift_forward(a->n2s, a->n2, scale, shift);
-        silu_forward(a->a2, a->n2s);
+        silu_forward(a->a2.f32, a->n2s);
     }
-    if (dropout_on(l, keys)) dropout_per_sample(a->a2, a->a2, l->dropout, keys, layer_index);
-    conv2d_forward(s->out, a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
+    if (dropout_on(l, keys)) dropout_per_sample(a->a2.f32, a->a2.f32, l->dropout, keys, layer_index);
+    conv_input_forward(s->out, &a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
     Tensor shortcut = a->xr;
     if (!tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT])) {
         shortcut = tensor_4d(scratch->buf[0], s->n, s->out_h, s->out_w, (size_t)l->out_channels);
@@ -189,7 +191,7 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, a->xr,
                         p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
     Tensor d_a2 = SCRATCH4(scratch, 1, n, oh, ow, c_out);
-    conv2d_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, a->a2,
+    conv_input_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, &a->a2,
                     p[UNET_RESNET_CONV2_WEIGHT], conv2d_params(1, 1));
     /* a2 = dropout(silu(norm2(c1))), or dropout(silu(n2s)) in scale_shift mode */
     if (dropout_on(l, keys)) dropout_per_sample(d_a2, d_a2, l->dropout, keys, layer_index);
@@ -225,7 +227,7 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
                     p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
     /* c1 = conv1(a1r) */
     Tensor d_a1r = SCRATCH4(scratch, 1, n, oh, ow, c_in);
-    conv2d_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, a->a1r,
+    conv_input_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, &a->a1r,
                     p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
     /* a1r, xr = resample(a1), resample(x_cat) */
     Tensor d_a1 = d_a1r;

@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/check.h"
 #include "ops/ops.h"
+#include "ops/precision.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Set-up */
@@ -65,6 +66,10 @@ Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *
 /* ------------------------------------------------------------------------------------------------ */
 /* Planning */
 
+static bool bf16_activations_enabled = true;
+
+void unet_bf16_activations(bool on) { bf16_activations_enabled = on; }
+
 static Tensor image(Arena *arena, size_t n, size_t h, size_t w, size_t c) {
     return tensor_4d(arena_floats(arena, n * h * w * c), n, h, w, c);
 }
@@ -114,6 +119,7 @@ static void plan_buffers(UNet *net) {
         LayerState *s = &net->states[i];
         const UNetLayer *l = &layout->layers[i];
         s->layer = l;
+        s->bf16 = net->bf16_activations;
         s->n = n;
         s->in_h = net->height >> l->in_level, s->in_w = net->width >> l->in_level;
         s->out_h = net->height >> l->out_level, s->out_w = net->width >> l->out_level;
@@ -143,7 +149,7 @@ static void plan_buffers(UNet *net) {
         case UNET_LAYER_OUT:
             s->head.mean = rows(arena, n, (size_t)l->norm_groups);
             s->head.rstd = rows(arena, n, (size_t)l->norm_groups);
-            s->head.act = image(arena, n, s->in_h, s->in_w, c_in);
+            conv_input_plan(&s->head.act, arena, s->bf16, n, s->in_h, s->in_w, c_in);
             /* The output itself is the caller's buffer, set by each forward pass. */
             break;
         case UNET_LAYER_CONV_IN:
@@ -177,6 +183,7 @@ void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
           layout->config.n_blocks);
     unet_unplan(net);
     net->batch = batch, net->height = height, net->width = width;
+    net->bf16_activations = ops_precision() == OPS_PRECISION_BF16 && bf16_activations_enabled;
     net->states = xcalloc((size_t)layout->n_layers, sizeof *net->states);
     net->d_skip_out = xcalloc((size_t)layout->n_layers, sizeof *net->d_skip_out);
     net->skip_source = xcalloc((size_t)layout->n_layers, sizeof *net->skip_source);
@@ -253,17 +260,16 @@ static void time_backward(UNet *net, LayerState *s) {
 
 static void head_forward(LayerState *s, Tensor in) {
     const UNetLayer *l = s->layer;
-    group_norm_silu_forward(s->head.act, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
-                            s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
-    conv2d_forward(s->out, s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
+    conv_input_norm_silu(&s->head.act, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
+                         s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
+    conv_input_forward(s->out, &s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
 }
 
 static void head_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch) {
     const UNetLayer *l = s->layer;
-    const Tensor act = s->head.act;
-    Tensor d_act = SCRATCH4(scratch, 0, act.shape[0], act.shape[1], act.shape[2], act.shape[3]);
-    conv2d_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, act, s->p[UNET_OUT_CONV_WEIGHT],
-                    conv2d_params(1, 1));
+    Tensor d_act = SCRATCH4(scratch, 0, in.shape[0], in.shape[1], in.shape[2], in.shape[3]);
+    conv_input_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, &s->head.act,
+                        s->p[UNET_OUT_CONV_WEIGHT], conv2d_params(1, 1));
     group_norm_silu_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_act, in, s->head.mean,
                              s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], s->p[UNET_OUT_NORM_BIAS], l->norm_groups);
 }

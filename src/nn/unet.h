@@ -23,6 +23,7 @@ typedef struct UNet {
 
     /* The plan: set by unet_plan. */
     size_t batch, height, width;
+    bool bf16_activations; /* planned in bf16 precision: see ConvInput (unet_layers.h) */
     Arena arena;
     LayerState *states; /* one per layout layer */
     int *skip_source;   /* per layer: the layer whose output it concatenates, or -1 */
@@ -46,8 +47,13 @@ void unet_free(UNet *net);
 void unet_init_weights(UNet *net, uint64_t seed);
 
 /* Plans activations for `batch` images of height x width (each divisible by 2^(blocks - 1)). Replaces
- * any earlier plan. */
+ * any earlier plan. In bf16 precision (ops/precision.h) the convolution inputs that fused norms write are
+ * kept in bf16; such a plan then needs bf16 precision for its passes. */
 void unet_plan(UNet *net, size_t batch, size_t height, size_t width);
+
+/* Tests only: false makes bf16 plans keep every activation in fp32 (the convolutions round their inputs
+ * themselves), to check that the bf16 copies give the same results. */
+void unet_bf16_activations(bool on);
 size_t unet_plan_bytes(const UNet *net);
 
 /* out (N, H, W, out_channels) = UNet(x (N, H, W, in_channels), timesteps (N), class_labels (N) or NULL).

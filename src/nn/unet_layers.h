@@ -16,6 +16,7 @@
 #include "core/arena.h"
 #include "core/tensor.h"
 #include "nn/unet_layout.h"
+#include "ops/conv2d.h"
 
 /* Scratch buffers for backward: enough for the resnet block, the layer that needs the most at once. */
 enum { UNET_N_SCRATCH = 6 };
@@ -41,17 +42,34 @@ typedef struct UNetDropoutKeys {
     const uint64_t *sample_ids; /* N */
 } UNetDropoutKeys;
 
+/* A convolution's input written by a fused GroupNorm + SiLU and read by nothing else: fp32, or in a bf16
+ * plan (the precision at unet_plan is bf16) rounded to bf16 as it is written (nn/conv_input.c). */
+typedef struct ConvInput {
+    Tensor f32;     /* none in a bf16 plan */
+    Bf16Image bf16; /* data NULL in an fp32 plan */
+} ConvInput;
+
+void conv_input_plan(ConvInput *in, Arena *arena, bool bf16, size_t n, size_t h, size_t w, size_t c);
+/* in = silu(group_norm(x)) */
+void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias, int groups,
+                          float eps);
+void conv_input_forward(Tensor out, const ConvInput *in, Tensor weight, Tensor bias, Conv2dParams p);
+void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const ConvInput *in, Tensor weight,
+                         Conv2dParams p);
+
 /* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
  * recomputed by backward from the norm's input and statistics. */
 typedef struct ResnetActs {
-    Tensor x_cat;            /* input, concatenated with the skip when there is one */
-    Tensor mean1, rstd1, a1; /* norm1 statistics, silu(norm1(x_cat)) */
-    Tensor a1r, xr;          /* a1 and x_cat resampled (aliases when the block does not resample) */
+    Tensor x_cat;       /* input, concatenated with the skip when there is one */
+    Tensor mean1, rstd1;
+    ConvInput a1, a1r;  /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1 resampled
+                           (fp32), or a1 itself */
+    Tensor xr;          /* x_cat resampled (an alias of x_cat when the block does not resample) */
     Tensor c1;               /* conv1 output (+ time projection in "default" mode): norm2's input */
     Tensor temb;             /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
     Tensor mean2, rstd2;     /* norm2 statistics */
     Tensor n2, n2s;          /* "scale_shift" mode only: norm2 output and n2 * (1 + scale) + shift */
-    Tensor a2;               /* dropout(silu(...)): conv2's input */
+    ConvInput a2;            /* dropout(silu(...)): conv2's input, fp32 with dropout or scale_shift */
 } ResnetActs;
 
 typedef struct AttentionActs {
@@ -66,6 +84,7 @@ typedef struct TimeActs {
 
 typedef struct LayerState {
     const UNetLayer *layer;
+    bool bf16; /* planned for bf16 precision: conv inputs written by fused norms are kept in bf16 */
     Tensor p[UNET_N_PARAM_SLOTS], g[UNET_N_PARAM_SLOTS]; /* parameters and gradients (none when absent) */
     size_t n, in_h, in_w, out_h, out_w;
     Tensor out; /* (N, out_h, out_w, out_channels); the time embedding's is silu_emb */
@@ -80,7 +99,8 @@ typedef struct LayerState {
             Tensor up; /* upsample: the nearest-x2 input of the conv */
         } upsample;
         struct {
-            Tensor mean, rstd, act; /* out: conv_norm_out statistics, silu(conv_norm_out(h)): the conv's input */
+            Tensor mean, rstd; /* out: conv_norm_out statistics */
+            ConvInput act;     /* silu(conv_norm_out(h)): the conv's input */
         } head;
     };
 } LayerState;

@@ -16,6 +16,7 @@
 #define DIFFUSE_CONV2D_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/tensor.h"
 
@@ -31,6 +32,17 @@ size_t conv2d_out_size(size_t in, size_t kernel, int stride, int pad_lo, int pad
 
 void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p);
 void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight, Conv2dParams p);
+
+/* bf16 precision (ops/precision.h) only: the same passes with the input already rounded to bf16, as
+ * group_norm_silu_forward_bf16 writes it, which saves rounding it on every call and half its memory. */
+typedef struct Bf16Image {
+    const uint16_t *data; /* (N, H, W, C) */
+    size_t n, h, w, c;
+} Bf16Image;
+
+void conv2d_forward_bf16_input(Tensor out, Bf16Image inp, Tensor weight, Tensor bias, Conv2dParams p);
+void conv2d_backward_bf16_input(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Bf16Image inp, Tensor weight,
+                                Conv2dParams p);
 
 void conv2d_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p);
 void conv2d_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,

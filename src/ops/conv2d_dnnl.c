@@ -517,15 +517,35 @@ static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     return plan->wei;
 }
 
-void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p) {
-    Conv2dShape s = conv2d_check_forward(__func__, out, inp, weight, bias, p);
+/* The input as the plan reads it: fp32 inp (rounded into the workspace for a bf16 plan), or inp_bf16. */
+static const void *input_of(const Plan *plan, const float *inp, const uint16_t *inp_bf16, size_t n) {
+    if (inp_bf16) {
+        CHECK(plan->key.bf16, "conv2d: a bf16 input needs bf16 precision (ops_set_precision)");
+        return inp_bf16;
+    }
+    if (plan->key.bf16) return bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp, n);
+    return inp;
+}
+
+/* A shape-only view of a bf16 input for the argument checks, and its own overlap check (2-byte values). */
+static Tensor bf16_shape(const char *where, Tensor out, Bf16Image inp) {
+    static float placeholder;
+    CHECK(inp.data, "%s: inp is NULL", where);
+    Tensor view = tensor_4d(&placeholder, inp.n, inp.h, inp.w, inp.c);
+    uintptr_t a0 = (uintptr_t)inp.data, a1 = a0 + tensor_numel(view) * sizeof(uint16_t);
+    uintptr_t b0 = (uintptr_t)out.data, b1 = b0 + (tensor_is_none(out) ? 0 : tensor_numel(out) * sizeof(float));
+    CHECK(!(a0 < b1 && b0 < a1), "%s: an output overlaps the bf16 input", where);
+    return view;
+}
+
+static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t *inp_bf16, Tensor weight, Tensor bias,
+                    Conv2dParams p) {
     bool with_bias = !tensor_is_none(bias);
     PlanKey key = key_of(PLAN_FORWARD, s, p, with_bias);
     Plan *plan = plan_get(&key);
     dnnl_memory_t wei = weights_in(plan, weight.data);
-    if (plan->nchw) transpose_images(ws.nchw_in, inp.data, s.n, s.h * s.w, s.ci);
-    if (plan->key.bf16) bind(plan->act_in, bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp.data, tensor_numel(inp)));
-    else bind(plan->act_in, plan->nchw ? ws.nchw_in : inp.data);
+    if (plan->nchw) transpose_images(ws.nchw_in, inp, s.n, s.h * s.w, s.ci);
+    bind(plan->act_in, plan->nchw ? ws.nchw_in : input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
     bind(plan->act_out, plan->nchw ? ws.nchw_out : out.data);
     bind(plan->bias, bias.data);
     bind(plan->scratchpad, ws.scratchpad);
@@ -534,6 +554,15 @@ void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dPa
     execute(plan->conv, with_bias ? 5 : 4, args);
     DNNL_CALL(dnnl_stream_wait(stream));
     if (plan->nchw) transpose_images(out.data, ws.nchw_out, s.n, s.co, s.ho * s.wo);
+}
+
+void conv2d_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Conv2dParams p) {
+    forward(conv2d_check_forward(__func__, out, inp, weight, bias, p), out, inp.data, NULL, weight, bias, p);
+}
+
+void conv2d_forward_bf16_input(Tensor out, Bf16Image inp, Tensor weight, Tensor bias, Conv2dParams p) {
+    Tensor view = bf16_shape(__func__, out, inp);
+    forward(conv2d_check_forward(__func__, out, view, weight, bias, p), out, NULL, inp.data, weight, bias, p);
 }
 
 /* dst[i] += src[i]: how oneDNN's overwritten outputs join the caller's accumulated gradients. */
@@ -636,19 +665,14 @@ static void backward_bias_only(float *dbias, const float *dout, size_t n_pos, si
 
 /* The weight gradient, computed in the kernel's layout in the workspace, is reordered back to oihw and
  * summed into dweight in the same pass; the bias gradient is added from the workspace. */
-static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, const uint16_t *dout_bf16, Tensor inp,
-                             Conv2dShape s, Conv2dParams p) {
+static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, const uint16_t *dout_bf16, const float *inp,
+                             const uint16_t *inp_bf16, Conv2dShape s, Conv2dParams p) {
     bool with_bias = !tensor_is_none(dbias);
     PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, s, p, with_bias);
     Plan *plan = plan_get(&key);
     bind(plan->wei, ws.wei);
-    if (plan->key.bf16) {
-        bind(plan->act_in, bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp.data, tensor_numel(inp)));
-        bind(plan->act_out, dout_bf16);
-    } else {
-        bind(plan->act_in, inp.data);
-        bind(plan->act_out, dout.data);
-    }
+    bind(plan->act_in, input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
+    bind(plan->act_out, plan->key.bf16 ? (const void *)dout_bf16 : dout.data);
     bind(plan->bias, ws.dbias);
     bind(plan->scratchpad, ws.scratchpad);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_DIFF_DST, plan->act_out},
@@ -669,15 +693,27 @@ static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, const ui
     if (with_bias) add_into(dbias.data, ws.dbias, s.co);
 }
 
-void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
-                     Conv2dParams p) {
-    Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight, p);
+static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const float *inp,
+                     const uint16_t *inp_bf16, Tensor weight, Conv2dParams p) {
     /* In bf16, both passes read the same rounded copy of dout. */
     const uint16_t *dout_bf16 = NULL;
     bool narrow_only = tensor_is_none(dweight) && s.ci < NARROW_CI;
     if (ops_precision() == OPS_PRECISION_BF16 && !narrow_only && !(tensor_is_none(dinp) && tensor_is_none(dweight)))
         dout_bf16 = bf16_copy(&ws.dout_bf16, &ws.dout_bf16_bytes, dout.data, tensor_numel(dout));
     if (!tensor_is_none(dinp)) backward_data(dinp, dout, dout_bf16, weight, s, p);
-    if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, dout_bf16, inp, s, p);
+    if (!tensor_is_none(dweight)) backward_weights(dweight, dbias, dout, dout_bf16, inp, inp_bf16, s, p);
     else if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
+}
+
+void conv2d_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,
+                     Conv2dParams p) {
+    Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight, p);
+    backward(s, dinp, dweight, dbias, dout, inp.data, NULL, weight, p);
+}
+
+void conv2d_backward_bf16_input(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Bf16Image inp, Tensor weight,
+                                Conv2dParams p) {
+    Tensor view = bf16_shape(__func__, dweight, inp);
+    Conv2dShape s = conv2d_check_backward(__func__, dinp, dweight, dbias, dout, view, weight, p);
+    backward(s, dinp, dweight, dbias, dout, NULL, inp.data, weight, p);
 }

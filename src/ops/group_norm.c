@@ -57,6 +57,7 @@
 
 #include "core/alloc.h"
 #include "core/check.h"
+#include "core/half.h"
 #include "ops/silu_math.h"
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -289,6 +290,21 @@ static bool can_stream(const float *out, size_t c_all) {
  * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). With silu,
  * out = silu(x a + b): the fused GroupNorm + SiLU. */
 static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
+                           const float *restrict a, const float *restrict b, bool silu, bool stream);
+
+/* out = bf16(silu(x a + b)): the fused op's output rounded to bf16 as it is written, for a bf16
+ * convolution to read (group_norm_silu_forward_bf16). */
+static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x, size_t n_rows, size_t width,
+                                size_t ld, const float *restrict a, const float *restrict b) {
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *row = x + r * ld;
+        uint16_t *orow = out + r * ld;
+#pragma omp simd
+        for (size_t c = 0; c < width; c++) orow[c] = bfloat16_round(silu_value(row[c] * a[c] + b[c]));
+    }
+}
+
+static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
                            const float *restrict a, const float *restrict b, bool silu, bool stream) {
 #if defined(__AVX512F__)
     if (stream) {
@@ -326,7 +342,15 @@ typedef struct ForwardArgs {
     const float *w, *bias;
     float eps;
     bool silu;
+    uint16_t *out_bf16; /* the fused op's bf16 output, in place of out */
 } ForwardArgs;
+
+/* The output rows [offset, offset + n_rows ld) of a forward task. */
+static void write_rows(const ForwardArgs *f, size_t offset, size_t n_rows, size_t width, size_t ld, const float *a,
+                       const float *b, bool stream) {
+    if (f->out_bf16) normalize_rows_bf16(f->out_bf16 + offset, f->inp.data + offset, n_rows, width, ld, a, b);
+    else normalize_rows(f->out.data + offset, f->inp.data + offset, n_rows, width, ld, a, b, f->silu, stream);
+}
 
 /* Slab split: each task owns k groups of one sample from statistics to output. */
 static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
@@ -352,7 +376,7 @@ static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
                 group_output_coefficients(&f->mean.data[n * pl->g + g0 + j], &f->rstd.data[n * pl->g + g0 + j],
                                           a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias,
                                           c0 + j * pl->cg, pl->cg);
-            normalize_rows(f->out.data + offset, f->inp.data + offset, pl->s, width, pl->c, a, b, f->silu, false);
+            write_rows(f, offset, pl->s, width, pl->c, a, b, false);
         }
     }
 }
@@ -370,7 +394,7 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
     size_t block_rows = GN_BLOCK_ELEMS / c_all / 8 * 8;
     if (block_rows < 8) block_rows = 8;
     const bool large = pl->n * pl->s * c_all * sizeof(float) >= GN_LARGE_BYTES;
-    const bool stream = large && can_stream(f->out.data, c_all);
+    const bool stream = large && !f->out_bf16 && can_stream(f->out.data, c_all);
 #pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
     {
         double *mean_c = work + (size_t)omp_get_thread_num() * work_doubles, *m2_c = mean_c + c_all;
@@ -402,35 +426,41 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
             const float *a = coef + n * 2 * c_all;
-            normalize_rows(f->out.data + offset, f->inp.data + offset, r1 - r0, c_all, c_all, a, a + c_all, f->silu,
-                           stream);
+            write_rows(f, offset, r1 - r0, c_all, c_all, a, a + c_all, stream);
         }
     }
 }
 
-static void forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
-                    float eps, bool silu, const char *where) {
+static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                    int n_groups, float eps, bool silu, const char *where) {
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
-    tensor_expect(out, where, "out", inp.ndim, inp.shape);
+    if (out_bf16) CHECK(silu, "%s: bf16 output without the SiLU", where);
+    else tensor_expect(out, where, "out", inp.ndim, inp.shape);
     tensor_expect(mean, where, "mean", 2, stats_shape);
     tensor_expect(rstd, where, "rstd", 2, stats_shape);
     if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
     if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, channels);
     CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", where, (double)eps);
-    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps, silu};
+    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps, silu, out_bf16};
     if (pl.slabs) forward_slabs(&pl, &f);
     else forward_chunks(&pl, &f);
 }
 
 void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
                         float eps) {
-    forward(out, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
+    forward(out, NULL, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
 }
 
 void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps) {
-    forward(out, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
+    forward(out, NULL, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
+}
+
+void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                                  int n_groups, float eps) {
+    CHECK(out, "%s: out is NULL", __func__);
+    forward(tensor_none(), out, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -3,7 +3,7 @@
  * convolution. Activations, parameters, gradients, optimizer state and everything else stay fp32 (the
  * "master" copies); a bf16 convolution rounds its two operands to bf16 on the way in (forward: input and
  * weight; backward-data: output gradient and weight; backward-weights: input and output gradient).
- * Convolutions are 90 % or more of a U-Net's FLOPs; linear layers and attention stay fp32. */
+ * Convolutions are 83-92 % of the FLOPs of the presets; linear layers and attention stay fp32. */
 #ifndef DIFFUSE_PRECISION_H
 #define DIFFUSE_PRECISION_H
 
