@@ -288,7 +288,8 @@ static bool can_stream(const float *out, size_t c_all) {
  * b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below the
  * rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
  * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). With silu,
- * out = silu(x a + b): the fused GroupNorm + SiLU. */
+ * out = silu(x a + b): the fused GroupNorm + SiLU, whose output a convolution reads next, so it is never
+ * streamed past the cache. */
 static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
                            const float *restrict a, const float *restrict b, bool silu, bool stream);
 
@@ -307,16 +308,11 @@ static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x,
 static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
                            const float *restrict a, const float *restrict b, bool silu, bool stream) {
 #if defined(__AVX512F__)
-    if (stream) {
+    if (stream && !silu) {
         for (size_t r = 0; r < n_rows; r++)
             for (size_t c = 0; c < width; c += 16) {
-                float v[16];
-#pragma omp simd
-                for (int j = 0; j < 16; j++) {
-                    float y = x[r * ld + c + j] * a[c + j] + b[c + j];
-                    v[j] = silu ? silu_value(y) : y;
-                }
-                _mm512_stream_ps(out + r * ld + c, _mm512_loadu_ps(v));
+                __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + r * ld + c), _mm512_loadu_ps(a + c));
+                _mm512_stream_ps(out + r * ld + c, _mm512_add_ps(v, _mm512_loadu_ps(b + c)));
             }
         _mm_sfence(); /* order the streamed stores before the barrier that publishes them */
         return;
