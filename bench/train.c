@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
     const char *model = "ddpm-cifar10";
     int batch = 16, steps = 5, threads = 0, size = 0;
     bool sample_only = false;
-    OpsPrecision precision = OPS_PRECISION_FP32;
+    const char *precision_name = "fp32";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sample-only")) sample_only = true;
-        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && ops_precision_parse(argv[i + 1], &precision)) i++;
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision_name = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--model M] [--batch N] [--steps N] [--threads N] [--size N] [--sample-only]"
@@ -80,14 +80,15 @@ int main(int argc, char **argv) {
         }
     }
     threads_set(threads);
-    if (precision == OPS_PRECISION_BF16 && !ops_bf16_supported()) {
-        fprintf(stderr, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
+    OpsPrecision precision;
+    Error err;
+    if (ops_precision_from_name(precision_name, &precision, &err)) {
+        fprintf(stderr, "%s\n", err.message);
         return 1;
     }
     ops_set_precision(precision);
     UNetConfig cfg;
     ModelSource src;
-    Error err;
     if (model_source_resolve(&src, &cfg, model, &err)) {
         fprintf(stderr, "%s\n", err.message);
         return 1;

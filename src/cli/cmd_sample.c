@@ -127,10 +127,7 @@ int cmd_sample(int argc, char **argv, Error *err) {
     if (eta < 0) return error_set(err, "--eta must be >= 0 (got %g)", eta);
     if (eta != 0 && kind != SAMPLER_DDIM) return error_set(err, "--eta applies to --sampler ddim only");
     OpsPrecision precision;
-    if (!ops_precision_parse(precision_name, &precision))
-        return error_set(err, "unknown --precision '%s' (supported: fp32, bf16)", precision_name);
-    if (precision == OPS_PRECISION_BF16 && !ops_bf16_supported())
-        return error_set(err, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX); use fp32");
+    if (ops_precision_from_name(precision_name, &precision, err)) return -1;
     if (!output && !out_dir)
         return error_set(err, "nothing to write: give -o FILE.png for a grid and/or --out-dir DIR for one PNG per image");
     if (output && output_check_file(output, "-o", err)) return -1;

@@ -25,8 +25,7 @@ static int to_config(const TrainArgs *a, TrainConfig *cfg, Error *err) {
     if (beta_schedule_from_name(a->beta_schedule, &cfg->schedule.beta_schedule, err)) return -1;
     if (prediction_type_from_name(a->prediction, &cfg->prediction, err)) return -1;
     if (sampler_kind_from_name(a->sample_sampler, &cfg->sample_sampler, err)) return -1;
-    if (!ops_precision_parse(a->precision, &cfg->precision))
-        return error_set(err, "unknown --precision '%s' (supported: fp32, bf16)", a->precision);
+    if (ops_precision_from_name(a->precision, &cfg->precision, err)) return -1;
     const struct {
         const char *name;
         int value;

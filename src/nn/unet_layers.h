@@ -60,16 +60,16 @@ void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout,
 /* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
  * recomputed by backward from the norm's input and statistics. */
 typedef struct ResnetActs {
-    Tensor x_cat;       /* input, concatenated with the skip when there is one */
-    Tensor mean1, rstd1;
-    ConvInput a1, a1r;  /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1 resampled
-                           (fp32), or a1 itself */
-    Tensor xr;          /* x_cat resampled (an alias of x_cat when the block does not resample) */
-    Tensor c1;               /* conv1 output (+ time projection in "default" mode): norm2's input */
-    Tensor temb;             /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
-    Tensor mean2, rstd2;     /* norm2 statistics */
-    Tensor n2, n2s;          /* "scale_shift" mode only: norm2 output and n2 * (1 + scale) + shift */
-    ConvInput a2;            /* dropout(silu(...)): conv2's input, fp32 with dropout or scale_shift */
+    Tensor x_cat;        /* input, concatenated with the skip when there is one */
+    Tensor mean1, rstd1; /* norm1 statistics */
+    ConvInput a1, a1r;   /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1
+                            resampled (fp32), or a1 itself */
+    Tensor xr;           /* x_cat resampled (an alias of x_cat when the block does not resample) */
+    Tensor c1;           /* conv1 output (+ time projection in "default" mode): norm2's input */
+    Tensor temb;         /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
+    Tensor mean2, rstd2; /* norm2 statistics */
+    Tensor n2, n2s;      /* "scale_shift" mode only: norm2 output and n2 * (1 + scale) + shift */
+    ConvInput a2;        /* dropout(silu(...)): conv2's input, fp32 with dropout or scale_shift */
 } ResnetActs;
 
 typedef struct AttentionActs {

@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 
+#include "core/error.h"
+
 typedef enum OpsPrecision { OPS_PRECISION_FP32, OPS_PRECISION_BF16 } OpsPrecision;
 
 void ops_set_precision(OpsPrecision precision);
@@ -16,10 +18,11 @@ OpsPrecision ops_precision(void);
 
 /* "fp32" or "bf16". */
 const char *ops_precision_name(OpsPrecision precision);
-/* The precision named `name`; false when it names none. */
-bool ops_precision_parse(const char *name, OpsPrecision *precision);
-
 /* Whether this CPU runs bf16 convolutions in hardware (AVX-512 BF16 or AMX), as oneDNN reports it. */
 bool ops_bf16_supported(void);
+
+/* The precision named `name` ("fp32" or "bf16", the value of a --precision option); an error when it names
+ * none, or names bf16 on a CPU without ops_bf16_supported(). */
+int ops_precision_from_name(const char *name, OpsPrecision *precision, Error *err);
 
 #endif

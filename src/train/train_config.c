@@ -60,8 +60,6 @@ int train_config_validate(const TrainConfig *cfg, Error *err) {
     if (cfg->keep < 1) return error_set(err, "--keep must be at least 1");
     if (cfg->max_bad_steps < 1) return error_set(err, "--max-bad-steps must be at least 1");
     if (cfg->threads < 0) return error_set(err, "--threads must not be negative (0: all cores)");
-    if (cfg->precision == OPS_PRECISION_BF16 && !ops_bf16_supported())
-        return error_set(err, "--precision bf16: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX); use fp32");
     return 0;
 }
 
