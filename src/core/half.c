@@ -29,6 +29,14 @@ float bfloat16_to_float(uint16_t b) { return float_from_bits((uint32_t)b << 16);
 uint16_t float_to_bfloat16(float f) { return bfloat16_round(f); }
 
 void floats_to_bfloat16(uint16_t *restrict dst, const float *restrict src, size_t n) {
+#if defined(__AVX512F__)
+    const size_t n16 = n / 16 * 16;
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t i = 0; i < n16; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), bfloat16_round16(_mm512_loadu_ps(src + i)));
+    for (size_t i = n16; i < n; i++) dst[i] = bfloat16_round(src[i]);
+#else
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) dst[i] = bfloat16_round(src[i]);
+#endif
 }

@@ -54,6 +54,7 @@
 #include <omp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/alloc.h"
 #include "core/check.h"
@@ -272,6 +273,18 @@ static void group_output_coefficients(float *mean, float *rstd, float *a, float 
     }
 }
 
+#if defined(__AVX512F__)
+/* The first min(n, 16) lanes. */
+static __mmask16 lanes(size_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/* x a + b for the lanes in m (0 elsewhere), rounding the product and the sum as the scalar loops do. */
+static inline __attribute__((always_inline)) __m512 affine16(const float *x, const float *a, const float *b,
+                                                             __mmask16 m) {
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x), _mm512_maskz_loadu_ps(m, a)),
+                         _mm512_maskz_loadu_ps(m, b));
+}
+#endif
+
 /* Whether normalize_rows can write with non-temporal stores, which skip reading the destination's cache
  * lines before overwriting them (a third less memory traffic). Used only for tensors too large to stay
  * in cache for the next layer anyway (GN_LARGE_BYTES). */
@@ -297,6 +310,20 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
  * convolution to read (group_norm_silu_forward_bf16). */
 static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x, size_t n_rows, size_t width,
                                 size_t ld, const float *restrict a, const float *restrict b) {
+#if defined(__AVX512F__)
+    for (size_t r = 0; r < n_rows; r++)
+        for (size_t c = 0; c < width; c += 16) {
+            const __mmask16 m = lanes(width - c);
+            __m256i y = bfloat16_round16(silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
+            if (m == 0xFFFF) _mm256_storeu_si256((__m256i *)(out + r * ld + c), y);
+            else {
+                uint16_t tail[16];
+                _mm256_storeu_si256((__m256i *)tail, y);
+                memcpy(out + r * ld + c, tail, (width - c) * sizeof *tail);
+            }
+        }
+    return;
+#endif
     for (size_t r = 0; r < n_rows; r++) {
         const float *row = x + r * ld;
         uint16_t *orow = out + r * ld;
@@ -315,6 +342,14 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
                 _mm512_stream_ps(out + r * ld + c, _mm512_add_ps(v, _mm512_loadu_ps(b + c)));
             }
         _mm_sfence(); /* order the streamed stores before the barrier that publishes them */
+        return;
+    }
+    if (silu) {
+        for (size_t r = 0; r < n_rows; r++)
+            for (size_t c = 0; c < width; c += 16) {
+                const __mmask16 m = lanes(width - c);
+                _mm512_mask_storeu_ps(out + r * ld + c, m, silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
+            }
         return;
     }
 #else
@@ -544,6 +579,16 @@ static void recompute_coefficients(float *restrict a, float *restrict b, const B
 /* The fused op's dy = dout silu'(x a + b) for n_rows rows (row stride ld), into dy (row stride width). */
 static void silu_grad_rows(float *restrict dy, const float *restrict dout, const float *restrict x, size_t n_rows,
                            size_t width, size_t ld, const float *restrict a, const float *restrict b) {
+#if defined(__AVX512F__)
+    for (size_t r = 0; r < n_rows; r++)
+        for (size_t c = 0; c < width; c += 16) {
+            const __mmask16 m = lanes(width - c);
+            const __m512 g = _mm512_maskz_loadu_ps(m, dout + r * ld + c);
+            _mm512_mask_storeu_ps(dy + r * width + c, m,
+                                  _mm512_mul_ps(g, silu_derivative16(affine16(x + r * ld + c, a + c, b + c, m))));
+        }
+    return;
+#endif
     for (size_t r = 0; r < n_rows; r++) {
         const float *g = dout + r * ld, *v = x + r * ld;
         float *d = dy + r * width;
