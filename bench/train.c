@@ -21,6 +21,7 @@
 #include "io/model_folder.h"
 #include "nn/unet.h"
 #include "nn/unet_cost.h"
+#include "ops/conv2d.h"
 #include "ops/precision.h"
 #include "optim/adamw.h"
 
@@ -130,7 +131,9 @@ int main(int argc, char **argv) {
                shape, args, threads_get(), seconds, 3 * forward_flops / seconds * 1e-9, (double)b.batch / seconds,
                (double)ru.ru_maxrss / 1024.0);
     }
+    conv2d_hold_weights(true); /* as `diffuse sample` does */
     double seconds = bench_median_seconds(sample_step, &b, 1, steps);
+    conv2d_hold_weights(false);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"op\":\"sample_step\",\"shape\":\"%s\",\"args\":%s,\"threads\":%d,\"seconds\":%.6g,\"gflops\":%.4g,"

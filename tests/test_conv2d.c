@@ -453,6 +453,78 @@ static void test_bf16_matches_rounded_reference(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Held weights (sampling) */
+
+/* Forward of the first image only, through views of v's tensors. */
+static void forward_first_image(Conv *v) {
+    const Case *c = &v->c;
+    conv2d_forward(tensor_4d(v->out.data, 1, case_ho(c), case_wo(c), c->co), tensor_4d(v->inp.data, 1, c->h, c->w, c->ci),
+                   v->weight, v->bias, c->p);
+}
+
+/* Held forwards give the bits of plain ones, keep two weight tensors of one shape apart, serve a second
+ * batch size (another plan), and, where the plan moves its weights (`moved`: a copy is held), do not see
+ * a held weight change until released, as the caller promised not to make one. */
+static void held_weights_case(const Case *c, OpsPrecision precision, bool moved) {
+    ops_set_precision(precision);
+    const size_t n = n_out(c), n_first = n / c->n;
+    Conv a = conv_alloc(c), b = conv_alloc(c);
+    conv_fill(&a, 7);
+    conv_fill(&b, 8);
+    memcpy(b.inp.data, a.inp.data, n_inp(c) * sizeof(float));
+    float *want_a = xmalloc(n * sizeof(float)), *want_b = xmalloc(n * sizeof(float));
+    float *want_first = xmalloc(n_first * sizeof(float));
+    forward_first_image(&a);
+    memcpy(want_first, a.out.data, n_first * sizeof(float));
+    run_forward(&a, true);
+    memcpy(want_a, a.out.data, n * sizeof(float));
+    run_forward(&b, true);
+    memcpy(want_b, b.out.data, n * sizeof(float));
+    EXPECT(!same_bits(want_a, want_b, n), "held %s: the two weight tensors should give different outputs", case_str(c));
+
+    conv2d_hold_weights(true);
+    for (int round = 0; round < 2; round++) {
+        run_forward(&a, true);
+        EXPECT(same_bits(a.out.data, want_a, n), "held %s %s, round %d: out differs from the unheld forward",
+               ops_precision_name(precision), case_str(c), round);
+        run_forward(&b, true);
+        EXPECT(same_bits(b.out.data, want_b, n), "held %s %s, round %d: the second weight tensor's out differs",
+               ops_precision_name(precision), case_str(c), round);
+        forward_first_image(&a);
+        EXPECT(same_bits(a.out.data, want_first, n_first), "held %s %s, round %d: batch 1 differs",
+               ops_precision_name(precision), case_str(c), round);
+    }
+    for (size_t i = 0; i < n_weight(c); i++) a.weight.data[i] *= 2;
+    run_forward(&a, true);
+    EXPECT(same_bits(a.out.data, want_a, n) == moved, "held %s %s: a held forward should %s its weights",
+           ops_precision_name(precision), case_str(c), moved ? "not reread" : "read");
+    conv2d_hold_weights(false);
+    run_forward(&a, true);
+    EXPECT(!same_bits(a.out.data, want_a, n), "released %s %s: the changed weights should be read",
+           ops_precision_name(precision), case_str(c));
+    conv_check_guards(&a, "held");
+    free(want_a), free(want_b), free(want_first);
+    conv_free(&a);
+    conv_free(&b);
+    ops_set_precision(OPS_PRECISION_FP32);
+}
+
+static void test_held_weights(void) {
+    const Case blocked = {2, 16, 16, 32, 48, 3, 3, S1P1, true}, few_positions = {2, 4, 4, 64, 64, 3, 3, S1P1, false};
+    /* fp32: weights moved by our own loops, by oneDNN's reorder, and used as they are by the channels-first
+     * forward of few positions; bf16 always moves (rounds) them. */
+    held_weights_case(&blocked, OPS_PRECISION_FP32, true);
+    conv2d_fast_use_own_weight_moves(false);
+    held_weights_case(&blocked, OPS_PRECISION_FP32, true);
+    conv2d_fast_use_own_weight_moves(true);
+    held_weights_case(&few_positions, OPS_PRECISION_FP32, false);
+    if (ops_bf16_supported()) {
+        held_weights_case(&blocked, OPS_PRECISION_BF16, true);
+        held_weights_case(&few_positions, OPS_PRECISION_BF16, true);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Repeatability across thread counts, and the plan cache */
 
 /* Bit-exact at a fixed thread count is asserted above (second forward, doubled gradients). Across
@@ -653,6 +725,7 @@ int main(void) {
     RUN(test_fast_matches_reference);
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
+    RUN(test_held_weights);
     RUN(test_thread_count_dependence);
     RUN(test_plan_cache_eviction);
     RUN(test_bad_arguments);

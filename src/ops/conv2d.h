@@ -15,6 +15,7 @@
 #ifndef DIFFUSE_CONV2D_H
 #define DIFFUSE_CONV2D_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,5 +53,12 @@ void conv2d_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor
  * warmed-up call allocates nothing). This releases them all, e.g. after a run's last step or before a
  * leak check; the next call rebuilds what it needs. */
 void conv2d_cache_free(void);
+
+/* Sampling runs the same weights step after step. While held, the fast path's forward keeps each weight
+ * tensor in its kernel's layout (rounded to bf16 in bf16 precision) from its first use, by the tensor's
+ * address, and moves it no more. The caller promises that no weight it passes to conv2d_forward changes
+ * until it releases them with conv2d_hold_weights(false), which frees the copies (as conv2d_cache_free
+ * does). About the size of the convolution weights (half that in bf16). */
+void conv2d_hold_weights(bool hold);
 
 #endif

@@ -108,12 +108,23 @@ typedef struct Workspace {
         inp_bf16_bytes, dout_bf16_bytes;
 } Workspace;
 
+/* Held weights (conv2d_hold_weights): a forward plan's weights in its kernel's layout, by the address of
+ * the oihw tensor they came from and that layout. */
+typedef struct HeldWeights {
+    const float *weight;
+    dnnl_memory_desc_t layout;
+    void *data;
+} HeldWeights;
+
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static Plan *cache[PLAN_CACHE_CAPACITY];
 static unsigned long use_clock;
 static Workspace ws;
 static bool own_weight_moves = true;
+static bool hold_weights;
+static HeldWeights *held;
+static size_t n_held, held_capacity;
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Plans */
@@ -451,7 +462,20 @@ void conv2d_fast_use_own_weight_moves(bool on) {
     own_weight_moves = on;
 }
 
+static void held_weights_free(void) {
+    for (size_t i = 0; i < n_held; i++) alloc_free(held[i].data);
+    free(held);
+    held = NULL;
+    n_held = held_capacity = 0;
+}
+
+void conv2d_hold_weights(bool hold) {
+    held_weights_free();
+    hold_weights = hold;
+}
+
 void conv2d_cache_free(void) {
+    held_weights_free();
     for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
         plan_free(cache[i]);
         cache[i] = NULL;
@@ -498,15 +522,39 @@ static const uint16_t *bf16_copy(void **buf, size_t *bytes, const float *src, si
     return *buf;
 }
 
-/* Moves the oihw weights into the kernel's layout (in the workspace) and returns the memory to use. */
+/* The held copy of weight in plan's kernel layout, made on first use (see conv2d_hold_weights); *fresh
+ * tells whether it still has to be filled. */
+static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh) {
+    const dnnl_memory_desc_t *layout;
+    DNNL_CALL(dnnl_memory_get_memory_desc(plan->wei, &layout));
+    for (size_t i = 0; i < n_held; i++)
+        if (held[i].weight == weight && dnnl_memory_desc_equal(&held[i].layout, layout)) {
+            *fresh = false;
+            return held[i].data;
+        }
+    if (n_held == held_capacity) {
+        held_capacity = held_capacity ? 2 * held_capacity : 64;
+        held = xrealloc(held, held_capacity * sizeof *held);
+    }
+    held[n_held] = (HeldWeights){.weight = weight, .layout = *layout, .data = alloc_aligned(dnnl_memory_desc_get_size(layout))};
+    *fresh = true;
+    return held[n_held++].data;
+}
+
+/* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a forward
+ * plan while weights are held, moved only on first use) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     if (!plan->wei) {
         bind(plan->wei_user, weight);
         return plan->wei_user;
     }
-    bind(plan->wei, ws.wei);
+    void *dst = ws.wei;
+    bool fresh = true;
+    if (hold_weights && plan->key.kind == PLAN_FORWARD) dst = held_weights_of(plan, weight, &fresh);
+    bind(plan->wei, dst);
+    if (!fresh) return plan->wei;
     if (plan->own_layout.ok) {
-        weight_to_blocked(&plan->own_layout, ws.wei, weight);
+        weight_to_blocked(&plan->own_layout, dst, weight);
         return plan->wei;
     }
     bind(plan->wei_user, weight);

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "io/png_write.h"
+#include "ops/conv2d.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* The UNet as a DiffusionModelFn */
@@ -171,6 +172,7 @@ int generate_images(float *images, UNet *net, const SchedulerConfig *scheduler, 
     unet_denoiser_init(&den, net, h, w);
     den.class_labels = labels;
     int rc = 0;
+    conv2d_hold_weights(true); /* the weights stay as they are until the last step */
     for (size_t first = 0; first < n && !rc; first += batch) {
         size_t nb = n - first < batch ? n - first : batch;
         float *x = images + first * D;
@@ -198,6 +200,7 @@ int generate_images(float *images, UNet *net, const SchedulerConfig *scheduler, 
         };
         rc = sampler_run(&sm, x, nb, D, &run, err);
     }
+    conv2d_hold_weights(false);
     unet_denoiser_free(&den);
     free(labels);
     sampler_free(&sm);
