@@ -28,8 +28,10 @@ Tensor tensor_none(void);
 
 bool tensor_is_none(Tensor t);
 size_t tensor_numel(Tensor t);
-/* Sets every element to 0 (gradients are accumulated into, so a step starts from zero). */
+/* Sets every element to 0 (gradients are accumulated into, so a step starts from zero); threaded when
+ * large. floats_zero does the same for n floats. */
 void tensor_zero(Tensor t);
+void floats_zero(float *x, size_t n);
 /* Writes "(2, 64, 64, 224)" into buf and returns buf. */
 const char *tensor_shape_str(Tensor t, char *buf, size_t buf_bytes);
 

@@ -50,7 +50,7 @@ void unet_init_weights(UNet *net, uint64_t seed) { param_table_fill_init(&net->l
 
 void unet_zero_grads(UNet *net) {
     CHECK(net->grads, "unet_zero_grads: the model was created without gradients");
-    memset(net->grads, 0, net->n_params * sizeof(float));
+    floats_zero(net->grads, net->n_params);
 }
 
 Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape) {
