@@ -428,6 +428,7 @@ static void test_attention_fast_matches_reference(void) {
         {"8x8x256 (1 head of 256)", 2, 64, 64, 256, 1, 0, 0, true, true},
         {"Lq 40, Lk 75, 4 heads of 4", 2, 40, 75, 16, 4, 0, 0, false, true},
         {"Lq 70, Lk 33, 3 heads of 32", 1, 70, 33, 96, 3, 0, 0, false, true},
+        {"Lq 100, Lk 600, 2 heads of 32 (forward key tiles of 256, 256, 88)", 1, 100, 600, 64, 2, 0, 0, true, true},
 #else
         {"64x64x224 (28 heads of 8)", 2, 4096, 4096, 224, 28, 1, 2, false, false},
         {"32x32x448 (56 heads of 8)", 2, 1024, 1024, 448, 56, 0, 3, true, false},

@@ -39,11 +39,13 @@ void attention_set_tuning(AttentionTuning tuning);
 /* Block sizes of the fused kernels. Heads of ATTENTION_LANES_MAX_D channels or fewer (2, 4, 8) run the
  * lanes kernels: 16 queries (or keys) in the lanes of a vector, one key (query) at a time, blocks of
  * ATTENTION_LANES_BLOCK keys per online-softmax step. Other head sizes run the tile kernels on
- * ATTENTION_TILE_Q x ATTENTION_TILE_K blocks of the score matrix. */
+ * ATTENTION_TILE_Q x ATTENTION_TILE_K blocks of the score matrix (the forward ATTENTION_TILE_Q x
+ * ATTENTION_FORWARD_TILE_K). */
 #define ATTENTION_LANES_BLOCK 64
 #define ATTENTION_LOG2E 1.4426950408889634f
 #define ATTENTION_TILE_Q 64
 #define ATTENTION_TILE_K 64
+#define ATTENTION_FORWARD_TILE_K 256
 
 /* Head sizes with a lanes kernel. */
 static inline bool attention_uses_lanes(size_t D) { return D == 2 || D == 4 || D == 8; }
