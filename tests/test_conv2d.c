@@ -436,9 +436,13 @@ static void test_bf16_matches_rounded_reference(void) {
         printf("  skipped: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
         return;
     }
-    /* Inputs of 16 channels or more: below that, backward-data stays fp32 (conv2d_dnnl.c). */
+    /* Inputs of 16 channels or more: below that, backward-data stays fp32 (conv2d_dnnl.c). From 512 output
+     * positions at stride 1, backward-data runs as a forward convolution of flipped weights. */
     static const Case cases[] = {
         {1, 16, 16, 40, 40, 3, 3, S1P1, true},
+        {2, 16, 16, 40, 48, 3, 3, S1P1, true},
+        {2, 16, 16, 72, 40, 1, 1, {.stride = 1}, false},
+        {2, 16, 16, 20, 24, 5, 5, {.stride = 1, PAD(2, 1, 0, 3)}, true},
         {1, 4, 4, 96, 96, 3, 3, S1P1, true},
         {1, 16, 16, 40, 40, 3, 3, {.stride = 2, PAD(0, 1, 0, 1)}, true},
         {1, 16, 16, 72, 40, 1, 1, {.stride = 1}, false},

@@ -104,3 +104,11 @@ void weight_to_blocked_flipped(const WeightLayout *l, float *blocked, const floa
 void weight_add_from_blocked(const WeightLayout *l, float *oihw, const float *blocked) {
     for_each_run(l, (float *)(uintptr_t)blocked, oihw, MOVE_ADD_FROM_BLOCKED);
 }
+
+void weight_flip(float *restrict flipped, const float *restrict weight, size_t co, size_t ci, size_t kh, size_t kw) {
+    const size_t taps = kh * kw;
+#pragma omp parallel for schedule(static) if (co * ci * taps >= 65536)
+    for (size_t i = 0; i < ci; i++)
+        for (size_t o = 0; o < co; o++)
+            for (size_t k = 0; k < taps; k++) flipped[(i * co + o) * taps + k] = weight[(o * ci + i) * taps + taps - 1 - k];
+}

@@ -24,6 +24,9 @@ void weight_to_blocked(const WeightLayout *l, float *blocked, const float *oihw)
  * (l->ci, l->co, kH, kW) (the original conv's oihw), and blocked gets weight transposed in its two
  * channel axes with both kernel axes reversed. */
 void weight_to_blocked_flipped(const WeightLayout *l, float *blocked, const float *weight);
+/* flipped (ci, co, kH, kW) = weight (co, ci, kH, kW) transposed in its two channel axes with both kernel
+ * axes reversed, plain: the same weights as weight_to_blocked_flipped, for oneDNN's reorder to move. */
+void weight_flip(float *flipped, const float *weight, size_t co, size_t ci, size_t kh, size_t kw);
 /* oihw += blocked (the weight gradient's accumulation). */
 void weight_add_from_blocked(const WeightLayout *l, float *oihw, const float *blocked);
 
