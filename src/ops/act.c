@@ -23,10 +23,6 @@
 /* Large enough that waking the thread team pays off. */
 #define ACT_PARALLEL_ELEMS 32768
 
-#if defined(__AVX512F__)
-/* The first min(n, 16) lanes. */
-static __mmask16 lanes(size_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
-#endif
 
 void silu_forward(Tensor out, Tensor inp) {
     EXPECT_NDIM(inp, "inp", inp.ndim);
@@ -37,7 +33,7 @@ void silu_forward(Tensor out, Tensor inp) {
 #if defined(__AVX512F__)
 #pragma omp parallel for schedule(static) if (n >= ACT_PARALLEL_ELEMS)
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = lanes(n - i);
+        const __mmask16 m = silu16_lanes(n - i);
         _mm512_mask_storeu_ps(y + i, m, silu_value16(_mm512_maskz_loadu_ps(m, x + i)));
     }
 #else
@@ -56,7 +52,7 @@ void silu_backward(Tensor dinp, Tensor dout, Tensor inp) {
 #if defined(__AVX512F__)
 #pragma omp parallel for schedule(static) if (n >= ACT_PARALLEL_ELEMS)
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = lanes(n - i);
+        const __mmask16 m = silu16_lanes(n - i);
         const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), silu_derivative16(_mm512_maskz_loadu_ps(m, x + i)));
         _mm512_mask_storeu_ps(dx + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), g));
     }

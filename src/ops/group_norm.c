@@ -274,9 +274,6 @@ static void group_output_coefficients(float *mean, float *rstd, float *a, float 
 }
 
 #if defined(__AVX512F__)
-/* The first min(n, 16) lanes. */
-static __mmask16 lanes(size_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
-
 /* x a + b for the lanes in m (0 elsewhere), rounding the product and the sum as the scalar loops do. */
 static inline __attribute__((always_inline)) __m512 affine16(const float *x, const float *a, const float *b,
                                                              __mmask16 m) {
@@ -313,7 +310,7 @@ static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x,
 #if defined(__AVX512F__)
     for (size_t r = 0; r < n_rows; r++)
         for (size_t c = 0; c < width; c += 16) {
-            const __mmask16 m = lanes(width - c);
+            const __mmask16 m = silu16_lanes(width - c);
             __m256i y = bfloat16_round16(silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
             if (m == 0xFFFF) _mm256_storeu_si256((__m256i *)(out + r * ld + c), y);
             else {
@@ -347,7 +344,7 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
     if (silu) {
         for (size_t r = 0; r < n_rows; r++)
             for (size_t c = 0; c < width; c += 16) {
-                const __mmask16 m = lanes(width - c);
+                const __mmask16 m = silu16_lanes(width - c);
                 _mm512_mask_storeu_ps(out + r * ld + c, m, silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
             }
         return;
@@ -582,7 +579,7 @@ static void silu_grad_rows(float *restrict dy, const float *restrict dout, const
 #if defined(__AVX512F__)
     for (size_t r = 0; r < n_rows; r++)
         for (size_t c = 0; c < width; c += 16) {
-            const __mmask16 m = lanes(width - c);
+            const __mmask16 m = silu16_lanes(width - c);
             const __m512 g = _mm512_maskz_loadu_ps(m, dout + r * ld + c);
             _mm512_mask_storeu_ps(dy + r * width + c, m,
                                   _mm512_mul_ps(g, silu_derivative16(affine16(x + r * ld + c, a + c, b + c, m))));

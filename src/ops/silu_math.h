@@ -4,6 +4,7 @@
 #ifndef DIFFUSE_SILU_MATH_H
 #define DIFFUSE_SILU_MATH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -60,6 +61,9 @@ static inline float silu_derivative(float x) {
 #include <immintrin.h>
 
 #define SILU16_INLINE static inline __attribute__((always_inline))
+
+/* The mask of the first min(n, 16) lanes, for the loops' last partial vector. */
+SILU16_INLINE __mmask16 silu16_lanes(size_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
 
 /* e^x for x <= 0 (a NaN gives e^-104, as above). */
 SILU16_INLINE __m512 silu_exp_nonpositive16(__m512 x) {
