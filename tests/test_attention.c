@@ -2,7 +2,8 @@
  * paths against PyTorch fixtures (tools/torchref/fixtures_attention.py: diffusers' AttnProcessor2_0 on
  * F.scaled_dot_product_attention), the fused path against the reference at the U-Net's shapes (guard
  * words, NaN checks, accumulation, thread-count independence, portable kernels bit for bit equal to the
- * AVX-512 ones), and CHECK failures on bad arguments. */
+ * AVX-512 ones), the bf16 kernels against the reference on bf16-rounded inputs and which kernels bf16
+ * precision runs, and CHECK failures on bad arguments. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -11,12 +12,14 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/half.h"
 #include "core/tensor.h"
 #include "core/timer.h"
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/attention.h"
 #include "ops/attention_internal.h"
+#include "ops/precision.h"
 #include "ops/vec16.h"
 
 typedef void (*AttentionForward)(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale);
@@ -450,12 +453,241 @@ static void test_attention_fast_matches_reference(void) {
     }
 }
 
-/* A gradient passed as none is neither computed nor written, and the others do not change. */
+/* ------------------------------------------------------------------------------------------------ */
+/* bf16 precision (attention_bf16.c) */
+
+static void round_to_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = bfloat16_to_float(float_to_bfloat16(x[i]));
+}
+
+static AttentionShape shape_of(const AttentionProblem *p) {
+    return (AttentionShape){.N = p->N, .Lq = p->Lq, .Lk = p->Lk, .C = p->C, .n_heads = (size_t)p->heads,
+                            .D = p->C / (size_t)p->heads};
+}
+
+/* attention_run in bf16 precision with the bf16 kernels forced (bf16 ALWAYS) or chosen (AUTO). */
+static AttentionResult attention_run_bf16(const AttentionProblem *p, AttentionBf16Plan plan, int n_backward) {
+    ops_set_precision(OPS_PRECISION_BF16);
+    attention_set_tuning((AttentionTuning){.bf16 = plan});
+    AttentionResult r = attention_run(p, attention_forward, attention_backward, n_backward);
+    attention_set_tuning((AttentionTuning){0});
+    ops_set_precision(OPS_PRECISION_FP32);
+    return r;
+}
+
+static double rms_ratio(const float *got, const float *want, size_t n) {
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < n; i++) {
+        err += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        norm += (double)want[i] * want[i];
+    }
+    return norm > 0 ? sqrt(err / norm) : sqrt(err);
+}
+
+typedef struct Bf16Shape {
+    const char *name;
+    size_t N, Lq, Lk, C;
+    int heads;
+    size_t check_from_batch; /* the reference checks batches check_from_batch .. N-1 */
+    int n_check_heads;       /* and heads 0, 1, ..., and the last, n_check_heads in all (0: every head) */
+} Bf16Shape;
+
+/* The bf16 kernels round q, k, v and dout to bf16, so the reference runs on rounded copies; its backward
+ * also reads the bf16 forward's out and lse, as the bf16 backward does (delta and P come from them).
+ * What remains is one rounding to bf16 per term of each product (P in out and dv, dS in dq and dk) and
+ * fp32 accumulation (~1e-6). bf16 keeps 8 significant bits: round to nearest even is off by 2^-8 =
+ * 3.9e-3 of a value at most and by 1.7e-3 rms (half an ulp, uniform, over the values of a binade); a sum
+ * of terms rounded independently carries the same relative rms error. Measured (this file's shapes, AMX):
+ * rms error 1.1e-3 .. 2.1e-3 of the rms value, max error up to 3.9e-3 of the max |value|. Tolerances: rms
+ * 2.5e-3 (rounding toward zero, or a bias, would show as 2x), max 8e-3 = 2^-7; lse, from fp32 scores of
+ * the rounded inputs, 2e-6 relative + 2e-6. Against fp32 on the unrounded inputs, the bf16 out must
+ * differ by 1e-4 .. 2e-2 (the rounding of q, k and v shows). */
+#define BF16_RMS_TOL 2.5e-3
+#define BF16_MAX_TOL 8e-3
+
+static void check_bf16_vs_reference(const Bf16Shape *s) {
+    AttentionProblem p = problem_random(s->N, s->Lq, s->Lk, s->C, s->heads, 11);
+    const size_t D = s->C / (size_t)s->heads, nq = p.N * p.Lq * p.C, nk = p.N * p.Lk * p.C;
+    const size_t nl = p.N * (size_t)p.heads * p.Lq;
+    const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+    const size_t sizes[5] = {nq, nl, nq, nk, nk};
+    char what[200];
+    AttentionResult fast = attention_run_bf16(&p, ATTENTION_BF16_ALWAYS, 1);
+    snprintf(what, sizeof what, "bf16 %s", s->name);
+    result_check_guards(what, &fast);
+    float *fasts[5] = {fast.out, fast.lse, fast.dq, fast.dk, fast.dv};
+    for (int t = 0; t < 5; t++) {
+        snprintf(what, sizeof what, "bf16 %s %s", s->name, names[t]);
+        expect_all_finite(what, fasts[t], sizes[t]);
+    }
+
+    /* Repeatable: the same bits again, and a second backward adds exactly the same gradients. */
+    AttentionResult again = attention_run_bf16(&p, ATTENTION_BF16_ALWAYS, 2);
+    bool doubled = same_floats(again.out, fast.out, nq) && same_floats(again.lse, fast.lse, nl);
+    for (int t = 2; t < 5; t++) {
+        const float *twice = t == 2 ? again.dq : t == 3 ? again.dk : again.dv;
+        for (size_t x = 0; x < sizes[t] && doubled; x++) doubled = twice[x] == 2 * fasts[t][x];
+    }
+    EXPECT(doubled, "bf16 %s: a second run differs, or a second backward does not add the same gradients", s->name);
+    result_free(&again);
+    /* Across thread counts: oneDNN's brgemm picks its blocking of a product's K (and for a long K may split
+     * the sum over threads) from the thread count, so results may differ in the last bits between counts
+     * (measured, 1 against 2 threads: dk and dv of "Lq 2200, Lk 1000" below, products with K = 2080, differ;
+     * everything else is the same bits). Held to fp32 summation-order differences, and the outcome printed. */
+    if (threads_get() > 1) {
+        int saved = threads_get();
+        threads_set(1);
+        AttentionResult one = attention_run_bf16(&p, ATTENTION_BF16_ALWAYS, 1);
+        threads_set(saved);
+        const float *ones[5] = {one.out, one.lse, one.dq, one.dk, one.dv};
+        printf("  %s, 1 vs %d threads:", s->name, saved);
+        for (int t = 0; t < 5; t++) {
+            snprintf(what, sizeof what, "bf16 %s %s, 1 vs %d threads", s->name, names[t], saved);
+            expect_close_scaled(what, ones[t], fasts[t], sizes[t], 1e-5);
+            printf(" %s %s", names[t], same_floats(ones[t], fasts[t], sizes[t]) ? "same" : "differs");
+        }
+        printf("\n");
+        result_free(&one);
+    }
+
+    /* The rounding shows: against the fused fp32 kernels on the unrounded inputs. */
+    AttentionResult fp32 = attention_run(&p, attention_forward, attention_backward, 1);
+    const double out_change = rms_ratio(fast.out, fp32.out, nq);
+    EXPECT(out_change > 1e-4 && out_change < 2e-2, "bf16 %s: out differs from fp32 by %.2g (rms, relative), expected "
+           "bf16 rounding (1e-4 .. 2e-2)", s->name, out_change);
+    result_free(&fp32);
+
+    /* The reference on rounded inputs, for a slice of heads and batches (heads are independent). */
+    int *heads = xmalloc((size_t)s->heads * sizeof(int)), count = 0;
+    if (s->n_check_heads == 0 || s->n_check_heads >= s->heads) {
+        for (int h = 0; h < s->heads; h++) heads[count++] = h;
+    } else {
+        for (int h = 0; h < s->n_check_heads - 1; h++) heads[count++] = h;
+        heads[count++] = s->heads - 1;
+    }
+    const size_t n0 = s->check_from_batch;
+    AttentionProblem sub = {.N = p.N - n0, .Lq = p.Lq, .Lk = p.Lk, .C = (size_t)count * D, .heads = count,
+                            .scale = p.scale};
+    sub.q = heads_slice(p.q, p.N, p.Lq, p.C, D, heads, count, n0);
+    sub.k = heads_slice(p.k, p.N, p.Lk, p.C, D, heads, count, n0);
+    sub.v = heads_slice(p.v, p.N, p.Lk, p.C, D, heads, count, n0);
+    sub.dout = heads_slice(p.dout, p.N, p.Lq, p.C, D, heads, count, n0);
+    const size_t sq = sub.N * sub.Lq * sub.C, sk = sub.N * sub.Lk * sub.C, sl = sub.N * (size_t)count * sub.Lq;
+    round_to_bf16(sub.q, sq), round_to_bf16(sub.k, sk), round_to_bf16(sub.v, sk), round_to_bf16(sub.dout, sq);
+    float *got[5] = {heads_slice(fast.out, p.N, p.Lq, p.C, D, heads, count, n0),
+                     lse_slice(fast.lse, p.N, (size_t)p.heads, p.Lq, heads, count, n0),
+                     heads_slice(fast.dq, p.N, p.Lq, p.C, D, heads, count, n0),
+                     heads_slice(fast.dk, p.N, p.Lk, p.C, D, heads, count, n0),
+                     heads_slice(fast.dv, p.N, p.Lk, p.C, D, heads, count, n0)};
+    float *want[5] = {guarded_alloc(sq), guarded_alloc(sl), xcalloc(sq, sizeof(float)), xcalloc(sk, sizeof(float)),
+                      xcalloc(sk, sizeof(float))};
+    attention_forward_reference(q_shaped(&sub, want[0]), lse_shaped(&sub, want[1]), q_shaped(&sub, sub.q),
+                                k_shaped(&sub, sub.k), k_shaped(&sub, sub.v), sub.heads, sub.scale);
+    attention_backward_reference(q_shaped(&sub, want[2]), k_shaped(&sub, want[3]), k_shaped(&sub, want[4]),
+                                 q_shaped(&sub, sub.dout), q_shaped(&sub, sub.q), k_shaped(&sub, sub.k),
+                                 k_shaped(&sub, sub.v), q_shaped(&sub, got[0]), lse_shaped(&sub, got[1]), sub.heads,
+                                 sub.scale);
+    const size_t sub_sizes[5] = {sq, sl, sq, sk, sk};
+    for (int t = 0; t < 5; t++) {
+        snprintf(what, sizeof what, "bf16 %s %s (%d heads from batch %zu)", s->name, names[t], count, n0);
+        if (t == 1) {
+            expect_close(what, got[t], want[t], sub_sizes[t], 2e-6, 2e-6);
+        } else {
+            expect_close_scaled(what, got[t], want[t], sub_sizes[t], BF16_MAX_TOL);
+            const double rms = rms_ratio(got[t], want[t], sub_sizes[t]);
+            EXPECT(rms <= BF16_RMS_TOL, "%s: rms error %.3g of the rms value, over %.2g", what, rms, BF16_RMS_TOL);
+        }
+        free(got[t]);
+    }
+    guarded_free(want[0]), guarded_free(want[1]), free(want[2]), free(want[3]), free(want[4]);
+    result_free(&fast);
+    free(heads);
+    problem_free(&sub), problem_free(&p);
+}
+
+static bool bf16_skipped(void) {
+    if (ops_bf16_supported()) return false;
+    printf("  skipped: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
+    return true;
+}
+
+static void test_attention_bf16_matches_rounded_reference(void) {
+    if (bf16_skipped()) return;
+    const Bf16Shape shapes[] = {
+        /* Edge cases, and heads too small for the bf16 kernels to be chosen (forced here). */
+        {"Lq 5, Lk 1, 2 heads of 8", 3, 5, 1, 16, 2, 0, 0},
+        {"Lq 1, Lk 65, 2 heads of 32", 1, 1, 65, 64, 2, 0, 0},
+        {"Lq 100, Lk 300, 8 heads of 8", 2, 100, 300, 64, 8, 0, 0},
+        {"7x7x64 (2 heads of 32)", 3, 49, 49, 64, 2, 0, 0},
+#ifdef __SANITIZE_ADDRESS__
+        {"8x8x256 (1 head of 256)", 2, 64, 64, 256, 1, 0, 0},
+        {"14x14x32 (1 head of 32)", 3, 196, 196, 32, 1, 0, 0},
+        {"Lq 200, Lk 2000, 9 heads of 32 (blocks of 128 rows)", 1, 200, 2000, 288, 9, 0, 2},
+#else
+        /* The U-Net's: ddpm-cifar10's one head of 256 at 16x16 (batch 16: one chunk of 16 heads); heads of
+         * 64 at 32x32 and 16x16 (groups of heads with a smaller last one); a head of 32 at 14x14. */
+        {"16x16x256 (1 head of 256)", 16, 256, 256, 256, 1, 13, 0},
+        {"32x32x448 (7 heads of 64)", 2, 1024, 1024, 448, 7, 1, 1},
+        {"16x16x320 (5 heads of 64)", 5, 256, 256, 320, 5, 4, 0},
+        {"16x16x896 (14 heads of 64)", 2, 256, 256, 896, 14, 1, 3},
+        {"14x14x32 (1 head of 32)", 16, 196, 196, 32, 1, 12, 0},
+        /* More scores per item than a chunk holds: blocks of query rows with a shorter last one (the
+         * fewest rows a block may have, 128, in the last case). */
+        {"Lq 2200, Lk 1000, 1 head of 32 (row blocks)", 1, 2200, 1000, 32, 1, 0, 0},
+        {"Lq 2000, Lk 600, 2 heads of 64 (row blocks)", 1, 2000, 600, 128, 2, 0, 0},
+        {"Lq 300, Lk 3000, 6 heads of 32 (blocks of 128 rows)", 1, 300, 3000, 192, 6, 0, 2},
+#endif
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double t0 = time_now();
+        check_bf16_vs_reference(&shapes[i]);
+        printf("  %s: %.2f s\n", shapes[i].name, time_now() - t0);
+    }
+}
+
+/* In bf16 precision the bf16 kernels run where attention_bf16_applies (the same bits as forcing them),
+ * the fused fp32 kernels elsewhere (the same bits as fp32 precision); after attention_bf16_cache_free the
+ * rebuilt primitives give the same bits again. */
+static void test_attention_bf16_dispatch(void) {
+    if (bf16_skipped()) return;
+    const struct { size_t N, L, C; int heads; } cases[] = {
+        {2, 64, 256, 1}, {2, 256, 64, 2}, {2, 49, 64, 2}, {2, 256, 64, 8}, {2, 64, 64, 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        AttentionProblem p = problem_random(cases[c].N, cases[c].L, cases[c].L, cases[c].C, cases[c].heads, 41);
+        const bool applies = attention_bf16_applies(shape_of(&p));
+        AttentionResult chosen = attention_run_bf16(&p, ATTENTION_BF16_AUTO, 1);
+        AttentionResult expected = applies ? attention_run_bf16(&p, ATTENTION_BF16_ALWAYS, 1)
+                                           : attention_run(&p, attention_forward, attention_backward, 1);
+        EXPECT(results_identical(&p, &chosen, &expected), "bf16 precision, C %zu, %d heads: not the %s kernels",
+               p.C, p.heads, applies ? "bf16" : "fused fp32");
+        printf("  N %zu, L %zu, %d x %zu channels: %s kernels\n", p.N, p.Lq, p.heads, p.C / (size_t)p.heads,
+               applies ? "bf16" : "fused fp32");
+        if (applies) {
+            attention_bf16_cache_free();
+            AttentionResult rebuilt = attention_run_bf16(&p, ATTENTION_BF16_AUTO, 1);
+            EXPECT(results_identical(&p, &chosen, &rebuilt), "bf16, C %zu: other results after attention_bf16_cache_free",
+                   p.C);
+            result_free(&rebuilt);
+        }
+        result_free(&chosen), result_free(&expected);
+        problem_free(&p);
+    }
+}
+
+/* A gradient passed as none is neither computed nor written, and the others do not change; with the fused
+ * kernels and (where the CPU has bf16) the bf16 ones. */
 static void test_attention_optional_gradients(void) {
-    const struct { size_t C; int heads; } cases[] = {{64, 8}, {96, 3}};
-    for (size_t c = 0; c < 2; c++) {
+    const struct { size_t C; int heads; bool bf16; } cases[] = {
+        {64, 8, false}, {96, 3, false}, {64, 8, true}, {96, 3, true}, {64, 1, true}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (cases[c].bf16 && !ops_bf16_supported()) continue;
         AttentionProblem p = problem_random(2, 50, 70, cases[c].C, cases[c].heads, 31);
-        AttentionResult all = attention_run(&p, attention_forward, attention_backward, 1);
+        AttentionResult all = cases[c].bf16 ? attention_run_bf16(&p, ATTENTION_BF16_ALWAYS, 1)
+                                            : attention_run(&p, attention_forward, attention_backward, 1);
+        if (cases[c].bf16) {
+            ops_set_precision(OPS_PRECISION_BF16);
+            attention_set_tuning((AttentionTuning){.bf16 = ATTENTION_BF16_ALWAYS});
+        }
         const size_t nq = p.N * p.Lq * p.C, nk = p.N * p.Lk * p.C;
         for (int mask = 0; mask < 8; mask++) {
             float *dq = guarded_alloc(nq), *dk = guarded_alloc(nk), *dv = guarded_alloc(nk);
@@ -469,6 +701,8 @@ static void test_attention_optional_gradients(void) {
             guarded_check("dq", dq), guarded_check("dk", dk), guarded_check("dv", dv);
             guarded_free(dq), guarded_free(dk), guarded_free(dv);
         }
+        attention_set_tuning((AttentionTuning){0});
+        ops_set_precision(OPS_PRECISION_FP32);
         result_free(&all);
         problem_free(&p);
     }
@@ -521,6 +755,8 @@ int main(void) {
     RUN(test_attention_matches_pytorch);
     RUN(test_attention_fast_matches_reference);
     RUN(test_attention_optional_gradients);
+    RUN(test_attention_bf16_matches_rounded_reference);
+    RUN(test_attention_bf16_dispatch);
     RUN(test_attention_rejects_bad_arguments);
     return harness_finish();
 }

@@ -1,7 +1,8 @@
 /* Multi-head attention, fast path: argument checks, cached scratch, the small pre-passes and the choice
  * of kernel implementation. The fused kernels themselves (online softmax, nothing of size (Lq, Lk)
  * stored) are in attention_kernels.c, which documents the algorithms; the formula and the buffer shapes
- * are in attention.h and attention_reference.c.
+ * are in attention.h and attention_reference.c. In bf16 precision, shapes where attention_bf16_applies
+ * run attention_bf16.c's kernels instead (bf16 products on AMX), which do their own pre-passes.
  *
  * Pre-passes, each one read of an input:
  *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk), so score tiles are GEMMs
@@ -18,6 +19,7 @@
 #include "core/check.h"
 #include "ops/attention.h"
 #include "ops/attention_internal.h"
+#include "ops/precision.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Argument checks (shared with the reference path) */
@@ -125,8 +127,18 @@ static void attention_backward_prepass(float *lse2, float *delta, float *q_scale
 /* ------------------------------------------------------------------------------------------------ */
 /* Entry points */
 
+static bool attention_uses_bf16(AttentionShape s) {
+    if (ops_precision() != OPS_PRECISION_BF16 || tuning.bf16 == ATTENTION_BF16_NEVER) return false;
+    return tuning.bf16 == ATTENTION_BF16_ALWAYS || attention_bf16_applies(s);
+}
+
 void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale) {
     AttentionShape s = attention_check_forward(__func__, out, lse, q, k, v, n_heads, scale);
+    if (attention_uses_bf16(s)) {
+        attention_forward_bf16(&(AttentionArgs){
+            .shape = s, .scale = scale, .out = out.data, .lse = lse.data, .q = q.data, .k = k.data, .v = v.data});
+        return;
+    }
     AttentionArgs a = attention_args(s, scale);
     a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
     if (!attention_uses_lanes(s.D)) {
@@ -147,6 +159,12 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
                         Tensor lse, int n_heads, float scale) {
     AttentionShape s = attention_check_backward(__func__, dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
     if (!dq.data && !dk.data && !dv.data) return;
+    if (attention_uses_bf16(s)) {
+        attention_backward_bf16(&(AttentionArgs){.shape = s, .scale = scale, .out = out.data, .lse = lse.data,
+                                                 .q = q.data, .k = k.data, .v = v.data, .dq = dq.data, .dk = dk.data,
+                                                 .dv = dv.data, .dout = dout.data});
+        return;
+    }
     AttentionArgs a = attention_args(s, scale);
     a.q = q.data, a.k = k.data, a.v = v.data, a.out = NULL, a.dout = dout.data;
     a.dq = dq.data, a.dk = dk.data, a.dv = dv.data;

@@ -10,6 +10,10 @@
  *
  * attention_forward / attention_backward are fused kernels (attention_kernels.c), working on the
  * channels-last layout directly: no transposes, no allocation once warmed up, results identical for any
+ * thread count. In bf16 precision (ops/precision.h), on CPUs with AMX and for heads of 32 channels or more
+ * (attention_bf16.c says exactly where it measured faster), the four products take bf16 operands with fp32
+ * accumulation instead, as under torch.autocast(dtype=torch.bfloat16): q, k, v, dout, the probabilities and
+ * the score gradients are rounded to bf16, softmax, lse and all else stay fp32; repeatable for a fixed
  * thread count. The _reference pair is the formula in plain loops, in double, for the tests. */
 #ifndef DIFFUSE_ATTENTION_H
 #define DIFFUSE_ATTENTION_H

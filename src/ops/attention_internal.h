@@ -1,6 +1,7 @@
 /* What the attention files share and the ops API does not show: the argument checks both paths run, and
- * the interface between attention.c (checks, scratch, pre-passes, dispatch) and attention_kernels.c
- * (the fused kernels, compiled once per vector implementation of ops/vec16.h). */
+ * the interface between attention.c (checks, scratch, pre-passes, dispatch), attention_kernels.c (the
+ * fused fp32 kernels, compiled once per vector implementation of ops/vec16.h) and attention_bf16.c (bf16
+ * products on AMX, in bf16 precision). */
 #ifndef DIFFUSE_ATTENTION_INTERNAL_H
 #define DIFFUSE_ATTENTION_INTERNAL_H
 
@@ -20,17 +21,25 @@ AttentionShape attention_check_forward(const char *where, Tensor out, Tensor lse
 AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q,
                                         Tensor k, Tensor v, Tensor out, Tensor lse, int n_heads, float scale);
 
-/* Choices the fast path makes by itself, which tests and benchmarks may force; every choice gives the
- * same bits. */
+/* Choices the fast path makes by itself, which tests and benchmarks may force. The fused kernels give the
+ * same bits whatever portable and backward say; bf16 changes the arithmetic (attention_bf16.c). */
 typedef enum AttentionBackwardPlan {
     ATTENTION_BACKWARD_AUTO,     /* one pass per head when there are enough heads for the threads */
     ATTENTION_BACKWARD_ONE_PASS,
     ATTENTION_BACKWARD_TWO_PASS,
 } AttentionBackwardPlan;
 
+/* Which kernels run in bf16 precision (ops/precision.h); in fp32 precision always the fused ones. */
+typedef enum AttentionBf16Plan {
+    ATTENTION_BF16_AUTO,   /* the bf16 kernels where attention_bf16_applies, else the fused fp32 ones */
+    ATTENTION_BF16_ALWAYS, /* the bf16 kernels for every shape (needs ops_bf16_supported) */
+    ATTENTION_BF16_NEVER,  /* the fused fp32 kernels */
+} AttentionBf16Plan;
+
 typedef struct AttentionTuning {
     bool portable; /* the portable kernels even where the AVX-512 ones are compiled in */
     AttentionBackwardPlan backward;
+    AttentionBf16Plan bf16;
 } AttentionTuning;
 
 /* Defaults: (AttentionTuning){0}. */
@@ -43,6 +52,7 @@ void attention_set_tuning(AttentionTuning tuning);
  * ATTENTION_FORWARD_TILE_K). */
 #define ATTENTION_LANES_BLOCK 64
 #define ATTENTION_LOG2E 1.4426950408889634f
+#define ATTENTION_LN2 0.6931471805599453
 #define ATTENTION_TILE_Q 64
 #define ATTENTION_TILE_K 64
 #define ATTENTION_FORWARD_TILE_K 256
@@ -81,5 +91,15 @@ void attention_backward_fused_portable(const AttentionArgs *a);
 void attention_forward_fused_avx512(const AttentionArgs *a);
 void attention_backward_fused_avx512(const AttentionArgs *a);
 #endif
+
+/* bf16 kernels (attention_bf16.c): whether bf16 precision runs them for this shape on this CPU (AMX, and
+ * a shape where they measured faster than the fused kernels), and the kernels themselves. They read q, k,
+ * v, scale and write out, lse (forward); read dout, q, k, v, out, lse and accumulate into dq, dk, dv
+ * (backward); the other fields are not used. */
+bool attention_bf16_applies(AttentionShape s);
+void attention_forward_bf16(const AttentionArgs *a);
+void attention_backward_bf16(const AttentionArgs *a);
+/* Frees the cached oneDNN primitives and scratch buffers (rebuilt on the next call). */
+void attention_bf16_cache_free(void);
 
 #endif

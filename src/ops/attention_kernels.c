@@ -46,7 +46,6 @@
 #include "ops/attention_internal.h"
 #include "ops/vec16.h"
 
-#define ATTENTION_LN2 0.6931471805599453
 #define ATTENTION_LANES_MAX_D 8
 #define ATTENTION_INLINE VEC16_INLINE
 

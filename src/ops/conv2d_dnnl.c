@@ -46,14 +46,8 @@
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
 #include "ops/conv2d_weights.h"
+#include "ops/dnnl_call.h"
 #include "ops/precision.h"
-
-/* Any oneDNN status other than success is a programmer or environment error we cannot recover from. */
-#define DNNL_CALL(call)                                                                                   \
-    do {                                                                                                  \
-        dnnl_status_t status_ = (call);                                                                   \
-        CHECK(status_ == dnnl_success, "oneDNN call %s failed with status %s", #call, dnnl_status2str(status_)); \
-    } while (0)
 
 typedef enum PlanKind { PLAN_FORWARD, PLAN_BACKWARD_DATA, PLAN_BACKWARD_WEIGHTS } PlanKind;
 
