@@ -32,6 +32,20 @@ static inline double bench_median_seconds(void (*run)(void *ctx), void *ctx, int
     return median;
 }
 
+/* The fastest of `repeats` runs after `warmup` untimed ones: for a machine's capacity, which a busy moment
+ * can only hide. */
+static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int warmup, int repeats) {
+    for (int i = 0; i < warmup; i++) run(ctx);
+    double best = 0;
+    for (int i = 0; i < repeats; i++) {
+        double start = time_now();
+        run(ctx);
+        double seconds = time_now() - start;
+        best = i == 0 || seconds < best ? seconds : best;
+    }
+    return best;
+}
+
 /* args: a JSON object literal of the op's parameters, e.g. "{\"N\":2,\"H\":64}". */
 static inline void bench_report(const char *op, const char *shape, const char *args, double seconds, double flops) {
     printf("{\"op\":\"%s\",\"shape\":\"%s\",\"args\":%s,\"threads\":%d,\"seconds\":%.6g,\"gflops\":%.4g}\n", op, shape,

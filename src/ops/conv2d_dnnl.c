@@ -548,7 +548,7 @@ static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh)
     return held[n_held++].data;
 }
 
-/* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a forward
+/* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a bf16 forward
  * plan while weights are held, moved only on first use) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     if (!plan->wei) {
@@ -557,7 +557,7 @@ static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     }
     void *dst = ws.wei;
     bool fresh = true;
-    if (hold_weights && plan->key.kind == PLAN_FORWARD) dst = held_weights_of(plan, weight, &fresh);
+    if (hold_weights && plan->key.kind == PLAN_FORWARD && plan->key.bf16) dst = held_weights_of(plan, weight, &fresh);
     bind(plan->wei, dst);
     if (!fresh) return plan->wei;
     if (plan->own_layout.ok) {
