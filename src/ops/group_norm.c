@@ -15,7 +15,8 @@
  * Work split. In channels-last memory a group is a sliver of Cg (7 to 28) floats in every row of C, so a
  * task per (n, group) would read a strided fraction of each cache line. Two splits, chosen by the shape
  * alone (never by the thread count, so every result is bitwise the same for any number of threads):
- *   - slabs, for few positions (a slab's data <= GN_SLAB_MAX_BYTES, e.g. 8 x 8 and 16 x 16 images): a task
+ *   - slabs, for few positions (a slab's data <= GN_SLAB_MAX_BYTES, e.g. 8 x 8 and 16 x 16 images) when a
+ *     slab's part of a row is wide enough (GN_SLAB_MIN_WIDTH) or the whole row: a task
  *     per (sample, slab of k groups), k Cg channels a whole number of cache lines wide; it computes its
  *     groups' statistics and output from its cached slab alone: no merge between tasks, one parallel loop;
  *   - chunks, otherwise: a task per (sample, chunk of positions) reading whole rows into per-channel
@@ -70,9 +71,15 @@
 #define GN_CHUNK_ELEMS 32768
 #define GN_MAX_CHUNKS 64
 #define GN_BLOCK_ELEMS 16384
-/* Slab split: when a slab (all positions of k groups) fits in this much of L2, with room for its output. */
+/* Slab split: when a slab (all positions of k groups) fits in this much of L2, with room for its output,
+ * and its part of a row is the whole row or at least GN_SLAB_MIN_WIDTH floats: a slab of one or two cache
+ * lines out of every row of a wide sample costs more than the chunks' second pass over whole rows. Fused
+ * op, 2 threads, forward / backward, slabs against chunks: 16x16x16x256 (16 of 256 floats a row)
+ * 0.50 / 0.93 against 0.35 / 0.78 ms, 128x32x32x128 9.9 / 31.7 against 6.9 / 21.1 ms; backward
+ * 2x8x8x896 (112 of 896) 0.053 against 0.086 ms, 64x28x28x48 (whole rows) 0.99 against 1.97 ms. */
 #define GN_SLAB_MAX_BYTES (384u << 10)
 #define GN_SLAB_MAX_WIDTH 512
+#define GN_SLAB_MIN_WIDTH 64
 /* Fused backward: rows of the recomputed dy per block, about this many elements (a multiple of 8 rows). */
 #define GN_SILU_BLOCK_ELEMS 4096
 /* Below this many elements one thread does the work: waking a team costs more than it saves. */
@@ -113,6 +120,7 @@ static GroupNormPlan plan_of(Tensor inp, int n_groups, const char *where) {
     pl.slab_groups = 16 / gcd(pl.cg, 16);
     pl.slab_width = pl.slab_groups * pl.cg;
     pl.slabs = pl.g % pl.slab_groups == 0 && pl.slab_width <= GN_SLAB_MAX_WIDTH &&
+               (pl.slab_width == pl.c || pl.slab_width >= GN_SLAB_MIN_WIDTH) &&
                pl.s * pl.slab_width * sizeof(float) <= GN_SLAB_MAX_BYTES && pl.n * (pl.g / pl.slab_groups) >= 2;
     if (pl.slabs) {
         pl.n_slabs = pl.g / pl.slab_groups;
