@@ -102,8 +102,8 @@ typedef struct Workspace {
         inp_bf16_bytes, dout_bf16_bytes, flipped_bytes;
 } Workspace;
 
-/* Held weights (conv2d_hold_weights): a forward plan's weights in its kernel's layout, by the address of
- * the oihw tensor they came from and that layout. */
+/* Held weights (conv2d_hold_weights): a bf16 forward plan's rounded weights in its kernel's layout, by the
+ * address of the oihw tensor they came from and that layout. */
 typedef struct HeldWeights {
     const float *weight;
     dnnl_memory_desc_t layout;
