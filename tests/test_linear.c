@@ -7,10 +7,13 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/half.h"
 #include "core/tensor.h"
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/linear.h"
+#include "ops/linear_internal.h"
+#include "ops/precision.h"
 
 typedef void (*LinearForward)(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 typedef void (*LinearBackward)(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
@@ -148,23 +151,53 @@ static void linear_run_free(LinearRun *r) {
     guarded_free(r->out), guarded_free(r->dinp), guarded_free(r->dweight), guarded_free(r->dbias);
 }
 
-static void check_linear_fast_vs_reference(size_t M, size_t Fi, size_t Fo) {
+static float *rounded_to_bf16(const float *x, size_t n) {
+    float *r = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) r[i] = bfloat16_to_float(float_to_bfloat16(x[i]));
+    return r;
+}
+
+/* precision bf16: the fast path rounds inp, weight and dout to bf16 for its three products and accumulates
+ * in fp32, so it is held to the reference run on the rounded operands; the bias and its gradient stay fp32
+ * (dbias: column sums of the unrounded dout). */
+static void check_linear_fast_vs_reference(size_t M, size_t Fi, size_t Fo, OpsPrecision precision) {
     float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
     float *bias = xmalloc(Fo * sizeof(float)), *dout = xmalloc(M * Fo * sizeof(float));
     fill_normal(inp, M * Fi, 11), fill_uniform(weight, Fo * Fi, 12, -0.05f, 0.05f);
     fill_normal(bias, Fo, 13), fill_normal(dout, M * Fo, 14);
-    LinearRun ref = linear_run(linear_forward_reference, linear_backward_reference, M, Fi, Fo, inp, weight, bias,
-                               dout, 1);
+    const bool bf16 = precision == OPS_PRECISION_BF16;
+    float *r_inp = bf16 ? rounded_to_bf16(inp, M * Fi) : inp, *r_weight = bf16 ? rounded_to_bf16(weight, Fo * Fi) : weight;
+    float *r_dout = bf16 ? rounded_to_bf16(dout, M * Fo) : dout;
+    LinearRun ref = linear_run(linear_forward_reference, linear_backward_reference, M, Fi, Fo, r_inp, r_weight, bias,
+                               r_dout, 1);
+    ops_set_precision(precision);
     LinearRun fast = linear_run(linear_forward, linear_backward, M, Fi, Fo, inp, weight, bias, dout, 1);
     LinearRun twice = linear_run(linear_forward, linear_backward, M, Fi, Fo, inp, weight, bias, dout, 2);
+    ops_set_precision(OPS_PRECISION_FP32);
+    if (bf16) {
+        /* ... and is not the fp32 result: it differs by about bf16's rounding. */
+        LinearRun fp32 = linear_run(linear_forward, linear_backward, M, Fi, Fo, inp, weight, bias, dout, 1);
+        double worst = 0, scale = 0;
+        for (size_t x = 0; x < M * Fo; x++) {
+            worst = fmax(worst, fabs((double)fast.out[x] - fp32.out[x]));
+            scale = fmax(scale, fabs((double)fp32.out[x]));
+        }
+        EXPECT(worst / scale > 1e-4 && worst / scale < 2e-2, "bf16 linear M %zu, %zu -> %zu: out differs from fp32 "
+               "by %.2g of its scale, expected bf16 rounding (1e-4 .. 2e-2)", M, Fi, Fo, worst / scale);
+        linear_run_free(&fp32);
+        free(r_inp), free(r_weight), free(r_dout);
+    }
     char what[96];
     const char *names[4] = {"out", "dinp", "dweight", "dbias"};
     const size_t sizes[4] = {M * Fo, M * Fi, Fo * Fi, Fo};
-    float *refs[4] = {ref.out, ref.dinp, ref.dweight, ref.dbias};
+    LinearRun ref_dbias = bf16 ? linear_run(linear_forward_reference, linear_backward_reference, M, Fi, Fo, inp,
+                                            weight, bias, dout, 1)
+                               : ref;
+    float *refs[4] = {ref.out, ref.dinp, ref.dweight, ref_dbias.dbias};
     float *fasts[4] = {fast.out, fast.dinp, fast.dweight, fast.dbias};
     float *twices[4] = {twice.out, twice.dinp, twice.dweight, twice.dbias};
     for (int t = 0; t < 4; t++) {
-        snprintf(what, sizeof what, "M %zu, %zu -> %zu: %s", M, Fi, Fo, names[t]);
+        snprintf(what, sizeof what, "%s M %zu, %zu -> %zu: %s", ops_precision_name(precision), M, Fi, Fo, names[t]);
         /* Sums of up to 8192 products in float against double: 1e-5 of the largest value. */
         expect_close_scaled(what, fasts[t], refs[t], sizes[t], 1e-5);
         guarded_check(what, fasts[t]), guarded_check(what, twices[t]);
@@ -175,6 +208,7 @@ static void check_linear_fast_vs_reference(size_t M, size_t Fi, size_t Fo) {
             expect_close_scaled(what, twices[t], fasts[t], sizes[t], 1e-6);
         }
     }
+    if (bf16) linear_run_free(&ref_dbias);
     linear_run_free(&ref), linear_run_free(&fast), linear_run_free(&twice);
     free(inp), free(weight), free(bias), free(dout);
 }
@@ -188,7 +222,22 @@ static void test_linear_fast_matches_reference(void) {
                                 {128, 896, 896},  {2, 224, 896},    {2, 896, 896}};
 #endif
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        check_linear_fast_vs_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
+        check_linear_fast_vs_reference(shapes[i][0], shapes[i][1], shapes[i][2], OPS_PRECISION_FP32);
+}
+
+/* bf16 precision on the shapes that take the bf16 products (linear_bf16_applies): the attention
+ * projections; the time embedding's few rows stay fp32. */
+static void test_linear_bf16_matches_rounded_reference(void) {
+    const size_t shapes[][3] = {{4096, 256, 256}, {512, 96, 160}, {300, 48, 40}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        LinearShape s = {shapes[i][0], shapes[i][1], shapes[i][2]};
+        if (!linear_bf16_applies(s)) {
+            printf("  skipped M %zu, %zu -> %zu: no bf16 products on this CPU (AMX)\n", s.M, s.Fi, s.Fo);
+            continue;
+        }
+        check_linear_fast_vs_reference(s.M, s.Fi, s.Fo, OPS_PRECISION_BF16);
+        linear_bf16_cache_free(); /* the next shape starts from nothing: primitives and buffers rebuilt */
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -232,6 +281,7 @@ int main(void) {
     RUN(test_linear_reference_gradcheck);
     RUN(test_linear_matches_pytorch);
     RUN(test_linear_fast_matches_reference);
+    RUN(test_linear_bf16_matches_rounded_reference);
     RUN(test_linear_rejects_bad_arguments);
     return harness_finish();
 }

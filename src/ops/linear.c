@@ -28,6 +28,7 @@
 #include "core/check.h"
 #include "ops/linear.h"
 #include "ops/linear_internal.h"
+#include "ops/precision.h"
 
 /* Leading dimensions of t with the last one replaced by `last`. */
 static void linear_shape_with_last(size_t *shape, Tensor t, size_t last) {
@@ -79,8 +80,14 @@ static void linear_sgemm(char transa, char transb, size_t m, size_t n, size_t k,
           n, k, (int)status);
 }
 
+static bool takes_bf16(LinearShape s) { return ops_precision() == OPS_PRECISION_BF16 && linear_bf16_applies(s); }
+
 void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
     LinearShape s = linear_check_forward(__func__, out, inp, weight, bias);
+    if (takes_bf16(s)) {
+        linear_bf16_forward(s, out.data, inp.data, weight.data, bias.data);
+        return;
+    }
     const size_t M = s.M, Fo = s.Fo;
     if (bias.data) {
 #pragma omp parallel for schedule(static) if (M * Fo >= LINEAR_PARALLEL_MIN)
@@ -93,8 +100,12 @@ void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
     LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
     const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;
-    if (dinp.data) linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
-    if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
+    if (takes_bf16(s)) {
+        if (dinp.data || dweight.data) linear_bf16_backward(s, dinp.data, dweight.data, dout.data, inp.data, weight.data);
+    } else {
+        if (dinp.data) linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
+        if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
+    }
     if (dbias.data) {
         const size_t n_blocks = (Fo + LINEAR_BIAS_BLOCK - 1) / LINEAR_BIAS_BLOCK;
 #pragma omp parallel for schedule(static) if (M * Fo >= LINEAR_PARALLEL_MIN)

@@ -5,7 +5,8 @@
  * dbias (Fo), any of which may be tensor_none().
  *
  * linear_forward / linear_backward run on oneDNN's sgemm (see linear.c for the measurements behind the
- * choice); the _reference pair is plain loops for the tests. */
+ * choice), or in bf16 precision on AMX on bf16 operands with fp32 accumulation (linear_bf16.c); the
+ * _reference pair is plain loops for the tests. */
 #ifndef DIFFUSE_LINEAR_H
 #define DIFFUSE_LINEAR_H
 

@@ -2,6 +2,7 @@
 #ifndef DIFFUSE_LINEAR_INTERNAL_H
 #define DIFFUSE_LINEAR_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/tensor.h"
@@ -16,5 +17,13 @@ typedef struct LinearShape {
 LinearShape linear_check_forward(const char *where, Tensor out, Tensor inp, Tensor weight, Tensor bias);
 LinearShape linear_check_backward(const char *where, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
                                   Tensor weight);
+
+/* bf16 precision (linear_bf16.c): whether the shape takes the bf16 products, and the products themselves
+ * (the bias gradient stays linear.c's). linear_bf16_cache_free releases the primitives and buffers. */
+bool linear_bf16_applies(LinearShape s);
+void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
+void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight);
+void linear_bf16_cache_free(void);
 
 #endif

@@ -1,13 +1,16 @@
-/* The arithmetic of the convolutions and the attention, process-wide like the thread count: fp32
- * throughout, or bf16 operands with fp32 accumulation and fp32 results — what
- * torch.autocast(dtype=torch.bfloat16) does to a convolution and to scaled dot-product attention.
+/* The arithmetic of the convolutions, the attention and the linear layers, process-wide like the thread
+ * count: fp32 throughout, or bf16 operands with fp32 accumulation and fp32 results — what
+ * torch.autocast(dtype=torch.bfloat16) does to a convolution, a linear layer and scaled dot-product
+ * attention.
  * Activations, parameters, gradients, optimizer state and everything else stay fp32 (the "master" copies);
  * a bf16 convolution rounds its two operands to bf16 on the way in (forward: input and weight;
  * backward-data: output gradient and weight; backward-weights: input and output gradient), bf16 attention
  * the operands of its four products (q, k, v, the output gradient, the probabilities and the score
  * gradients; softmax stays fp32), on CPUs with AMX and for the shapes where that measured faster
- * (ops/attention_bf16.c; elsewhere attention stays fp32). Convolutions are 83-92 % of the FLOPs of the
- * presets; linear layers stay fp32. */
+ * (ops/attention_bf16.c; elsewhere attention stays fp32), and a bf16 linear layer the operands of its
+ * three products (input, weight, output gradient; bias and bias gradient stay fp32), on CPUs with AMX and
+ * for 256 rows or more (ops/linear_bf16.c; the time embedding's few rows stay fp32). Convolutions are
+ * 83-92 % of the FLOPs of the presets, linear layers most of the rest. */
 #ifndef DIFFUSE_PRECISION_H
 #define DIFFUSE_PRECISION_H
 
