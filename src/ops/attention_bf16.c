@@ -47,6 +47,7 @@
 #include "core/threads.h"
 #include "ops/attention_internal.h"
 #include "ops/dnnl_call.h"
+#include "ops/precision.h"
 #include "ops/vec16.h"
 
 /* Scores per chunk: whole batch items as long as they fit in CHUNK_SCORES (8 MB of fp32 scores, 24 MB with
@@ -306,14 +307,8 @@ static Chunking chunking_of(AttentionShape s) {
 #define BF16_MIN_WORK ((size_t)1 << 21)
 
 bool attention_bf16_applies(AttentionShape s) {
-    /* The ISA value is a bit set including every ISA it extends (see ops_bf16_supported). */
-    static int amx = -1;
-    if (amx < 0) {
-        unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), want = (unsigned)dnnl_cpu_isa_avx512_core_amx;
-        amx = (isa & want) == want;
-    }
     const Chunking ch = chunking_of(s);
-    return amx && s.D >= 32 && s.N * s.n_heads * s.Lq * s.Lk * s.D >= BF16_MIN_WORK &&
+    return ops_amx_supported() && s.D >= 32 && s.N * s.n_heads * s.Lq * s.Lk * s.D >= BF16_MIN_WORK &&
            ch.items * s.n_heads * ch.rows * s.Lk <= 2 * CHUNK_SCORES;
 }
 

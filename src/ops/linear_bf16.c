@@ -20,6 +20,7 @@
 #include "core/threads.h"
 #include "ops/dnnl_call.h"
 #include "ops/linear_internal.h"
+#include "ops/precision.h"
 
 /* The products of a linear layer. */
 typedef enum Product { PRODUCT_FORWARD, PRODUCT_DINP, PRODUCT_DWEIGHT } Product;
@@ -170,14 +171,7 @@ static void run(Product product, LinearShape s, const void *src, const void *wei
  * fp32 sgemm against these products with their rounding copies: forward 1.72-1.76 against 0.58 ms, backward
  * (with the bias gradient) 4.3-4.4 against 2.2-2.4 ms; the training step 0.83 -> 0.77 s, the sampling step
  * 0.19 -> 0.16 s. The time embedding's few rows (the batch) stay on sgemm. */
-bool linear_bf16_applies(LinearShape s) {
-    static int amx = -1;
-    if (amx < 0) {
-        unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), want = (unsigned)dnnl_cpu_isa_avx512_core_amx;
-        amx = (isa & want) == want;
-    }
-    return amx && s.M >= 256 && s.Fi >= 32 && s.Fo >= 32;
-}
+bool linear_bf16_applies(LinearShape s) { return ops_amx_supported() && s.M >= 256 && s.Fi >= 32 && s.Fo >= 32; }
 
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
     const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);

@@ -13,12 +13,16 @@ OpsPrecision ops_precision(void) { return current; }
 
 const char *ops_precision_name(OpsPrecision precision) { return precision == OPS_PRECISION_BF16 ? "bf16" : "fp32"; }
 
-bool ops_bf16_supported(void) {
-    /* Below AVX-512 BF16, oneDNN emulates bf16 with more instructions than fp32 takes. ISA values are bit
-     * sets, each including the ones it extends (AMX includes AVX-512 BF16). */
-    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
-    return (isa & bf16) == bf16;
+/* ISA values are bit sets, each including the ones it extends (AMX includes AVX-512 BF16). */
+static bool cpu_has(dnnl_cpu_isa_t want) {
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)want) == (unsigned)want;
 }
+
+/* Below AVX-512 BF16, oneDNN emulates bf16 with more instructions than fp32 takes. */
+bool ops_bf16_supported(void) { return cpu_has(dnnl_cpu_isa_avx512_core_bf16); }
+
+bool ops_amx_supported(void) { return cpu_has(dnnl_cpu_isa_avx512_core_amx); }
 
 int ops_precision_from_name(const char *name, OpsPrecision *precision, Error *err) {
     if (strcmp(name, "fp32") == 0) *precision = OPS_PRECISION_FP32;

@@ -27,6 +27,8 @@ OpsPrecision ops_precision(void);
 const char *ops_precision_name(OpsPrecision precision);
 /* Whether this CPU runs bf16 convolutions in hardware (AVX-512 BF16 or AMX), as oneDNN reports it. */
 bool ops_bf16_supported(void);
+/* Whether it has AMX tiles, which the bf16 attention and linear products need to beat their fp32 kernels. */
+bool ops_amx_supported(void);
 
 /* The precision named `name` ("fp32" or "bf16", the value of a --precision option); an error when it names
  * none, or names bf16 on a CPU without ops_bf16_supported(). */
