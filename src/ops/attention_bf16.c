@@ -46,7 +46,7 @@
 #include "core/half.h"
 #include "core/threads.h"
 #include "ops/attention_internal.h"
-#include "ops/dnnl_call.h"
+#include "ops/dnnl_runtime.h"
 #include "ops/precision.h"
 #include "ops/vec16.h"
 
@@ -91,8 +91,6 @@ typedef struct Matmul {
  * primitives (S and dP share one; out; dq; dk and dv share one, and one more with a sum). */
 enum { MATMUL_CACHE_CAPACITY = 32 };
 
-static dnnl_engine_t engine;
-static dnnl_stream_t stream;
 static Matmul *cache[MATMUL_CACHE_CAPACITY];
 static unsigned long use_clock;
 static void *matmul_scratchpad;
@@ -118,12 +116,6 @@ static dnnl_memory_desc_t md_4d(size_t b, size_t h, size_t rows, size_t cols, dn
     return md;
 }
 
-static dnnl_memory_t memory_of(const dnnl_memory_desc_t *md) {
-    dnnl_memory_t m;
-    DNNL_CALL(dnnl_memory_create(&m, md, engine, DNNL_MEMORY_NONE));
-    return m;
-}
-
 static Matmul *matmul_create(const MatmulKey *key) {
     dnnl_memory_desc_t src = md_4d(key->batch, key->heads, key->m, key->k, dnnl_bf16, key->src);
     dnnl_memory_desc_t wei = md_4d(key->batch, key->heads, key->k, key->n, dnnl_bf16, key->wei);
@@ -141,7 +133,7 @@ static Matmul *matmul_create(const MatmulKey *key) {
         DNNL_CALL(dnnl_post_ops_destroy(ops));
     }
     dnnl_primitive_desc_t pd;
-    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, dnnl_runtime_engine(), NULL);
     CHECK(status == dnnl_success,
           "oneDNN call dnnl_primitive_desc_create failed with status %s for the attention matmul (%zu, %zu, %zu, %zu) "
           "x (%zu, %zu, %zu, %zu), layouts %d %d %d%s",
@@ -157,10 +149,10 @@ static Matmul *matmul_create(const MatmulKey *key) {
         matmul_scratchpad = alloc_aligned(pad_bytes);
         matmul_scratchpad_bytes = pad_bytes;
     }
-    mm->scratchpad = memory_of(pad_md);
-    mm->src = memory_of(&src);
-    mm->wei = memory_of(&wei);
-    mm->dst = memory_of(&dst);
+    mm->scratchpad = dnnl_runtime_memory(pad_md);
+    mm->src = dnnl_runtime_memory(&src);
+    mm->wei = dnnl_runtime_memory(&wei);
+    mm->dst = dnnl_runtime_memory(&dst);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     return mm;
@@ -178,10 +170,6 @@ static void matmul_free(Matmul *mm) {
 
 /* The cached primitive for key, built on first use; when the cache is full the least recently used goes. */
 static Matmul *matmul_get(const MatmulKey *key) {
-    if (!engine) {
-        DNNL_CALL(dnnl_engine_create(&engine, dnnl_cpu, 0));
-        DNNL_CALL(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
-    }
     use_clock++;
     size_t slot = 0;
     for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
@@ -197,22 +185,17 @@ static Matmul *matmul_get(const MatmulKey *key) {
     return cache[slot];
 }
 
-/* oneDNN takes non-const handles even for the buffers it only reads. */
-static void bind(dnnl_memory_t m, const void *data) {
-    DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, stream));
-}
-
 static void matmul_run(MatmulKey key, float *dst, const uint16_t *src, const uint16_t *wei) {
     key.n_threads = threads_get();
     Matmul *mm = matmul_get(&key);
-    bind(mm->src, src);
-    bind(mm->wei, wei);
-    bind(mm->dst, dst);
-    bind(mm->scratchpad, matmul_scratchpad);
-    DNNL_CALL(dnnl_primitive_execute(mm->prim, stream, 4,
+    dnnl_runtime_bind(mm->src, src);
+    dnnl_runtime_bind(mm->wei, wei);
+    dnnl_runtime_bind(mm->dst, dst);
+    dnnl_runtime_bind(mm->scratchpad, matmul_scratchpad);
+    DNNL_CALL(dnnl_primitive_execute(mm->prim, dnnl_runtime_stream(), 4,
                                      (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei},
                                                          {DNNL_ARG_DST, mm->dst}, {DNNL_ARG_SCRATCHPAD, mm->scratchpad}}));
-    DNNL_CALL(dnnl_stream_wait(stream));
+    DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -251,12 +234,6 @@ void attention_bf16_cache_free(void) {
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) {
         alloc_free(buffers[i]->data);
         *buffers[i] = (Bf16Buffer){0};
-    }
-    if (engine) {
-        DNNL_CALL(dnnl_stream_destroy(stream));
-        DNNL_CALL(dnnl_engine_destroy(engine));
-        engine = NULL;
-        stream = NULL;
     }
 }
 

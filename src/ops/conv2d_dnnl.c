@@ -46,7 +46,7 @@
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
 #include "ops/conv2d_weights.h"
-#include "ops/dnnl_call.h"
+#include "ops/dnnl_runtime.h"
 #include "ops/precision.h"
 
 typedef enum PlanKind { PLAN_FORWARD, PLAN_BACKWARD_DATA, PLAN_BACKWARD_WEIGHTS } PlanKind;
@@ -110,8 +110,6 @@ typedef struct HeldWeights {
     void *data;
 } HeldWeights;
 
-static dnnl_engine_t engine;
-static dnnl_stream_t stream;
 static Plan *cache[PLAN_CACHE_CAPACITY];
 static unsigned long use_clock;
 static Workspace ws;
@@ -148,17 +146,11 @@ static dnnl_memory_desc_t md_of(int ndims, const dnnl_dims_t dims, dnnl_format_t
     return md_typed(ndims, dims, dnnl_f32, tag);
 }
 
-static dnnl_memory_t memory_of(const dnnl_memory_desc_t *md) {
-    dnnl_memory_t m;
-    DNNL_CALL(dnnl_memory_create(&m, md, engine, DNNL_MEMORY_NONE));
-    return m;
-}
-
 /* A primitive descriptor, with a message naming the convolution when oneDNN cannot build one. */
 static dnnl_primitive_desc_t pd_create(const PlanKey *key, const_dnnl_op_desc_t desc, const_dnnl_primitive_attr_t attr,
                                        const_dnnl_primitive_desc_t hint) {
     dnnl_primitive_desc_t pd;
-    dnnl_status_t status = dnnl_primitive_desc_create(&pd, desc, attr, engine, hint);
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, desc, attr, dnnl_runtime_engine(), hint);
     const Conv2dShape *s = &key->s;
     CHECK(status == dnnl_success,
           "oneDNN call dnnl_primitive_desc_create failed with status %s for conv2d %s: inp (%zu, %zu, %zu, %zu), "
@@ -171,7 +163,7 @@ static dnnl_primitive_desc_t pd_create(const PlanKey *key, const_dnnl_op_desc_t 
 static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
     const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     grow(&ws.scratchpad, &ws.scratchpad_bytes, dnnl_memory_desc_get_size(md));
-    return memory_of(md);
+    return dnnl_runtime_memory(md);
 }
 
 /* How weights move between the user's oihw and the kernel's layout (see Plan); nothing to do when
@@ -179,7 +171,7 @@ static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
 static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *kernel_md,
                          bool to_user_with_sum) {
     if (!to_user_with_sum && dnnl_memory_desc_equal(user_md, kernel_md)) return;
-    plan->wei = memory_of(kernel_md);
+    plan->wei = dnnl_runtime_memory(kernel_md);
     grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
     if (own_weight_moves) plan->own_layout = weight_layout_of(kernel_md);
     if (plan->own_layout.ok) return;
@@ -195,7 +187,7 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
     }
     dnnl_primitive_desc_t pd;
     const dnnl_memory_desc_t *from = to_user_with_sum ? kernel_md : user_md, *to = to_user_with_sum ? user_md : kernel_md;
-    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr));
+    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
     DNNL_CALL(dnnl_primitive_create(&plan->reorder, pd));
     plan->reorder_scratchpad = scratchpad_memory(pd);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
@@ -236,9 +228,9 @@ static Plan *plan_create_narrow(const PlanKey *key) {
     plan->narrow_images = group;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
     plan->scratchpad = scratchpad_memory(pd);
-    plan->act_in = memory_of(&src_md);
-    plan->wei_user = memory_of(&wei_md);
-    plan->act_out = memory_of(&dst_md);
+    plan->act_in = dnnl_runtime_memory(&src_md);
+    plan->wei_user = dnnl_runtime_memory(&wei_md);
+    plan->act_out = dnnl_runtime_memory(&dst_md);
     grow(&ws.cols, &ws.cols_bytes, (s->co + m) * n_cols * sizeof(float));
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
@@ -293,7 +285,7 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     DNNL_CALL(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &dout_md,
                                                  &wei_any, NULL, &dinp_md, strides, pad_lo, pad_hi));
     dnnl_primitive_desc_t pd;
-    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, dnnl_runtime_engine(), NULL);
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     if (status != dnnl_success) return NULL;
     const char *impl = "";
@@ -309,16 +301,16 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     plan->data_as_forward = true;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
     plan->scratchpad = scratchpad_memory(pd);
-    plan->act_in = memory_of(&dout_md);
-    plan->act_out = memory_of(&dinp_md);
+    plan->act_in = dnnl_runtime_memory(&dout_md);
+    plan->act_out = dnnl_runtime_memory(&dinp_md);
     if (key->bf16) {
         const dnnl_memory_desc_t flipped_md = md_of(4, wei_dims, dnnl_oihw);
-        plan->wei_user = memory_of(&flipped_md);
+        plan->wei_user = dnnl_runtime_memory(&flipped_md);
         grow(&ws.flipped, &ws.flipped_bytes, dnnl_memory_desc_get_size(&flipped_md));
         plan_reorder(plan, &flipped_md, kernel_wei, false);
     } else {
         plan->own_layout = layout;
-        plan->wei = memory_of(kernel_wei);
+        plan->wei = dnnl_runtime_memory(kernel_wei);
         grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_wei));
     }
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
@@ -382,8 +374,8 @@ static Plan *plan_create(const PlanKey *key) {
     if (key->kind == PLAN_FORWARD) {
         pd = pd_create(key, &fwd_desc, attr, NULL);
         kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        plan->act_in = memory_of(&src_md);
-        plan->act_out = memory_of(&dst_md);
+        plan->act_in = dnnl_runtime_memory(&src_md);
+        plan->act_out = dnnl_runtime_memory(&dst_md);
         if (plan->nchw) {
             grow(&ws.nchw_in, &ws.nchw_in_bytes, s->n * s->h * s->w * s->ci * sizeof(float));
             grow(&ws.nchw_out, &ws.nchw_out_bytes, s->n * s->ho * s->wo * s->co * sizeof(float));
@@ -403,20 +395,20 @@ static Plan *plan_create(const PlanKey *key) {
         pd = pd_create(key, &desc, attr, plan->hint_pd);
         if (key->kind == PLAN_BACKWARD_DATA) {
             kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-            plan->act_in = memory_of(&dst_md);
-            plan->act_out = memory_of(&src_md);
+            plan->act_in = dnnl_runtime_memory(&dst_md);
+            plan->act_out = dnnl_runtime_memory(&src_md);
             grow(&ws.dinp, &ws.dinp_bytes, s->n * s->h * s->w * s->ci * sizeof(float));
         } else {
             kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
-            plan->act_in = memory_of(&src_md);
-            plan->act_out = memory_of(&dst_md);
+            plan->act_in = dnnl_runtime_memory(&src_md);
+            plan->act_out = dnnl_runtime_memory(&dst_md);
             if (key->with_bias) grow(&ws.dbias, &ws.dbias_bytes, s->co * sizeof(float));
         }
     }
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
     plan->scratchpad = scratchpad_memory(pd);
-    plan->wei_user = memory_of(&wei_user);
-    if (key->with_bias && key->kind != PLAN_BACKWARD_DATA) plan->bias = memory_of(&bias_md);
+    plan->wei_user = dnnl_runtime_memory(&wei_user);
+    if (key->with_bias && key->kind != PLAN_BACKWARD_DATA) plan->bias = dnnl_runtime_memory(&bias_md);
     plan_reorder(plan, &wei_user, kernel_wei, key->kind == PLAN_BACKWARD_WEIGHTS);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd)); /* the primitive keeps its own copy; kernel_wei dies here */
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
@@ -444,10 +436,6 @@ static void plan_free(Plan *plan) {
 
 /* The cached plan for key, built on first use; when the cache is full the least recently used goes. */
 static Plan *plan_get(const PlanKey *key) {
-    if (!engine) {
-        DNNL_CALL(dnnl_engine_create(&engine, dnnl_cpu, 0));
-        DNNL_CALL(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
-    }
     use_clock++;
     size_t slot = 0;
     for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
@@ -497,24 +485,13 @@ void conv2d_cache_free(void) {
     alloc_free(ws.dout_bf16);
     alloc_free(ws.flipped);
     ws = (Workspace){0};
-    if (engine) {
-        DNNL_CALL(dnnl_stream_destroy(stream));
-        DNNL_CALL(dnnl_engine_destroy(engine));
-        engine = NULL;
-        stream = NULL;
-    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Running plans */
 
-/* oneDNN takes non-const handles even for the buffers it only reads. */
-static void bind(dnnl_memory_t m, const void *data) {
-    if (m) DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, stream));
-}
-
 static void execute(dnnl_primitive_t prim, int n_args, const dnnl_exec_arg_t *args) {
-    DNNL_CALL(dnnl_primitive_execute(prim, stream, n_args, args));
+    DNNL_CALL(dnnl_primitive_execute(prim, dnnl_runtime_stream(), n_args, args));
 }
 
 static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bias) {
@@ -552,20 +529,20 @@ static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh)
  * plan while weights are held, moved only on first use) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
     if (!plan->wei) {
-        bind(plan->wei_user, weight);
+        dnnl_runtime_bind(plan->wei_user, weight);
         return plan->wei_user;
     }
     void *dst = ws.wei;
     bool fresh = true;
     if (hold_weights && plan->key.kind == PLAN_FORWARD && plan->key.bf16) dst = held_weights_of(plan, weight, &fresh);
-    bind(plan->wei, dst);
+    dnnl_runtime_bind(plan->wei, dst);
     if (!fresh) return plan->wei;
     if (plan->own_layout.ok) {
         weight_to_blocked(&plan->own_layout, dst, weight);
         return plan->wei;
     }
-    bind(plan->wei_user, weight);
-    bind(plan->reorder_scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->wei_user, weight);
+    dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad);
     execute(plan->reorder, 3,
             (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei_user}, {DNNL_ARG_TO, plan->wei},
                                 {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
@@ -600,14 +577,14 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     Plan *plan = plan_get(&key);
     dnnl_memory_t wei = weights_in(plan, weight.data);
     if (plan->nchw) transpose_images(ws.nchw_in, inp, s.n, s.h * s.w, s.ci);
-    bind(plan->act_in, plan->nchw ? ws.nchw_in : input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
-    bind(plan->act_out, plan->nchw ? ws.nchw_out : out.data);
-    bind(plan->bias, bias.data);
-    bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->act_in, plan->nchw ? ws.nchw_in : input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
+    dnnl_runtime_bind(plan->act_out, plan->nchw ? ws.nchw_out : out.data);
+    dnnl_runtime_bind(plan->bias, bias.data);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, plan->act_out},
                                {DNNL_ARG_SCRATCHPAD, plan->scratchpad}, {DNNL_ARG_BIAS, plan->bias}};
     execute(plan->conv, with_bias ? 5 : 4, args);
-    DNNL_CALL(dnnl_stream_wait(stream));
+    DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
     if (plan->nchw) transpose_images(out.data, ws.nchw_out, s.n, s.co, s.ho * s.wo);
 }
 
@@ -639,15 +616,15 @@ static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Ten
     for (size_t o = 0; o < s.co; o++)
         for (size_t i = 0; i < s.ci; i++)
             for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
-    bind(plan->wei_user, w_cols);
-    bind(plan->act_out, cols);
-    bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->wei_user, w_cols);
+    dnnl_runtime_bind(plan->act_out, cols);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
     for (size_t n0 = 0; n0 < s.n; n0 += group) {
-        bind(plan->act_in, dout.data + n0 * image_pos * s.co);
+        dnnl_runtime_bind(plan->act_in, dout.data + n0 * image_pos * s.co);
         execute(plan->conv, 4,
                 (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei_user},
                                     {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-        DNNL_CALL(dnnl_stream_wait(stream));
+        DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
         float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
 #pragma omp parallel for collapse(2) schedule(static)
         for (size_t n = 0; n < group; n++) {
@@ -689,27 +666,27 @@ static void backward_data(Tensor dinp, Tensor dout, const uint16_t *dout_bf16, T
             weight_flip(ws.flipped, weight.data, s.co, s.ci, s.kh, s.kw);
             weights_in(plan, ws.flipped);
         } else {
-            bind(plan->wei, ws.wei);
+            dnnl_runtime_bind(plan->wei, ws.wei);
             weight_to_blocked_flipped(&plan->own_layout, ws.wei, weight.data);
         }
-        bind(plan->act_in, plan->key.bf16 ? (const void *)dout_bf16 : dout.data);
-        bind(plan->act_out, dinp.data);
-        bind(plan->scratchpad, ws.scratchpad);
+        dnnl_runtime_bind(plan->act_in, plan->key.bf16 ? (const void *)dout_bf16 : dout.data);
+        dnnl_runtime_bind(plan->act_out, dinp.data);
+        dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
         execute(plan->conv, 4,
                 (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei},
                                     {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-        DNNL_CALL(dnnl_stream_wait(stream));
+        DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
         return;
     }
     dnnl_memory_t wei = weights_in(plan, weight.data);
-    if (plan->key.bf16) bind(plan->act_in, dout_bf16);
-    else bind(plan->act_in, dout.data);
-    bind(plan->act_out, ws.dinp);
-    bind(plan->scratchpad, ws.scratchpad);
+    if (plan->key.bf16) dnnl_runtime_bind(plan->act_in, dout_bf16);
+    else dnnl_runtime_bind(plan->act_in, dout.data);
+    dnnl_runtime_bind(plan->act_out, ws.dinp);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
     execute(plan->conv, 4,
             (dnnl_exec_arg_t[]){{DNNL_ARG_DIFF_DST, plan->act_in}, {DNNL_ARG_WEIGHTS, wei},
                                 {DNNL_ARG_DIFF_SRC, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-    DNNL_CALL(dnnl_stream_wait(stream));
+    DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
     add_into(dinp.data, ws.dinp, tensor_numel(dinp));
 }
 
@@ -730,25 +707,25 @@ static void backward_weights(Tensor dweight, Tensor dbias, Tensor dout, const ui
     bool with_bias = !tensor_is_none(dbias);
     PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, s, p, with_bias);
     Plan *plan = plan_get(&key);
-    bind(plan->wei, ws.wei);
-    bind(plan->act_in, input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
-    bind(plan->act_out, plan->key.bf16 ? (const void *)dout_bf16 : dout.data);
-    bind(plan->bias, ws.dbias);
-    bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->wei, ws.wei);
+    dnnl_runtime_bind(plan->act_in, input_of(plan, inp, inp_bf16, s.n * s.h * s.w * s.ci));
+    dnnl_runtime_bind(plan->act_out, plan->key.bf16 ? (const void *)dout_bf16 : dout.data);
+    dnnl_runtime_bind(plan->bias, ws.dbias);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_DIFF_DST, plan->act_out},
                                {DNNL_ARG_DIFF_WEIGHTS, plan->wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad},
                                {DNNL_ARG_DIFF_BIAS, plan->bias}};
     execute(plan->conv, with_bias ? 5 : 4, args);
     if (plan->own_layout.ok) {
-        DNNL_CALL(dnnl_stream_wait(stream));
+        DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
         weight_add_from_blocked(&plan->own_layout, dweight.data, ws.wei);
     } else {
-        bind(plan->wei_user, dweight.data);
-        bind(plan->reorder_scratchpad, ws.scratchpad);
+        dnnl_runtime_bind(plan->wei_user, dweight.data);
+        dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad);
         execute(plan->reorder, 3,
                 (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei}, {DNNL_ARG_TO, plan->wei_user},
                                     {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
-        DNNL_CALL(dnnl_stream_wait(stream));
+        DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
     }
     if (with_bias) add_into(dbias.data, ws.dbias, s.co);
 }

@@ -18,7 +18,7 @@
 #include "core/alloc.h"
 #include "core/half.h"
 #include "core/threads.h"
-#include "ops/dnnl_call.h"
+#include "ops/dnnl_runtime.h"
 #include "ops/linear_internal.h"
 #include "ops/precision.h"
 
@@ -41,8 +41,6 @@ typedef struct Matmul {
 
 enum { MATMUL_CACHE_CAPACITY = 24 };
 
-static dnnl_engine_t engine;
-static dnnl_stream_t stream;
 static Matmul *cache[MATMUL_CACHE_CAPACITY];
 static unsigned long use_clock;
 /* bf16 copies of the operands, and oneDNN's scratchpad */
@@ -73,12 +71,6 @@ static dnnl_memory_desc_t md_2d(size_t rows, size_t cols, dnnl_data_type_t type,
     return md;
 }
 
-static dnnl_memory_t memory_of(const dnnl_memory_desc_t *md) {
-    dnnl_memory_t m;
-    DNNL_CALL(dnnl_memory_create(&m, md, engine, DNNL_MEMORY_NONE));
-    return m;
-}
-
 static Matmul *matmul_create(const MatmulKey *key) {
     const size_t M = key->M, Fi = key->Fi, Fo = key->Fo;
     dnnl_memory_desc_t src, wei, dst, bias = md_2d(1, Fo, dnnl_f32, false);
@@ -102,15 +94,15 @@ static Matmul *matmul_create(const MatmulKey *key) {
     dnnl_matmul_desc_t desc;
     DNNL_CALL(dnnl_matmul_desc_init(&desc, &src, &wei, key->bias ? &bias : NULL, &dst));
     dnnl_primitive_desc_t pd;
-    DNNL_CALL(dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL));
+    DNNL_CALL(dnnl_primitive_desc_create(&pd, &desc, attr, dnnl_runtime_engine(), NULL));
     Matmul *mm = xcalloc(1, sizeof *mm);
     mm->key = *key;
     DNNL_CALL(dnnl_primitive_create(&mm->prim, pd));
     const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     buffer(2, dnnl_memory_desc_get_size(scratch));
-    mm->scratchpad = memory_of(scratch);
-    mm->src = memory_of(&src), mm->wei = memory_of(&wei), mm->dst = memory_of(&dst);
-    if (key->bias) mm->bias = memory_of(&bias);
+    mm->scratchpad = dnnl_runtime_memory(scratch);
+    mm->src = dnnl_runtime_memory(&src), mm->wei = dnnl_runtime_memory(&wei), mm->dst = dnnl_runtime_memory(&dst);
+    if (key->bias) mm->bias = dnnl_runtime_memory(&bias);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     return mm;
@@ -132,10 +124,6 @@ static bool key_equal(const MatmulKey *a, const MatmulKey *b) {
 
 /* The cached primitive for key, built on first use; when the cache is full the least recently used goes. */
 static Matmul *matmul_get(const MatmulKey *key) {
-    if (!engine) {
-        DNNL_CALL(dnnl_engine_create(&engine, dnnl_cpu, 0));
-        DNNL_CALL(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags));
-    }
     use_clock++;
     size_t slot = 0;
     for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
@@ -151,20 +139,15 @@ static Matmul *matmul_get(const MatmulKey *key) {
     return cache[slot];
 }
 
-/* oneDNN takes non-const handles even for the buffers it only reads. */
-static void bind(dnnl_memory_t m, const void *data) {
-    if (m) DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, stream));
-}
-
 static void run(Product product, LinearShape s, const void *src, const void *wei, const float *bias, float *dst) {
     const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, threads_get()};
     Matmul *mm = matmul_get(&key);
-    bind(mm->src, src), bind(mm->wei, wei), bind(mm->bias, bias), bind(mm->dst, dst);
-    bind(mm->scratchpad, buffers[2]);
+    dnnl_runtime_bind(mm->src, src), dnnl_runtime_bind(mm->wei, wei), dnnl_runtime_bind(mm->bias, bias), dnnl_runtime_bind(mm->dst, dst);
+    dnnl_runtime_bind(mm->scratchpad, buffers[2]);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei}, {DNNL_ARG_DST, mm->dst},
                                {DNNL_ARG_SCRATCHPAD, mm->scratchpad}, {DNNL_ARG_BIAS, mm->bias}};
-    DNNL_CALL(dnnl_primitive_execute(mm->prim, stream, bias ? 5 : 4, args));
-    DNNL_CALL(dnnl_stream_wait(stream));
+    DNNL_CALL(dnnl_primitive_execute(mm->prim, dnnl_runtime_stream(), bias ? 5 : 4, args));
+    DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
 }
 
 /* AMX, and enough rows. ddpm-cifar10's attention projections at batch 16 (M 4096, 256 -> 256, 2 threads),
@@ -194,10 +177,5 @@ void linear_bf16_cache_free(void) {
         alloc_free(buffers[i]);
         buffers[i] = NULL;
         buffer_bytes[i] = 0;
-    }
-    if (engine) {
-        DNNL_CALL(dnnl_stream_destroy(stream));
-        DNNL_CALL(dnnl_engine_destroy(engine));
-        engine = NULL, stream = NULL;
     }
 }

@@ -1,0 +1,16 @@
+/* What the ops that run on oneDNN (conv2d_dnnl.c, attention_bf16.c, linear_bf16.c) share besides DNNL_CALL:
+ * one CPU engine and one stream for the process, created on first use and kept (their primitive caches may
+ * be freed and rebuilt any number of times), and memory objects that carry no buffer of their own. */
+#ifndef DIFFUSE_DNNL_RUNTIME_H
+#define DIFFUSE_DNNL_RUNTIME_H
+
+#include "ops/dnnl_call.h"
+
+dnnl_engine_t dnnl_runtime_engine(void);
+dnnl_stream_t dnnl_runtime_stream(void);
+/* A memory object described by md with no buffer: each call binds it to the tensor it reads or writes. */
+dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md);
+/* Points m (NULL: nothing to do) at data; oneDNN takes non-const handles even for buffers it only reads. */
+void dnnl_runtime_bind(dnnl_memory_t m, const void *data);
+
+#endif
