@@ -1,7 +1,8 @@
 /* conv2d: finite-difference gradient checks of the reference path; both paths against PyTorch fixtures
  * (tools/torchref/fixtures_conv2d.py); the oneDNN path against the reference at the U-Net's shapes with
  * guard words, NaN/inf checks and accumulation; bf16 precision against the reference on rounded operands;
- * repeatability; plan-cache eviction; CHECK failures. */
+ * the Winograd plans against the reference and the direct kernels; repeatability; plan-cache eviction;
+ * CHECK failures. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,7 @@ static const Case small_unet_cases[] = {
     {1, 16, 16, 72, 40, 1, 1, {.stride = 1}, true},
     {1, 16, 16, 3, 40, 3, 3, S1P1, true},
     {1, 16, 16, 40, 3, 3, 3, S1P1, true},
+    {1, 32, 32, 64, 64, 3, 3, S1P1, true}, /* large enough for the Winograd plans */
 };
 
 /* Kernels, strides and paddings off the U-Net's beaten track, with channel counts that take oneDNN's
@@ -358,6 +360,59 @@ static void test_fast_matches_reference(void) {
 #else
     fast_matches_reference(small_unet_cases, sizeof small_unet_cases / sizeof small_unet_cases[0]);
 #endif
+}
+
+/* fp32 3x3 convolutions with enough channels and positions run as Winograd (conv2d_dnnl.c,
+ * winograd_fits), in calls of a few images where the batch is large (images_per_call): each case against
+ * the reference (through fast_matches_reference: accumulation, repeats, each gradient alone), and
+ * against the direct kernels, whose bits it must not repeat where the rule takes Winograd (so the path
+ * is known to run) and must repeat where it does not. */
+typedef struct WinogradCase {
+    Case c;
+    size_t call_bytes; /* the limit on a call's activations; 0: the default */
+    bool winograd;
+} WinogradCase;
+
+static const WinogradCase winograd_cases[] = {
+    {{4, 16, 16, 64, 80, 3, 3, S1P1, true}, 0, true},               /* 1024 positions */
+    {{16, 8, 8, 64, 64, 3, 3, S1P1, false}, 0, true},               /* 8x8 images */
+    {{12, 16, 16, 64, 64, 3, 3, S1P1, true}, 4 * 16 * 16 * 64 * 4, true}, /* 3 calls of 4 images */
+    {{6, 16, 16, 64, 64, 3, 3, S1P1, true}, 4 * 16 * 16 * 64 * 4, true},  /* calls of 3 too small: one of 6 */
+    {{2, 16, 16, 64, 64, 3, 3, S1P1, true}, 0, false},              /* 512 positions */
+    {{32, 7, 7, 64, 64, 3, 3, S1P1, true}, 0, false},               /* 7x7 images */
+    {{2, 32, 32, 48, 64, 3, 3, S1P1, true}, 0, false},              /* 48 input channels */
+    {{2, 32, 32, 72, 72, 3, 3, S1P1, true}, 0, false},              /* channels off the 16-blocks */
+    {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, false},
+};
+
+static void test_winograd_plans(void) {
+    for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++) {
+        const WinogradCase *w = &winograd_cases[k];
+        const Case *c = &w->c;
+        conv2d_fast_use_winograd(true, w->call_bytes);
+        fast_matches_reference(c, 1);
+        Conv v[2]; /* [0]: direct kernels only, [1]: the rule */
+        for (int rule = 0; rule < 2; rule++) {
+            conv2d_fast_use_winograd(rule, w->call_bytes);
+            v[rule] = conv_alloc(c);
+            conv_fill(&v[rule], 11 + k);
+            conv_zero_grads(&v[rule]);
+            run_forward(&v[rule], true);
+            run_backward(&v[rule], true);
+        }
+        const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
+        const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
+        const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
+        const char *names[] = {"out", "dinp", "dweight"};
+        for (int t = 0; t < 3; t++) {
+            EXPECT(same_bits(xa[t], xb[t], n[t]) != w->winograd, "%s: %s %s the direct kernels' bits, so Winograd was %s",
+                   case_str(c), names[t], w->winograd ? "repeats" : "differs from", w->winograd ? "not taken" : "taken");
+            expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
+        }
+        conv_free(&v[0]);
+        conv_free(&v[1]);
+    }
+    conv2d_fast_use_winograd(true, 0);
 }
 
 /* The fast path moves weights with its own loops where it can (conv2d_weights.c) and with oneDNN's
@@ -727,6 +782,7 @@ int main(void) {
     RUN(test_reference_matches_pytorch);
     RUN(test_fast_matches_pytorch);
     RUN(test_fast_matches_reference);
+    RUN(test_winograd_plans);
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
     RUN(test_held_weights);

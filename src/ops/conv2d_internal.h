@@ -38,5 +38,10 @@ static inline ptrdiff_t conv2d_out_index(size_t in, size_t k, int stride, int pa
 /* Tests only: false makes the fast path move weights with oneDNN's reorders instead of our own loops
  * (conv2d_weights.c), so both stay tested. Frees the plan cache. */
 void conv2d_fast_use_own_weight_moves(bool on);
+/* Tests only: false keeps the fast path off its Winograd plans (conv2d_dnnl.c, winograd_fits), so the
+ * direct kernels stay tested at the shapes that would take them; call_bytes replaces the limit on each
+ * Winograd call's activations (WINOGRAD_CALL_BYTES; 0: that default), so small tests run in several
+ * calls. Frees the plan cache. */
+void conv2d_fast_use_winograd(bool on, size_t call_bytes);
 
 #endif
