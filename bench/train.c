@@ -1,7 +1,8 @@
 /* Training and sampling speed of the U-Net on synthetic data: one training step is what `diffuse train`
  * runs (q_sample -> forward -> MSE -> backward -> AdamW step), one sampling step a forward pass plus a
  * DDPM update. Prints one JSON line per measurement with the median seconds of several steps after a
- * warm-up, images/s, achieved GFLOP/s (conv + linear + attention matmuls, training = 3x forward) and the
+ * warm-up, images/s, achieved GFLOP/s (conv + linear + attention matmuls as direct computation counts
+ * them, training = 3x forward: an effective rate, since Winograd convolutions do fewer multiplies) and the
  * peak RSS of the process; tools/bench_pytorch.py measures diffusers on the same configuration and
  * scripts/bench-train prints the two side by side.
  *   build/bench/train --model ddpm-cifar10 --batch 16 [--steps 5] [--threads N] [--sample-only]

@@ -373,16 +373,17 @@ typedef struct WinogradCase {
     bool winograd;
 } WinogradCase;
 
+#define FOUR_IMAGES (4 * 16 * 16 * 64 * sizeof(float))
 static const WinogradCase winograd_cases[] = {
-    {{4, 16, 16, 64, 80, 3, 3, S1P1, true}, 0, true},               /* 1024 positions */
-    {{16, 8, 8, 64, 64, 3, 3, S1P1, false}, 0, true},               /* 8x8 images */
-    {{12, 16, 16, 64, 64, 3, 3, S1P1, true}, 4 * 16 * 16 * 64 * 4, true}, /* 3 calls of 4 images */
-    {{6, 16, 16, 64, 64, 3, 3, S1P1, true}, 4 * 16 * 16 * 64 * 4, true},  /* calls of 3 too small: one of 6 */
-    {{2, 16, 16, 64, 64, 3, 3, S1P1, true}, 0, false},              /* 512 positions */
-    {{32, 7, 7, 64, 64, 3, 3, S1P1, true}, 0, false},               /* 7x7 images */
-    {{2, 32, 32, 48, 64, 3, 3, S1P1, true}, 0, false},              /* 48 input channels */
-    {{2, 32, 32, 72, 72, 3, 3, S1P1, true}, 0, false},              /* channels off the 16-blocks */
-    {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, false},
+    {{4, 16, 16, 64, 80, 3, 3, S1P1, true}, 0, true},                  /* 1024 positions */
+    {{16, 8, 8, 64, 64, 3, 3, S1P1, false}, 0, true},                  /* 8x8 images */
+    {{12, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, true},       /* 3 calls of 4 images */
+    {{6, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, true},        /* calls of 3 too small: 1 of 6 */
+    {{2, 16, 16, 64, 64, 3, 3, S1P1, true}, 0, false},                 /* 512 positions */
+    {{32, 7, 7, 64, 64, 3, 3, S1P1, true}, 0, false},                  /* 7x7 images */
+    {{2, 32, 32, 48, 64, 3, 3, S1P1, true}, 0, false},                 /* 48 input channels */
+    {{2, 32, 32, 72, 72, 3, 3, S1P1, true}, 0, false},                 /* channels off the 16-blocks */
+    {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, false}, /* padding */
 };
 
 static void test_winograd_plans(void) {
@@ -405,8 +406,9 @@ static void test_winograd_plans(void) {
         const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
         const char *names[] = {"out", "dinp", "dweight"};
         for (int t = 0; t < 3; t++) {
-            EXPECT(same_bits(xa[t], xb[t], n[t]) != w->winograd, "%s: %s %s the direct kernels' bits, so Winograd was %s",
-                   case_str(c), names[t], w->winograd ? "repeats" : "differs from", w->winograd ? "not taken" : "taken");
+            EXPECT(same_bits(xa[t], xb[t], n[t]) != w->winograd,
+                   "%s: %s %s the direct kernels' bits, so Winograd was %s", case_str(c), names[t],
+                   w->winograd ? "repeats" : "differs from", w->winograd ? "not taken" : "taken");
             expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
         }
         conv_free(&v[0]);

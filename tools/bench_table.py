@@ -3,6 +3,9 @@
 images/s, GFLOP/s and share of the measured fp32 FMA peak, peak RSS, PyTorch's figures and the speed ratio.
 Rows whose args have no "precision" are fp32. bf16 rows get no share of peak: on CPUs with AMX the
 convolutions run on its tiles, whose peak bench/peak does not measure (its bf16 figure is AVX-512's).
+GFLOP/s are effective rates: the model's FLOPs counted as direct convolution does them, per second. The
+fp32 3x3 convolutions run as Winograd, which does fewer multiplies, so the share of peak can pass what
+the arithmetic actually done would reach.
 
     python3 tools/bench_table.py build/bench/train.jsonl build/bench/train_pytorch.jsonl build/bench/peak.jsonl
 """

@@ -380,7 +380,8 @@ static Relayout relayout_create(const dnnl_memory_desc_t *from, const dnnl_memor
     }
     dnnl_primitive_desc_t pd;
     DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
-    Relayout r = {.from = dnnl_runtime_memory(from), .to = dnnl_runtime_memory(to), .scratchpad = scratchpad_memory(pd)};
+    Relayout r = {.from = dnnl_runtime_memory(from), .to = dnnl_runtime_memory(to),
+                  .scratchpad = scratchpad_memory(pd)};
     DNNL_CALL(dnnl_primitive_create(&r.reorder, pd));
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
@@ -477,9 +478,14 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
             plan->dout_copy = relayout_create(&dst_user, &dst_md, false);
             grow(&ws.dout_copy, &ws.dout_copy_bytes, dst_bytes);
         }
-        if (key->kind == PLAN_FORWARD) plan->result_copy = relayout_create(&dst_md, &dst_user, false);
-        if (data) plan->result_copy = relayout_create(&src_md, &src_user, true);
-        if (key->kind != PLAN_BACKWARD_WEIGHTS) grow(&ws.result_copy, &ws.result_copy_bytes, data ? src_bytes : dst_bytes);
+        if (key->kind == PLAN_FORWARD) {
+            plan->result_copy = relayout_create(&dst_md, &dst_user, false);
+            grow(&ws.result_copy, &ws.result_copy_bytes, dst_bytes);
+        }
+        if (data) {
+            plan->result_copy = relayout_create(&src_md, &src_user, true);
+            grow(&ws.result_copy, &ws.result_copy_bytes, src_bytes);
+        }
     }
     DNNL_CALL(dnnl_primitive_desc_destroy(pd)); /* the primitive keeps its own copy; kernel_wei dies here */
     return plan;
