@@ -2,7 +2,8 @@
  * gradient for small configs that together use every supported config value (tests/fixtures/unet.*,
  * from tools/torchref/fixtures_unet.py, computed by diffusers in float64). Plus the properties the
  * trainer relies on: backward accumulates, repeated passes are identical, dropout follows samples; bf16
- * plans (bf16 activations give the bits the fp32 ones do, near diffusers within bf16 rounding). */
+ * plans (bf16 activations give the bits the fp32 ones do, near diffusers within bf16 rounding); Winograd
+ * convolutions against direct ones. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "harness.h"
 #include "io/model_folder.h"
 #include "nn/unet.h"
+#include "ops/conv2d_internal.h"
 #include "ops/precision.h"
 
 /* Tolerances: the issue's, as max |error| / max |value| of each tensor. Measured errors are ~1e-6 (see
@@ -245,6 +247,54 @@ static void test_dropout_follows_samples(void) {
     unet_free(&net);
 }
 
+/* fp32 3x3 convolutions with 64 channels or more run as Winograd (ops/conv2d_dnnl.c), which no diffusers
+ * fixture here is large enough to reach: a U-Net of 64 channels at 32x32 (Winograd at the outer level, in
+ * calls of one image, direct kernels at the inner one) against the same U-Net on direct kernels only,
+ * which the fixtures above check. */
+static void test_winograd_matches_direct(void) {
+    UNetConfig cfg;
+    Error err;
+    CHECK(model_config_load(&cfg, "tests/fixtures/unet_ddpm.json", &err) == 0, "%s", err.message);
+    cfg.block_out_channels[0] = cfg.block_out_channels[1] = 64;
+    cfg.sample_height = cfg.sample_width = 32;
+    UNet net;
+    CHECK(unet_init(&net, &cfg, true, &err) == 0, "%s", err.message);
+    unet_init_weights(&net, 3);
+    const size_t n = 2, per = 32 * 32 * (size_t)cfg.in_channels;
+    float *x = xmalloc(n * per * sizeof(float)), *dout = xmalloc(n * per * sizeof(float)), t[2] = {3, 700};
+    fill_normal(x, n * per, 5);
+    fill_normal(dout, n * per, 6);
+    float *out[2], *dx[2], *grads[2]; /* [0]: direct kernels, [1]: Winograd */
+    for (int winograd = 0; winograd < 2; winograd++) {
+        conv2d_fast_use_winograd(winograd, 32 * 32 * 128 * sizeof(float)); /* one image per call */
+        out[winograd] = xmalloc(n * per * sizeof(float));
+        dx[winograd] = xcalloc(n * per, sizeof(float));
+        grads[winograd] = xmalloc(net.n_params * sizeof(float));
+        unet_plan(&net, n, 32, 32);
+        unet_zero_grads(&net);
+        unet_forward(&net, out[winograd], x, t, NULL, NULL);
+        unet_backward(&net, dx[winograd], dout);
+        memcpy(grads[winograd], net.grads, net.n_params * sizeof(float));
+    }
+    conv2d_fast_use_winograd(true, 0);
+    EXPECT(memcmp(out[0], out[1], n * per * sizeof(float)) != 0, "the output repeats the direct kernels' bits");
+    double out_error = scaled_error(out[1], out[0], n * per, 0), dx_error = scaled_error(dx[1], dx[0], n * per, 0);
+    double grad_floor = GRAD_SCALE_FLOOR * max_abs(grads[0], net.n_params), grad_error = 0;
+    const ParamTable *table = &net.layout.params;
+    for (size_t i = 0; i < table->n_entries; i++) {
+        const ParamEntry *e = &table->entries[i];
+        grad_error = fmax(grad_error, scaled_error(grads[1] + e->offset, grads[0] + e->offset, e->numel, grad_floor));
+    }
+    EXPECT(out_error < OUTPUT_TOL && dx_error < GRAD_TOL && grad_error < GRAD_TOL,
+           "Winograd against direct: output error %.2g, input-gradient error %.2g, worst parameter-gradient error "
+           "%.2g of max |value|", out_error, dx_error, grad_error);
+    printf("  Winograd against direct: output error %.2e, input-gradient error %.2e, parameter gradients %.2e\n",
+           out_error, dx_error, grad_error);
+    for (int k = 0; k < 2; k++) free(out[k]), free(dx[k]), free(grads[k]);
+    free(x), free(dout);
+    unet_free(&net);
+}
+
 int main(void) {
     fx = fixture_open("unet");
     RUN(test_ddpm_config_matches_diffusers);
@@ -254,6 +304,7 @@ int main(void) {
     RUN(test_bf16_plans);
     RUN(test_backward_accumulates_and_repeats_exactly);
     RUN(test_dropout_follows_samples);
+    RUN(test_winograd_matches_direct);
     fixture_close(fx);
     return harness_finish();
 }
