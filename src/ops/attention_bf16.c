@@ -122,16 +122,7 @@ static Matmul *matmul_create(const MatmulKey *key) {
     dnnl_memory_desc_t dst = md_4d(key->batch, key->heads, key->m, key->n, dnnl_f32, key->dst);
     dnnl_matmul_desc_t desc;
     DNNL_CALL(dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst));
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (key->sum) {
-        dnnl_post_ops_t ops;
-        DNNL_CALL(dnnl_post_ops_create(&ops));
-        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
-        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
-        DNNL_CALL(dnnl_post_ops_destroy(ops));
-    }
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(key->sum);
     dnnl_primitive_desc_t pd;
     dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, dnnl_runtime_engine(), NULL);
     CHECK(status == dnnl_success,

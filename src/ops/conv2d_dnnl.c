@@ -181,6 +181,21 @@ static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
     return dnnl_runtime_memory(md);
 }
 
+/* A oneDNN reorder from layout `from` to layout `to` (accumulate: added to what `to` holds), and the
+ * memory object of its scratchpad. */
+static dnnl_primitive_t reorder_create(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, bool accumulate,
+                                       dnnl_memory_t *scratchpad) {
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(accumulate);
+    dnnl_primitive_desc_t pd;
+    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
+    dnnl_primitive_t reorder;
+    DNNL_CALL(dnnl_primitive_create(&reorder, pd));
+    *scratchpad = scratchpad_memory(pd);
+    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    return reorder;
+}
+
 /* How weights move between the user's oihw and the kernel's layout (see Plan); nothing to do when
  * they are equal, except for the gradient, which must still be added rather than written. */
 static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *kernel_md,
@@ -191,23 +206,8 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
     else grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
     if (own_weight_moves) plan->own_layout = weight_layout_of(kernel_md);
     if (plan->own_layout.ok) return;
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (to_user_with_sum) {
-        dnnl_post_ops_t ops;
-        DNNL_CALL(dnnl_post_ops_create(&ops));
-        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
-        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
-        DNNL_CALL(dnnl_post_ops_destroy(ops));
-    }
-    dnnl_primitive_desc_t pd;
     const dnnl_memory_desc_t *from = to_user_with_sum ? kernel_md : user_md, *to = to_user_with_sum ? user_md : kernel_md;
-    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
-    DNNL_CALL(dnnl_primitive_create(&plan->reorder, pd));
-    plan->reorder_scratchpad = scratchpad_memory(pd);
-    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
-    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    plan->reorder = reorder_create(from, to, to_user_with_sum, &plan->reorder_scratchpad);
 }
 
 /* Inputs narrower than one of oneDNN's 16-channel blocks (conv_in's RGB): its backward-data kernels
@@ -235,9 +235,7 @@ static Plan *plan_create_narrow(const PlanKey *key) {
     dnnl_memory_desc_t dst_md = md_of(2, dst_dims, dnnl_ab);
     dnnl_matmul_desc_t desc;
     DNNL_CALL(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, NULL, &dst_md));
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(false);
     dnnl_primitive_desc_t pd = pd_create(key, &desc, attr, NULL);
     Plan *plan = xcalloc(1, sizeof *plan);
     plan->key = *key;
@@ -289,14 +287,7 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     dnnl_memory_desc_t dout_md = md_typed(4, dout_dims, operand, dnnl_nhwc), dinp_md = md_of(4, dinp_dims, dnnl_nhwc);
     dnnl_memory_desc_t wei_any = md_typed(4, wei_dims, operand, dnnl_format_tag_any);
 
-    dnnl_primitive_attr_t attr;
-    dnnl_post_ops_t ops;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    DNNL_CALL(dnnl_post_ops_create(&ops));
-    DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
-    DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
-    DNNL_CALL(dnnl_post_ops_destroy(ops));
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(true);
     dnnl_convolution_desc_t desc;
     DNNL_CALL(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &dout_md,
                                                  &wei_any, NULL, &dinp_md, strides, pad_lo, pad_hi));
@@ -366,25 +357,10 @@ static bool winograd_fits(const PlanKey *key) {
     return use_winograd && !key->bf16 && s->kh == 3 && s->kw == 3 && p->stride == 1 && pad1 && channels && positions;
 }
 
-/* A copy of an activation from layout `from` to layout `to` (with add_into: added to what `to` holds). */
-static Relayout relayout_create(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, bool add_into_to) {
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (add_into_to) {
-        dnnl_post_ops_t ops;
-        DNNL_CALL(dnnl_post_ops_create(&ops));
-        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
-        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
-        DNNL_CALL(dnnl_post_ops_destroy(ops));
-    }
-    dnnl_primitive_desc_t pd;
-    DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
-    Relayout r = {.from = dnnl_runtime_memory(from), .to = dnnl_runtime_memory(to),
-                  .scratchpad = scratchpad_memory(pd)};
-    DNNL_CALL(dnnl_primitive_create(&r.reorder, pd));
-    DNNL_CALL(dnnl_primitive_desc_destroy(pd));
-    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+/* A copy of an activation from layout `from` to layout `to` (accumulate: added to what `to` holds). */
+static Relayout relayout_create(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, bool accumulate) {
+    Relayout r = {.from = dnnl_runtime_memory(from), .to = dnnl_runtime_memory(to)};
+    r.reorder = reorder_create(from, to, accumulate, &r.scratchpad);
     return r;
 }
 
@@ -413,9 +389,7 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
     dnnl_memory_desc_t bias_md = md_of(1, bias_dims, dnnl_a);
     const dnnl_memory_desc_t *bias_or_null = key->with_bias ? &bias_md : NULL;
 
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(false);
     dnnl_convolution_desc_t fwd_desc, desc;
     DNNL_CALL(dnnl_convolution_forward_desc_init(&fwd_desc, dnnl_forward_training, algorithm, &src_md, &wei_any,
                                                  bias_or_null, &dst_md, strides, pad_lo, pad_hi));

@@ -1,4 +1,4 @@
-/* The oneDNN engine and stream of the process (see dnnl_runtime.h). Ops run from one thread at a time
+/* The oneDNN engine and stream of the process, and the attributes primitives share (see dnnl_runtime.h). Ops run from one thread at a time
  * (ops.h), so creating them on first use needs no lock. */
 #include "ops/dnnl_runtime.h"
 
@@ -30,4 +30,18 @@ dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md) {
 
 void dnnl_runtime_bind(dnnl_memory_t m, const void *data) {
     if (m) DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, dnnl_runtime_stream()));
+}
+
+dnnl_primitive_attr_t dnnl_runtime_attr(bool accumulate) {
+    dnnl_primitive_attr_t attr;
+    DNNL_CALL(dnnl_primitive_attr_create(&attr));
+    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (accumulate) {
+        dnnl_post_ops_t ops;
+        DNNL_CALL(dnnl_post_ops_create(&ops));
+        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
+        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
+        DNNL_CALL(dnnl_post_ops_destroy(ops));
+    }
+    return attr;
 }

@@ -4,6 +4,8 @@
 #ifndef DIFFUSE_DNNL_RUNTIME_H
 #define DIFFUSE_DNNL_RUNTIME_H
 
+#include <stdbool.h>
+
 #include "ops/dnnl_call.h"
 
 dnnl_engine_t dnnl_runtime_engine(void);
@@ -12,5 +14,8 @@ dnnl_stream_t dnnl_runtime_stream(void);
 dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md);
 /* Points m (NULL: nothing to do) at data; oneDNN takes non-const handles even for buffers it only reads. */
 void dnnl_runtime_bind(dnnl_memory_t m, const void *data);
+/* Primitive attributes (destroy with dnnl_primitive_attr_destroy): the scratchpad is the caller's (user
+ * mode), and with accumulate a `sum` post-op adds the result to what the destination holds. */
+dnnl_primitive_attr_t dnnl_runtime_attr(bool accumulate);
 
 #endif

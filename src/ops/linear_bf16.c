@@ -81,16 +81,7 @@ static Matmul *matmul_create(const MatmulKey *key) {
     } else {
         src = md_2d(Fo, M, dnnl_bf16, true), wei = md_2d(M, Fi, dnnl_bf16, false), dst = md_2d(Fo, Fi, dnnl_f32, false);
     }
-    dnnl_primitive_attr_t attr;
-    DNNL_CALL(dnnl_primitive_attr_create(&attr));
-    DNNL_CALL(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    if (key->product != PRODUCT_FORWARD) { /* the backward accumulates */
-        dnnl_post_ops_t ops;
-        DNNL_CALL(dnnl_post_ops_create(&ops));
-        DNNL_CALL(dnnl_post_ops_append_sum(ops, 1.0f));
-        DNNL_CALL(dnnl_primitive_attr_set_post_ops(attr, ops));
-        DNNL_CALL(dnnl_post_ops_destroy(ops));
-    }
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(key->product != PRODUCT_FORWARD); /* the backward accumulates */
     dnnl_matmul_desc_t desc;
     DNNL_CALL(dnnl_matmul_desc_init(&desc, &src, &wei, key->bias ? &bias : NULL, &dst));
     dnnl_primitive_desc_t pd;
