@@ -277,7 +277,10 @@ static void test_winograd_matches_direct(void) {
         memcpy(grads[winograd], net.grads, net.n_params * sizeof(float));
     }
     conv2d_fast_use_winograd(true, 0);
-    EXPECT(memcmp(out[0], out[1], n * per * sizeof(float)) != 0, "the output repeats the direct kernels' bits");
+    if (conv2d_fast_has_winograd())
+        EXPECT(memcmp(out[0], out[1], n * per * sizeof(float)) != 0, "the output repeats the direct kernels' bits");
+    else
+        printf("  this CPU has no Winograd kernels: both runs take the direct ones\n");
     double out_error = scaled_error(out[1], out[0], n * per, 0), dx_error = scaled_error(dx[1], dx[0], n * per, 0);
     double grad_floor = GRAD_SCALE_FLOOR * max_abs(grads[0], net.n_params), grad_error = 0;
     const ParamTable *table = &net.layout.params;

@@ -263,7 +263,10 @@ static Plan *plan_create_narrow(const PlanKey *key) {
  * positions) this path measured 0.85x, at 32x32 and 64x64 1.12-1.15x. The break-even estimate is
  * ~250 positions; below DATA_AS_FORWARD_MIN_POSITIONS the backward-data primitive is used. Also
  * returns NULL (the caller builds that primitive) at stride 2, when a padding exceeds kernel - 1,
- * when our loops do not handle the layout oneDNN picks, or when oneDNN offers only a reference kernel.
+ * when our loops do not handle the layout oneDNN picks, or when its kernel is not a brgemm one: those
+ * add the sum to the finished result, while the older jit kernels (all an AVX2 CPU has) add dinp in
+ * partway through their input-channel loop, so a second backward would not add exactly the same
+ * values (seen with ONEDNN_MAX_CPU_ISA=AVX2).
  * In bf16, the flipped weights are written plain in fp32 (weight_flip) and oneDNN's reorder rounds them
  * into the kernel's layout; its AMX forward kernels beat its backward-data ones by more than in fp32
  * (ddpm-cifar10 at batch 16: 3x3 128 channels at 32x32 1.86 against 2.40 ms, 1x1 256 -> 128 1.20
@@ -299,7 +302,7 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     DNNL_CALL(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     const dnnl_memory_desc_t *kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     WeightLayout layout = weight_layout_of(kernel_wei);
-    if ((!layout.ok && !key->bf16) || strncmp(impl, "ref", 3) == 0) {
+    if ((!layout.ok && !key->bf16) || strncmp(impl, "brg", 3) != 0) {
         DNNL_CALL(dnnl_primitive_desc_destroy(pd));
         return NULL;
     }
@@ -346,6 +349,26 @@ enum { FORWARD_NCHW_MAX_POSITIONS = 192 };
  * fp32 tolerance of the fast-vs-reference tests. */
 enum { WINOGRAD_MIN_POSITIONS = 1024, WINOGRAD_MIN_SIDE = 8, WINOGRAD_MIN_CHANNELS = 64, WINOGRAD_CHANNEL_BLOCK = 16 };
 
+static Plan *plan_create_conv(const PlanKey *key, bool winograd);
+static void plan_free(Plan *plan);
+
+/* Whether oneDNN has Winograd kernels on this CPU (AVX-512), asked once with a probe plan. */
+static bool winograd_available(void) {
+    static int available = -1;
+    if (available < 0) {
+        const PlanKey probe = {.kind = PLAN_FORWARD,
+                               .s = {.n = 1, .h = 32, .w = 32, .ci = 64, .co = 64, .kh = 3, .kw = 3, .ho = 32, .wo = 32},
+                               .p = {.stride = 1, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
+                               .n_threads = threads_get()};
+        Plan *plan = plan_create_conv(&probe, true);
+        available = plan != NULL;
+        plan_free(plan);
+    }
+    return available;
+}
+
+bool conv2d_fast_has_winograd(void) { return winograd_available(); }
+
 static bool winograd_fits(const PlanKey *key) {
     const Conv2dShape *s = &key->s;
     const Conv2dParams *p = &key->p;
@@ -354,7 +377,8 @@ static bool winograd_fits(const PlanKey *key) {
                           s->ci % WINOGRAD_CHANNEL_BLOCK == 0 && s->co % WINOGRAD_CHANNEL_BLOCK == 0;
     const bool positions = s->ho >= WINOGRAD_MIN_SIDE && s->wo >= WINOGRAD_MIN_SIDE &&
                            s->n * s->ho * s->wo >= WINOGRAD_MIN_POSITIONS;
-    return use_winograd && !key->bf16 && s->kh == 3 && s->kw == 3 && p->stride == 1 && pad1 && channels && positions;
+    return use_winograd && !key->bf16 && s->kh == 3 && s->kw == 3 && p->stride == 1 && pad1 && channels && positions &&
+           winograd_available();
 }
 
 /* A copy of an activation from layout `from` to layout `to` (accumulate: added to what `to` holds). */
