@@ -313,6 +313,45 @@ static float *lse_slice(const float *lse, size_t N, size_t nH, size_t L, const i
     return s;
 }
 
+/* The part of problem p (heads of D channels) the reference checks: heads 0, 1, ... and the last,
+ * n_check_heads in all (0: every head), of batches n0 .. N-1, as a problem of its own. */
+typedef struct CheckedSlice {
+    AttentionProblem sub;
+    int *heads, count;
+    size_t n0, D;
+} CheckedSlice;
+
+static CheckedSlice checked_slice(const AttentionProblem *p, size_t D, int n_check_heads, size_t n0) {
+    CheckedSlice c = {.heads = xmalloc((size_t)p->heads * sizeof(int)), .n0 = n0, .D = D};
+    if (n_check_heads == 0 || n_check_heads >= p->heads) {
+        for (int h = 0; h < p->heads; h++) c.heads[c.count++] = h;
+    } else {
+        for (int h = 0; h < n_check_heads - 1; h++) c.heads[c.count++] = h;
+        c.heads[c.count++] = p->heads - 1;
+    }
+    c.sub = (AttentionProblem){.N = p->N - n0, .Lq = p->Lq, .Lk = p->Lk, .C = (size_t)c.count * D,
+                               .heads = c.count, .scale = p->scale};
+    c.sub.q = heads_slice(p->q, p->N, p->Lq, p->C, D, c.heads, c.count, n0);
+    c.sub.k = heads_slice(p->k, p->N, p->Lk, p->C, D, c.heads, c.count, n0);
+    c.sub.v = heads_slice(p->v, p->N, p->Lk, p->C, D, c.heads, c.count, n0);
+    c.sub.dout = heads_slice(p->dout, p->N, p->Lq, p->C, D, c.heads, c.count, n0);
+    return c;
+}
+
+/* A result of the whole problem p cut to the slice: out, lse, dq, dk, dv (each freed by the caller). */
+static void result_slices(float *got[5], const AttentionResult *r, const AttentionProblem *p, const CheckedSlice *c) {
+    got[0] = heads_slice(r->out, p->N, p->Lq, p->C, c->D, c->heads, c->count, c->n0);
+    got[1] = lse_slice(r->lse, p->N, (size_t)p->heads, p->Lq, c->heads, c->count, c->n0);
+    got[2] = heads_slice(r->dq, p->N, p->Lq, p->C, c->D, c->heads, c->count, c->n0);
+    got[3] = heads_slice(r->dk, p->N, p->Lk, p->C, c->D, c->heads, c->count, c->n0);
+    got[4] = heads_slice(r->dv, p->N, p->Lk, p->C, c->D, c->heads, c->count, c->n0);
+}
+
+static void checked_slice_free(CheckedSlice *c) {
+    free(c->heads);
+    problem_free(&c->sub);
+}
+
 typedef struct RealisticShape {
     const char *name;
     size_t N, Lq, Lk, C;
@@ -358,26 +397,13 @@ static void check_fast_vs_reference(const RealisticShape *s) {
     result_check_guards(what, &fast);
 
     /* The reference on a slice of heads and batches (heads are independent). */
-    int *heads = xmalloc((size_t)s->heads * sizeof(int)), count = 0;
-    if (s->n_check_heads == 0 || s->n_check_heads >= s->heads) {
-        for (int h = 0; h < s->heads; h++) heads[count++] = h;
-    } else {
-        for (int h = 0; h < s->n_check_heads - 1; h++) heads[count++] = h;
-        heads[count++] = s->heads - 1;
-    }
-    const size_t n0 = s->check_from_batch;
-    AttentionProblem sub = {.N = p.N - n0, .Lq = p.Lq, .Lk = p.Lk, .C = (size_t)count * D, .heads = count,
-                            .scale = p.scale};
-    sub.q = heads_slice(p.q, p.N, p.Lq, p.C, D, heads, count, n0);
-    sub.k = heads_slice(p.k, p.N, p.Lk, p.C, D, heads, count, n0);
-    sub.v = heads_slice(p.v, p.N, p.Lk, p.C, D, heads, count, n0);
-    sub.dout = heads_slice(p.dout, p.N, p.Lq, p.C, D, heads, count, n0);
+    CheckedSlice slice = checked_slice(&p, D, s->n_check_heads, s->check_from_batch);
+    AttentionProblem sub = slice.sub; /* slice owns its buffers */
+    const int count = slice.count;
+    const size_t n0 = slice.n0;
     AttentionResult ref = attention_run(&sub, attention_forward_reference, attention_backward_reference, 1);
-    float *got[5] = {heads_slice(fast.out, p.N, p.Lq, p.C, D, heads, count, n0),
-                     lse_slice(fast.lse, p.N, (size_t)p.heads, p.Lq, heads, count, n0),
-                     heads_slice(fast.dq, p.N, p.Lq, p.C, D, heads, count, n0),
-                     heads_slice(fast.dk, p.N, p.Lk, p.C, D, heads, count, n0),
-                     heads_slice(fast.dv, p.N, p.Lk, p.C, D, heads, count, n0)};
+    float *got[5];
+    result_slices(got, &fast, &p, &slice);
     float *want[5] = {ref.out, ref.lse, ref.dq, ref.dk, ref.dv};
     const size_t sub_sizes[5] = {sub.N * sub.Lq * sub.C, sub.N * (size_t)count * sub.Lq, sub.N * sub.Lq * sub.C,
                                  sub.N * sub.Lk * sub.C, sub.N * sub.Lk * sub.C};
@@ -413,8 +439,8 @@ static void check_fast_vs_reference(const RealisticShape *s) {
         result_free(&one_pass), result_free(&two_pass);
     }
     result_free(&ref), result_free(&fast);
-    free(heads);
-    problem_free(&sub), problem_free(&p);
+    checked_slice_free(&slice);
+    problem_free(&p);
 }
 
 static void test_attention_fast_matches_reference(void) {
@@ -558,27 +584,14 @@ static void check_bf16_vs_reference(const Bf16Shape *s) {
     result_free(&fp32);
 
     /* The reference on rounded inputs, for a slice of heads and batches (heads are independent). */
-    int *heads = xmalloc((size_t)s->heads * sizeof(int)), count = 0;
-    if (s->n_check_heads == 0 || s->n_check_heads >= s->heads) {
-        for (int h = 0; h < s->heads; h++) heads[count++] = h;
-    } else {
-        for (int h = 0; h < s->n_check_heads - 1; h++) heads[count++] = h;
-        heads[count++] = s->heads - 1;
-    }
-    const size_t n0 = s->check_from_batch;
-    AttentionProblem sub = {.N = p.N - n0, .Lq = p.Lq, .Lk = p.Lk, .C = (size_t)count * D, .heads = count,
-                            .scale = p.scale};
-    sub.q = heads_slice(p.q, p.N, p.Lq, p.C, D, heads, count, n0);
-    sub.k = heads_slice(p.k, p.N, p.Lk, p.C, D, heads, count, n0);
-    sub.v = heads_slice(p.v, p.N, p.Lk, p.C, D, heads, count, n0);
-    sub.dout = heads_slice(p.dout, p.N, p.Lq, p.C, D, heads, count, n0);
+    CheckedSlice slice = checked_slice(&p, D, s->n_check_heads, s->check_from_batch);
+    AttentionProblem sub = slice.sub; /* slice owns its buffers */
+    const int count = slice.count;
+    const size_t n0 = slice.n0;
     const size_t sq = sub.N * sub.Lq * sub.C, sk = sub.N * sub.Lk * sub.C, sl = sub.N * (size_t)count * sub.Lq;
     round_to_bf16(sub.q, sq), round_to_bf16(sub.k, sk), round_to_bf16(sub.v, sk), round_to_bf16(sub.dout, sq);
-    float *got[5] = {heads_slice(fast.out, p.N, p.Lq, p.C, D, heads, count, n0),
-                     lse_slice(fast.lse, p.N, (size_t)p.heads, p.Lq, heads, count, n0),
-                     heads_slice(fast.dq, p.N, p.Lq, p.C, D, heads, count, n0),
-                     heads_slice(fast.dk, p.N, p.Lk, p.C, D, heads, count, n0),
-                     heads_slice(fast.dv, p.N, p.Lk, p.C, D, heads, count, n0)};
+    float *got[5];
+    result_slices(got, &fast, &p, &slice);
     float *want[5] = {guarded_alloc(sq), guarded_alloc(sl), xcalloc(sq, sizeof(float)), xcalloc(sk, sizeof(float)),
                       xcalloc(sk, sizeof(float))};
     attention_forward_reference(q_shaped(&sub, want[0]), lse_shaped(&sub, want[1]), q_shaped(&sub, sub.q),
@@ -601,8 +614,8 @@ static void check_bf16_vs_reference(const Bf16Shape *s) {
     }
     guarded_free(want[0]), guarded_free(want[1]), free(want[2]), free(want[3]), free(want[4]);
     result_free(&fast);
-    free(heads);
-    problem_free(&sub), problem_free(&p);
+    checked_slice_free(&slice);
+    problem_free(&p);
 }
 
 static bool bf16_skipped(void) {

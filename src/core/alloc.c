@@ -49,3 +49,17 @@ float *alloc_floats(size_t n_floats) {
 }
 
 void alloc_free(void *ptr) { free(ptr); }
+
+void *grow_buffer(GrowBuffer *b, size_t bytes) {
+    if (bytes > b->bytes) {
+        alloc_free(b->data);
+        b->data = alloc_aligned(bytes);
+        b->bytes = bytes;
+    }
+    return b->data;
+}
+
+void grow_buffer_free(GrowBuffer *b) {
+    alloc_free(b->data);
+    *b = (GrowBuffer){0};
+}

@@ -15,4 +15,17 @@ float *alloc_floats(size_t n_floats);
 void *alloc_aligned(size_t n_bytes);
 void alloc_free(void *ptr);
 
+/* A buffer that only grows, for the scratch an op reuses from call to call: after the first call at the
+ * largest size nothing is allocated. */
+typedef struct GrowBuffer {
+    void *data;
+    size_t bytes;
+} GrowBuffer;
+
+/* b's buffer, replaced by a larger one (aligned and zero-filled as alloc_aligned, old contents dropped)
+ * when it holds fewer than `bytes` bytes. */
+void *grow_buffer(GrowBuffer *b, size_t bytes);
+/* Frees b's buffer and leaves b empty. */
+void grow_buffer_free(GrowBuffer *b);
+
 #endif

@@ -56,25 +56,13 @@ AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk,
 /* ------------------------------------------------------------------------------------------------ */
 /* Cached scratch */
 
-typedef struct ScratchBuffer {
-    float *data;
-    size_t n_floats;
-} ScratchBuffer;
-
 /* Ops run from one thread at a time (ops.h), so file-level buffers are safe. */
-static ScratchBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer, q_scaled_buffer;
+static GrowBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer, q_scaled_buffer;
 static AttentionTuning tuning;
 
 void attention_set_tuning(AttentionTuning t) { tuning = t; }
 
-static float *scratch_reserve(ScratchBuffer *b, size_t n_floats) {
-    if (n_floats > b->n_floats) {
-        alloc_free(b->data);
-        b->data = alloc_floats(n_floats);
-        b->n_floats = n_floats;
-    }
-    return b->data;
-}
+static float *scratch_reserve(GrowBuffer *b, size_t n_floats) { return grow_buffer(b, n_floats * sizeof(float)); }
 
 static AttentionArgs attention_args(AttentionShape s, float scale) {
     AttentionArgs a = {.shape = s, .scale = scale, .scratch_floats = attention_scratch_floats(s)};

@@ -93,8 +93,7 @@ enum { MATMUL_CACHE_CAPACITY = 32 };
 
 static Matmul *cache[MATMUL_CACHE_CAPACITY];
 static unsigned long use_clock;
-static void *matmul_scratchpad;
-static size_t matmul_scratchpad_bytes;
+static GrowBuffer matmul_scratchpad;
 
 static bool key_equal(const MatmulKey *a, const MatmulKey *b) {
     return a->batch == b->batch && a->heads == b->heads && a->m == b->m && a->k == b->k && a->n == b->n &&
@@ -134,12 +133,7 @@ static Matmul *matmul_create(const MatmulKey *key) {
     mm->key = *key;
     DNNL_CALL(dnnl_primitive_create(&mm->prim, pd));
     const dnnl_memory_desc_t *pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    const size_t pad_bytes = dnnl_memory_desc_get_size(pad_md);
-    if (pad_bytes > matmul_scratchpad_bytes) {
-        alloc_free(matmul_scratchpad);
-        matmul_scratchpad = alloc_aligned(pad_bytes);
-        matmul_scratchpad_bytes = pad_bytes;
-    }
+    grow_buffer(&matmul_scratchpad, dnnl_memory_desc_get_size(pad_md));
     mm->scratchpad = dnnl_runtime_memory(pad_md);
     mm->src = dnnl_runtime_memory(&src);
     mm->wei = dnnl_runtime_memory(&wei);
@@ -182,7 +176,7 @@ static void matmul_run(MatmulKey key, float *dst, const uint16_t *src, const uin
     dnnl_runtime_bind(mm->src, src);
     dnnl_runtime_bind(mm->wei, wei);
     dnnl_runtime_bind(mm->dst, dst);
-    dnnl_runtime_bind(mm->scratchpad, matmul_scratchpad);
+    dnnl_runtime_bind(mm->scratchpad, matmul_scratchpad.data);
     DNNL_CALL(dnnl_primitive_execute(mm->prim, dnnl_runtime_stream(), 4,
                                      (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei},
                                                          {DNNL_ARG_DST, mm->dst}, {DNNL_ARG_SCRATCHPAD, mm->scratchpad}}));
@@ -192,40 +186,20 @@ static void matmul_run(MatmulKey key, float *dst, const uint16_t *src, const uin
 /* ------------------------------------------------------------------------------------------------ */
 /* Scratch */
 
-typedef struct Bf16Buffer {
-    void *data;
-    size_t bytes;
-} Bf16Buffer;
-
 /* Ops run from one thread at a time (ops.h), so file-level buffers are safe. bf16 copies of the inputs
  * (N, L, C) and deltas (N, nH, Lq); a chunk's scores and dP (fp32), probabilities and score gradients (bf16);
  * the dk, dv sums of an item split into row blocks (Lk, C); a row of exponentials per thread. */
-static Bf16Buffer q_bf16, k_bf16, v_bf16, dout_bf16, deltas, scores, dscores, probs, dprobs, dk_sum, dv_sum,
+static GrowBuffer q_bf16, k_bf16, v_bf16, dout_bf16, deltas, scores, dscores, probs, dprobs, dk_sum, dv_sum,
     exp_rows;
-
-static void *reserve(Bf16Buffer *b, size_t bytes) {
-    if (bytes > b->bytes) {
-        alloc_free(b->data);
-        b->data = alloc_aligned(bytes);
-        b->bytes = bytes;
-    }
-    return b->data;
-}
 
 void attention_bf16_cache_free(void) {
     for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
         matmul_free(cache[i]);
         cache[i] = NULL;
     }
-    alloc_free(matmul_scratchpad);
-    matmul_scratchpad = NULL;
-    matmul_scratchpad_bytes = 0;
-    Bf16Buffer *buffers[] = {&q_bf16, &k_bf16,  &v_bf16, &dout_bf16, &deltas, &scores,
-                             &dscores, &probs, &dprobs, &dk_sum,    &dv_sum, &exp_rows};
-    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) {
-        alloc_free(buffers[i]->data);
-        *buffers[i] = (Bf16Buffer){0};
-    }
+    GrowBuffer *buffers[] = {&matmul_scratchpad, &q_bf16, &k_bf16, &v_bf16, &dout_bf16, &deltas, &scores,
+                             &dscores,           &probs,  &dprobs, &dk_sum, &dv_sum,    &exp_rows};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) grow_buffer_free(buffers[i]);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -405,12 +379,12 @@ void attention_forward_bf16(const AttentionArgs *a) {
     const size_t nH = s.n_heads, Lq = s.Lq, Lk = s.Lk, C = s.C, D = s.D;
     const Chunking ch = chunking_of(s);
     const size_t chunk_scores = ch.items * nH * ch.rows * Lk, row_floats = (Lk + 15) / 16 * 16;
-    uint16_t *qb = reserve(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
-    uint16_t *kb = reserve(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
-    uint16_t *vb = reserve(&v_bf16, s.N * Lk * C * sizeof(uint16_t));
-    float *sc = reserve(&scores, chunk_scores * sizeof(float));
-    uint16_t *pb = reserve(&probs, chunk_scores * sizeof(uint16_t));
-    float *rows = reserve(&exp_rows, (size_t)threads_get() * row_floats * sizeof(float));
+    uint16_t *qb = grow_buffer(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
+    uint16_t *kb = grow_buffer(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
+    uint16_t *vb = grow_buffer(&v_bf16, s.N * Lk * C * sizeof(uint16_t));
+    float *sc = grow_buffer(&scores, chunk_scores * sizeof(float));
+    uint16_t *pb = grow_buffer(&probs, chunk_scores * sizeof(uint16_t));
+    float *rows = grow_buffer(&exp_rows, (size_t)threads_get() * row_floats * sizeof(float));
     floats_to_bfloat16(qb, a->q, s.N * Lq * C);
     floats_to_bfloat16(kb, a->k, s.N * Lk * C);
     floats_to_bfloat16(vb, a->v, s.N * Lk * C);
@@ -450,17 +424,17 @@ void attention_backward_bf16(const AttentionArgs *a) {
     /* With whole items per chunk, the dk and dv products add straight into the caller's gradients. */
     const bool whole_items = ch.rows == Lq;
     const size_t chunk_scores = ch.items * nH * ch.rows * Lk;
-    uint16_t *qb = reserve(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
-    uint16_t *kb = reserve(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
-    uint16_t *vb = want_ds ? reserve(&v_bf16, s.N * Lk * C * sizeof(uint16_t)) : NULL;
-    uint16_t *dob = reserve(&dout_bf16, s.N * Lq * C * sizeof(uint16_t));
-    float *delta = reserve(&deltas, s.N * nH * Lq * sizeof(float));
-    float *sc = reserve(&scores, chunk_scores * sizeof(float));
-    float *dps = want_ds ? reserve(&dscores, chunk_scores * sizeof(float)) : NULL;
-    uint16_t *pb = a->dv ? reserve(&probs, chunk_scores * sizeof(uint16_t)) : NULL;
-    uint16_t *dsb = want_ds ? reserve(&dprobs, chunk_scores * sizeof(uint16_t)) : NULL;
-    float *dks = a->dk && !whole_items ? reserve(&dk_sum, Lk * C * sizeof(float)) : NULL;
-    float *dvs = a->dv && !whole_items ? reserve(&dv_sum, Lk * C * sizeof(float)) : NULL;
+    uint16_t *qb = grow_buffer(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
+    uint16_t *kb = grow_buffer(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
+    uint16_t *vb = want_ds ? grow_buffer(&v_bf16, s.N * Lk * C * sizeof(uint16_t)) : NULL;
+    uint16_t *dob = grow_buffer(&dout_bf16, s.N * Lq * C * sizeof(uint16_t));
+    float *delta = grow_buffer(&deltas, s.N * nH * Lq * sizeof(float));
+    float *sc = grow_buffer(&scores, chunk_scores * sizeof(float));
+    float *dps = want_ds ? grow_buffer(&dscores, chunk_scores * sizeof(float)) : NULL;
+    uint16_t *pb = a->dv ? grow_buffer(&probs, chunk_scores * sizeof(uint16_t)) : NULL;
+    uint16_t *dsb = want_ds ? grow_buffer(&dprobs, chunk_scores * sizeof(uint16_t)) : NULL;
+    float *dks = a->dk && !whole_items ? grow_buffer(&dk_sum, Lk * C * sizeof(float)) : NULL;
+    float *dvs = a->dv && !whole_items ? grow_buffer(&dv_sum, Lk * C * sizeof(float)) : NULL;
     floats_to_bfloat16(qb, a->q, s.N * Lq * C);
     floats_to_bfloat16(kb, a->k, s.N * Lk * C);
     if (vb) floats_to_bfloat16(vb, a->v, s.N * Lk * C);

@@ -109,10 +109,8 @@ enum { PLAN_CACHE_CAPACITY = 64 };
 
 /* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
 typedef struct Workspace {
-    void *wei, *dwei, *scratchpad, *dinp, *dbias, *cols, *inp_bf16, *dout_bf16, *flipped, *src_copy, *dout_copy,
-        *result_copy, *grad_sums;
-    size_t wei_bytes, dwei_bytes, scratchpad_bytes, dinp_bytes, dbias_bytes, cols_bytes, inp_bf16_bytes,
-        dout_bf16_bytes, flipped_bytes, src_copy_bytes, dout_copy_bytes, result_copy_bytes, grad_sums_bytes;
+    GrowBuffer wei, dwei, scratchpad, dinp, dbias, cols, inp_bf16, dout_bf16, flipped, src_copy, dout_copy, result_copy,
+        grad_sums;
 } Workspace;
 
 /* Held weights (conv2d_hold_weights): a bf16 forward plan's rounded weights in its kernel's layout, by the
@@ -144,13 +142,6 @@ static bool key_equal(const PlanKey *a, const PlanKey *b) {
            x->w == y->w && x->ci == y->ci && x->co == y->co && x->kh == y->kh && x->kw == y->kw;
 }
 
-static void grow(void **buf, size_t *have, size_t need) {
-    if (need <= *have) return;
-    alloc_free(*buf);
-    *buf = alloc_aligned(need);
-    *have = need;
-}
-
 static dnnl_memory_desc_t md_typed(int ndims, const dnnl_dims_t dims, dnnl_data_type_t type, dnnl_format_tag_t tag) {
     dnnl_memory_desc_t md;
     DNNL_CALL(dnnl_memory_desc_init_by_tag(&md, ndims, dims, type, tag));
@@ -177,7 +168,7 @@ static dnnl_primitive_desc_t pd_create(const PlanKey *key, const_dnnl_op_desc_t 
 
 static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
     const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    grow(&ws.scratchpad, &ws.scratchpad_bytes, dnnl_memory_desc_get_size(md));
+    grow_buffer(&ws.scratchpad, dnnl_memory_desc_get_size(md));
     return dnnl_runtime_memory(md);
 }
 
@@ -202,8 +193,8 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
                          bool to_user_with_sum) {
     if (!to_user_with_sum && dnnl_memory_desc_equal(user_md, kernel_md)) return;
     plan->wei = dnnl_runtime_memory(kernel_md);
-    if (to_user_with_sum) grow(&ws.dwei, &ws.dwei_bytes, dnnl_memory_desc_get_size(kernel_md));
-    else grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_md));
+    if (to_user_with_sum) grow_buffer(&ws.dwei, dnnl_memory_desc_get_size(kernel_md));
+    else grow_buffer(&ws.wei, dnnl_memory_desc_get_size(kernel_md));
     if (own_weight_moves) plan->own_layout = weight_layout_of(kernel_md);
     if (plan->own_layout.ok) return;
     const dnnl_memory_desc_t *from = to_user_with_sum ? kernel_md : user_md, *to = to_user_with_sum ? user_md : kernel_md;
@@ -245,7 +236,7 @@ static Plan *plan_create_narrow(const PlanKey *key) {
     plan->act_in = dnnl_runtime_memory(&src_md);
     plan->wei_user = dnnl_runtime_memory(&wei_md);
     plan->act_out = dnnl_runtime_memory(&dst_md);
-    grow(&ws.cols, &ws.cols_bytes, (s->co + m) * n_cols * sizeof(float));
+    grow_buffer(&ws.cols, (s->co + m) * n_cols * sizeof(float));
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     return plan;
@@ -316,12 +307,12 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     if (key->bf16) {
         const dnnl_memory_desc_t flipped_md = md_of(4, wei_dims, dnnl_oihw);
         plan->wei_user = dnnl_runtime_memory(&flipped_md);
-        grow(&ws.flipped, &ws.flipped_bytes, dnnl_memory_desc_get_size(&flipped_md));
+        grow_buffer(&ws.flipped, dnnl_memory_desc_get_size(&flipped_md));
         plan_reorder(plan, &flipped_md, kernel_wei, false);
     } else {
         plan->own_layout = layout;
         plan->wei = dnnl_runtime_memory(kernel_wei);
-        grow(&ws.wei, &ws.wei_bytes, dnnl_memory_desc_get_size(kernel_wei));
+        grow_buffer(&ws.wei, dnnl_memory_desc_get_size(kernel_wei));
     }
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     return plan;
@@ -357,7 +348,8 @@ static bool winograd_available(void) {
     static int available = -1;
     if (available < 0) {
         const PlanKey probe = {.kind = PLAN_FORWARD,
-                               .s = {.n = 1, .h = 32, .w = 32, .ci = 64, .co = 64, .kh = 3, .kw = 3, .ho = 32, .wo = 32},
+                               .s = {.n = 1, .h = 32, .w = 32, .ci = 64, .co = 64, .kh = 3, .kw = 3,
+                                     .ho = 32, .wo = 32},
                                .p = {.stride = 1, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
                                .n_threads = threads_get()};
         Plan *plan = plan_create_conv(&probe, true);
@@ -463,26 +455,26 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
     const bool data = key->kind == PLAN_BACKWARD_DATA;
     plan->act_in = dnnl_runtime_memory(data ? &dst_md : &src_md);
     plan->act_out = dnnl_runtime_memory(data ? &src_md : &dst_md);
-    if (data && act_tag == dnnl_nhwc) grow(&ws.dinp, &ws.dinp_bytes, s->n * s->h * s->w * s->ci * sizeof(float));
-    if (key->kind == PLAN_BACKWARD_WEIGHTS && key->with_bias) grow(&ws.dbias, &ws.dbias_bytes, s->co * sizeof(float));
+    if (data && act_tag == dnnl_nhwc) grow_buffer(&ws.dinp, s->n * s->h * s->w * s->ci * sizeof(float));
+    if (key->kind == PLAN_BACKWARD_WEIGHTS && key->with_bias) grow_buffer(&ws.dbias, s->co * sizeof(float));
     if (act_tag != dnnl_nhwc) {
         const dnnl_memory_desc_t src_user = md_of(4, src_dims, dnnl_nhwc), dst_user = md_of(4, dst_dims, dnnl_nhwc);
         const size_t src_bytes = dnnl_memory_desc_get_size(&src_md), dst_bytes = dnnl_memory_desc_get_size(&dst_md);
         if (key->kind != PLAN_BACKWARD_DATA) {
             plan->src_copy = relayout_create(&src_user, &src_md, false);
-            grow(&ws.src_copy, &ws.src_copy_bytes, src_bytes);
+            grow_buffer(&ws.src_copy, src_bytes);
         }
         if (key->kind != PLAN_FORWARD) {
             plan->dout_copy = relayout_create(&dst_user, &dst_md, false);
-            grow(&ws.dout_copy, &ws.dout_copy_bytes, dst_bytes);
+            grow_buffer(&ws.dout_copy, dst_bytes);
         }
         if (key->kind == PLAN_FORWARD) {
             plan->result_copy = relayout_create(&dst_md, &dst_user, false);
-            grow(&ws.result_copy, &ws.result_copy_bytes, dst_bytes);
+            grow_buffer(&ws.result_copy, dst_bytes);
         }
         if (data) {
             plan->result_copy = relayout_create(&src_md, &src_user, true);
-            grow(&ws.result_copy, &ws.result_copy_bytes, src_bytes);
+            grow_buffer(&ws.result_copy, src_bytes);
         }
     }
     DNNL_CALL(dnnl_primitive_desc_destroy(pd)); /* the primitive keeps its own copy; kernel_wei dies here */
@@ -573,20 +565,10 @@ void conv2d_cache_free(void) {
         plan_free(cache[i]);
         cache[i] = NULL;
     }
-    alloc_free(ws.wei);
-    alloc_free(ws.dwei);
-    alloc_free(ws.scratchpad);
-    alloc_free(ws.dinp);
-    alloc_free(ws.dbias);
-    alloc_free(ws.cols);
-    alloc_free(ws.inp_bf16);
-    alloc_free(ws.dout_bf16);
-    alloc_free(ws.flipped);
-    alloc_free(ws.src_copy);
-    alloc_free(ws.dout_copy);
-    alloc_free(ws.result_copy);
-    alloc_free(ws.grad_sums);
-    ws = (Workspace){0};
+    GrowBuffer *buffers[] = {&ws.wei,       &ws.dwei,     &ws.scratchpad, &ws.dinp,      &ws.dbias,
+                             &ws.cols,      &ws.inp_bf16, &ws.dout_bf16,  &ws.flipped,   &ws.src_copy,
+                             &ws.dout_copy, &ws.result_copy, &ws.grad_sums};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) grow_buffer_free(buffers[i]);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -605,16 +587,16 @@ static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bi
 static void relayout(const Relayout *r, const void *from, void *to) {
     dnnl_runtime_bind(r->from, from);
     dnnl_runtime_bind(r->to, to);
-    dnnl_runtime_bind(r->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(r->scratchpad, ws.scratchpad.data);
     execute(r->reorder, 3,
             (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}, {DNNL_ARG_SCRATCHPAD, r->scratchpad}});
 }
 
-/* A bf16 copy of n floats in the workspace buffer *buf (grown as needed). */
-static const uint16_t *bf16_copy(void **buf, size_t *bytes, const float *src, size_t n) {
-    grow(buf, bytes, n * sizeof(uint16_t));
-    floats_to_bfloat16(*buf, src, n);
-    return *buf;
+/* A bf16 copy of n floats in the workspace buffer b. */
+static const uint16_t *bf16_copy(GrowBuffer *b, const float *src, size_t n) {
+    uint16_t *copy = grow_buffer(b, n * sizeof(uint16_t));
+    floats_to_bfloat16(copy, src, n);
+    return copy;
 }
 
 /* The held copy of weight in plan's kernel layout, made on first use (see conv2d_hold_weights); *fresh
@@ -643,7 +625,7 @@ static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
         dnnl_runtime_bind(plan->wei_user, weight);
         return plan->wei_user;
     }
-    void *dst = ws.wei;
+    void *dst = ws.wei.data;
     bool fresh = true;
     if (hold_weights && plan->key.kind == PLAN_FORWARD && plan->key.bf16) dst = held_weights_of(plan, weight, &fresh);
     dnnl_runtime_bind(plan->wei, dst);
@@ -653,7 +635,7 @@ static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
         return plan->wei;
     }
     dnnl_runtime_bind(plan->wei_user, weight);
-    dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad.data);
     execute(plan->reorder, 3,
             (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei_user}, {DNNL_ARG_TO, plan->wei},
                                 {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
@@ -666,7 +648,7 @@ static const void *input_of(const Plan *plan, const float *inp, const uint16_t *
         CHECK(plan->key.bf16, "conv2d: a bf16 input needs bf16 precision (ops_set_precision)");
         return inp_bf16;
     }
-    if (plan->key.bf16) return bf16_copy(&ws.inp_bf16, &ws.inp_bf16_bytes, inp, n);
+    if (plan->key.bf16) return bf16_copy(&ws.inp_bf16, inp, n);
     return inp;
 }
 
@@ -713,19 +695,19 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     const bool copies = plan->src_copy.reorder;
     const size_t in_step = call.n * s.h * s.w * s.ci, out_step = call.n * s.ho * s.wo * s.co;
     dnnl_runtime_bind(plan->bias, bias.data);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
     for (size_t k = 0; k * call.n < s.n; k++) {
         const float *in = inp ? inp + k * in_step : NULL;
         float *o = out.data + k * out_step;
-        if (copies) relayout(&plan->src_copy, in, ws.src_copy);
-        dnnl_runtime_bind(plan->act_in,
-                          copies ? ws.src_copy : input_of(plan, in, inp_bf16 ? inp_bf16 + k * in_step : NULL, in_step));
-        dnnl_runtime_bind(plan->act_out, copies ? ws.result_copy : o);
+        if (copies) relayout(&plan->src_copy, in, ws.src_copy.data);
+        const uint16_t *in_bf16 = inp_bf16 ? inp_bf16 + k * in_step : NULL;
+        dnnl_runtime_bind(plan->act_in, copies ? ws.src_copy.data : input_of(plan, in, in_bf16, in_step));
+        dnnl_runtime_bind(plan->act_out, copies ? ws.result_copy.data : o);
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, wei},
                                    {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad},
                                    {DNNL_ARG_BIAS, plan->bias}};
         execute(plan->conv, with_bias ? 5 : 4, args);
-        if (copies) relayout(&plan->result_copy, ws.result_copy, o);
+        if (copies) relayout(&plan->result_copy, ws.result_copy.data, o);
     }
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
 }
@@ -754,13 +736,13 @@ static void add_into(float *restrict dst, const float *restrict src, size_t n) {
 static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
                                  Conv2dParams p) {
     const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
-    float *w_cols = ws.cols, *cols = (float *)ws.cols + s.co * n_cols;
+    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.co * n_cols;
     for (size_t o = 0; o < s.co; o++)
         for (size_t i = 0; i < s.ci; i++)
             for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
     dnnl_runtime_bind(plan->wei_user, w_cols);
     dnnl_runtime_bind(plan->act_out, cols);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
     for (size_t n0 = 0; n0 < s.n; n0 += group) {
         dnnl_runtime_bind(plan->act_in, dout.data + n0 * image_pos * s.co);
         execute(plan->conv, 4,
@@ -795,9 +777,9 @@ static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Ten
 /* The copy of dout in the kernel's layout (ws.dout_copy) for a plan with copies, made by the first of
  * one backward call's two plans that needs it (*made tells) and read by both. */
 static const float *dout_copy_of(const Plan *plan, const float *dout, bool *made) {
-    if (!*made) relayout(&plan->dout_copy, dout, ws.dout_copy);
+    if (!*made) relayout(&plan->dout_copy, dout, ws.dout_copy.data);
     *made = true;
-    return ws.dout_copy;
+    return ws.dout_copy.data;
 }
 
 /* Moves the weights where plan's backward-data reads them and returns that memory: flipped for a plan
@@ -805,11 +787,11 @@ static const float *dout_copy_of(const Plan *plan, const float *dout, bool *made
 static dnnl_memory_t backward_data_weights(Plan *plan, const float *weight, Conv2dShape s) {
     if (!plan->data_as_forward) return weights_in(plan, weight);
     if (plan->key.bf16) {
-        weight_flip(ws.flipped, weight, s.co, s.ci, s.kh, s.kw);
-        return weights_in(plan, ws.flipped);
+        weight_flip(ws.flipped.data, weight, s.co, s.ci, s.kh, s.kw);
+        return weights_in(plan, ws.flipped.data);
     }
-    dnnl_runtime_bind(plan->wei, ws.wei);
-    weight_to_blocked_flipped(&plan->own_layout, ws.wei, weight);
+    dnnl_runtime_bind(plan->wei, ws.wei.data);
+    weight_to_blocked_flipped(&plan->own_layout, ws.wei.data, weight);
     return plan->wei;
 }
 
@@ -821,16 +803,16 @@ static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_d
     const bool copies = plan->result_copy.reorder, as_forward = plan->data_as_forward;
     if (copies) dnnl_runtime_bind(plan->act_in, dout_copy_of(plan, dout, dout_copied));
     else dnnl_runtime_bind(plan->act_in, plan->key.bf16 ? (const void *)dout_bf16 : dout);
-    dnnl_runtime_bind(plan->act_out, as_forward ? dinp : copies ? ws.result_copy : ws.dinp);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->act_out, as_forward ? dinp : copies ? ws.result_copy.data : ws.dinp.data);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
     execute(plan->conv, 4,
             (dnnl_exec_arg_t[]){{as_forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, plan->act_in},
                                 {DNNL_ARG_WEIGHTS, wei},
                                 {as_forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, plan->act_out},
                                 {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-    if (copies) relayout(&plan->result_copy, ws.result_copy, dinp); /* adds */
+    if (copies) relayout(&plan->result_copy, ws.result_copy.data, dinp); /* adds */
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
-    if (!copies && !as_forward) add_into(dinp, ws.dinp, n_dinp);
+    if (!copies && !as_forward) add_into(dinp, ws.dinp.data, n_dinp);
 }
 
 /* dbias alone, when no weight gradient is wanted: a fixed-order sum per channel (as the reference). */
@@ -849,33 +831,33 @@ static void backward_bias_only(float *dbias, const float *dout, size_t n_pos, si
 static void backward_weights(Plan *plan, Tensor dweight, Tensor dbias, const float *dout, const uint16_t *dout_bf16,
                              bool *dout_copied, const float *inp, const uint16_t *inp_bf16, size_t n_inp) {
     const bool with_bias = !tensor_is_none(dbias);
-    dnnl_runtime_bind(plan->wei, ws.dwei);
+    dnnl_runtime_bind(plan->wei, ws.dwei.data);
     if (plan->src_copy.reorder) {
-        relayout(&plan->src_copy, inp, ws.src_copy);
-        dnnl_runtime_bind(plan->act_in, ws.src_copy);
+        relayout(&plan->src_copy, inp, ws.src_copy.data);
+        dnnl_runtime_bind(plan->act_in, ws.src_copy.data);
         dnnl_runtime_bind(plan->act_out, dout_copy_of(plan, dout, dout_copied));
     } else {
         dnnl_runtime_bind(plan->act_in, input_of(plan, inp, inp_bf16, n_inp));
         dnnl_runtime_bind(plan->act_out, plan->key.bf16 ? (const void *)dout_bf16 : dout);
     }
-    dnnl_runtime_bind(plan->bias, ws.dbias);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad);
+    dnnl_runtime_bind(plan->bias, ws.dbias.data);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_DIFF_DST, plan->act_out},
                                {DNNL_ARG_DIFF_WEIGHTS, plan->wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad},
                                {DNNL_ARG_DIFF_BIAS, plan->bias}};
     execute(plan->conv, with_bias ? 5 : 4, args);
     if (plan->own_layout.ok) {
         DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
-        weight_add_from_blocked(&plan->own_layout, dweight.data, ws.dwei);
+        weight_add_from_blocked(&plan->own_layout, dweight.data, ws.dwei.data);
     } else {
         dnnl_runtime_bind(plan->wei_user, dweight.data);
-        dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad);
+        dnnl_runtime_bind(plan->reorder_scratchpad, ws.scratchpad.data);
         execute(plan->reorder, 3,
                 (dnnl_exec_arg_t[]){{DNNL_ARG_FROM, plan->wei}, {DNNL_ARG_TO, plan->wei_user},
                                     {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
         DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
     }
-    if (with_bias) add_into(dbias.data, ws.dbias, dbias.shape[0]);
+    if (with_bias) add_into(dbias.data, ws.dbias.data, dbias.shape[0]);
 }
 
 /* Both gradients call by call (images_per_call): each call's backward-data then backward-weights, which
@@ -890,7 +872,7 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
     /* In bf16, both passes read the same rounded copy of dout. */
     const uint16_t *dout_bf16 = NULL;
     if (ops_precision() == OPS_PRECISION_BF16 && (want_dweight || s.ci >= NARROW_CI))
-        dout_bf16 = bf16_copy(&ws.dout_bf16, &ws.dout_bf16_bytes, dout.data, tensor_numel(dout));
+        dout_bf16 = bf16_copy(&ws.dout_bf16, dout.data, tensor_numel(dout));
     Conv2dShape call = s;
     call.n = images_per_call(s, p);
     Plan *data = NULL, *weights = NULL;
@@ -910,10 +892,10 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
     Tensor dweight_sum = dweight, dbias_sum = dbias;
     if (weights && call.n < s.n) {
         const size_t n_weight = tensor_numel(dweight), n_bias = tensor_is_none(dbias) ? 0 : s.co;
-        grow(&ws.grad_sums, &ws.grad_sums_bytes, (n_weight + n_bias) * sizeof(float));
-        floats_zero(ws.grad_sums, n_weight + n_bias);
-        dweight_sum.data = ws.grad_sums;
-        if (n_bias) dbias_sum.data = (float *)ws.grad_sums + n_weight;
+        grow_buffer(&ws.grad_sums, (n_weight + n_bias) * sizeof(float));
+        floats_zero(ws.grad_sums.data, n_weight + n_bias);
+        dweight_sum.data = ws.grad_sums.data;
+        if (n_bias) dbias_sum.data = (float *)ws.grad_sums.data + n_weight;
     }
     const size_t in_step = call.n * s.h * s.w * s.ci, out_step = call.n * s.ho * s.wo * s.co;
     for (size_t k = 0; k * call.n < s.n; k++) {

@@ -142,18 +142,10 @@ static size_t chunk_rows_of(const GroupNormPlan *pl, size_t task, size_t *r0, si
     return task / pl->n_chunks;
 }
 
-/* One grow-only scratch buffer for this file: ops run one at a time, so no call overlaps another, and
- * after the first call at the largest shape nothing is allocated. */
-static void *scratch_get(size_t n_bytes) {
-    static void *buffer;
-    static size_t capacity;
-    if (n_bytes > capacity) {
-        alloc_free(buffer);
-        buffer = alloc_aligned(n_bytes);
-        capacity = n_bytes;
-    }
-    return buffer;
-}
+/* One scratch buffer for this file: ops run one at a time, so no call overlaps another. */
+static GrowBuffer scratch;
+
+static void *scratch_get(size_t n_bytes) { return grow_buffer(&scratch, n_bytes); }
 
 static size_t align64(size_t n_bytes) { return (n_bytes + 63) / 64 * 64; }
 

@@ -44,20 +44,10 @@ enum { MATMUL_CACHE_CAPACITY = 24 };
 static Matmul *cache[MATMUL_CACHE_CAPACITY];
 static unsigned long use_clock;
 /* bf16 copies of the operands, and oneDNN's scratchpad */
-static void *buffers[3];
-static size_t buffer_bytes[3];
-
-static void *buffer(int i, size_t n_bytes) {
-    if (n_bytes > buffer_bytes[i]) {
-        alloc_free(buffers[i]);
-        buffers[i] = alloc_aligned(n_bytes);
-        buffer_bytes[i] = n_bytes;
-    }
-    return buffers[i];
-}
+static GrowBuffer buffers[3];
 
 static const uint16_t *bf16_copy(int i, const float *src, size_t n) {
-    uint16_t *dst = buffer(i, n * sizeof(uint16_t));
+    uint16_t *dst = grow_buffer(&buffers[i], n * sizeof(uint16_t));
     floats_to_bfloat16(dst, src, n);
     return dst;
 }
@@ -90,7 +80,7 @@ static Matmul *matmul_create(const MatmulKey *key) {
     mm->key = *key;
     DNNL_CALL(dnnl_primitive_create(&mm->prim, pd));
     const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    buffer(2, dnnl_memory_desc_get_size(scratch));
+    grow_buffer(&buffers[2], dnnl_memory_desc_get_size(scratch));
     mm->scratchpad = dnnl_runtime_memory(scratch);
     mm->src = dnnl_runtime_memory(&src), mm->wei = dnnl_runtime_memory(&wei), mm->dst = dnnl_runtime_memory(&dst);
     if (key->bias) mm->bias = dnnl_runtime_memory(&bias);
@@ -134,7 +124,7 @@ static void run(Product product, LinearShape s, const void *src, const void *wei
     const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, threads_get()};
     Matmul *mm = matmul_get(&key);
     dnnl_runtime_bind(mm->src, src), dnnl_runtime_bind(mm->wei, wei), dnnl_runtime_bind(mm->bias, bias), dnnl_runtime_bind(mm->dst, dst);
-    dnnl_runtime_bind(mm->scratchpad, buffers[2]);
+    dnnl_runtime_bind(mm->scratchpad, buffers[2].data);
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei}, {DNNL_ARG_DST, mm->dst},
                                {DNNL_ARG_SCRATCHPAD, mm->scratchpad}, {DNNL_ARG_BIAS, mm->bias}};
     DNNL_CALL(dnnl_primitive_execute(mm->prim, dnnl_runtime_stream(), bias ? 5 : 4, args));
@@ -164,9 +154,5 @@ void linear_bf16_cache_free(void) {
         matmul_free(cache[i]);
         cache[i] = NULL;
     }
-    for (int i = 0; i < 3; i++) {
-        alloc_free(buffers[i]);
-        buffers[i] = NULL;
-        buffer_bytes[i] = 0;
-    }
+    for (int i = 0; i < 3; i++) grow_buffer_free(&buffers[i]);
 }
