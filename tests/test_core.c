@@ -1,5 +1,5 @@
-/* Core: CHECK, errors, tensor views and their shape checks, the counter-based RNG, half floats,
- * threads, atomic files and the safetensors reader and writer. */
+/* Core: CHECK, errors, tensor views and their shape checks, the planned arena, the counter-based RNG, half
+ * floats, threads, atomic files and the safetensors reader and writer. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/arena.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/rng.h"
@@ -65,6 +66,83 @@ static void test_error_messages(void) {
     error_prefix(&err, "loading %s", "model");
     EXPECT(strcmp(err.message, "loading model: file.json: bad 7") == 0, "message: %s", err.message);
     EXPECT(error_set(NULL, "ignored") == -1, "NULL error");
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The arena */
+
+/* Buffers with disjoint lifetimes share memory; one that overlaps both goes after them, aligned. */
+static void test_arena_shares_disjoint_lifetimes(void) {
+    Arena arena = {0};
+    float *ptr[3] = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) arena_begin_count(&arena);
+        else arena_allocate(&arena);
+        arena_live(&arena, 0, 1);
+        ptr[0] = arena_floats(&arena, 100);
+        arena_live(&arena, 2, 3);
+        ptr[1] = arena_floats(&arena, 100);
+        arena_live(&arena, 1, 2);
+        ptr[2] = arena_floats(&arena, 50);
+    }
+    EXPECT(ptr[0] == arena.base && ptr[1] == arena.base, "steps 0-1 and 2-3 should share offset 0: %td, %td",
+           ptr[0] - arena.base, ptr[1] - arena.base);
+    EXPECT(ptr[2] == arena.base + 112, "the buffer live at steps 1-2 is at %td, expected 112 (100 aligned to 16)",
+           ptr[2] - arena.base);
+    EXPECT(arena.capacity == 162, "capacity %zu floats, expected 162", arena.capacity);
+    for (size_t i = 0; i < 50; i++) ptr[2][i] = 1.0f; /* within the allocation (the sanitizer build checks) */
+    arena_free(&arena);
+}
+
+/* Random plans: buffers whose lifetimes overlap never overlap in memory, every buffer is 64-byte aligned,
+ * and the layout spans no more than the buffers laid end to end. */
+static void test_arena_random_plans_never_overlap(void) {
+    enum { N = 300, STEPS = 40 };
+    size_t n[N];
+    int first[N], last[N];
+    uint64_t state = 12345;
+    for (int trial = 0; trial < 5; trial++) {
+        size_t end_to_end = 0;
+        for (int i = 0; i < N; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            n[i] = 1 + (state >> 33) % 5000;
+            first[i] = (int)((state >> 20) % STEPS);
+            last[i] = first[i] + (int)((state >> 8) % 8);
+            end_to_end += (n[i] + 15) / 16 * 16;
+        }
+        Arena arena = {0};
+        float *ptr[N];
+        arena_begin_count(&arena);
+        for (int i = 0; i < N; i++) arena_live(&arena, first[i], last[i]), arena_floats(&arena, n[i]);
+        arena_allocate(&arena);
+        for (int i = 0; i < N; i++) arena_live(&arena, first[i], last[i]), ptr[i] = arena_floats(&arena, n[i]);
+        int overlaps = 0, misaligned = 0;
+        for (int i = 0; i < N; i++) {
+            misaligned += (uintptr_t)ptr[i] % 64 != 0;
+            for (int j = 0; j < i; j++)
+                if (first[i] <= last[j] && first[j] <= last[i] && ptr[i] < ptr[j] + n[j] && ptr[j] < ptr[i] + n[i])
+                    overlaps++;
+        }
+        EXPECT(overlaps == 0, "trial %d: %d pairs of buffers in use at once share memory", trial, overlaps);
+        EXPECT(misaligned == 0, "trial %d: %d buffers not 64-byte aligned", trial, misaligned);
+        EXPECT(arena.capacity <= end_to_end && arena.capacity < end_to_end / 2,
+               "trial %d: %zu floats for buffers that take %zu end to end", trial, arena.capacity, end_to_end);
+        arena_free(&arena);
+    }
+}
+
+static void replan_with_other_size(void *ctx) {
+    (void)ctx;
+    Arena arena = {0};
+    arena_begin_count(&arena);
+    arena_floats(&arena, 10);
+    arena_allocate(&arena);
+    arena_floats(&arena, 11);
+}
+
+static void test_arena_rejects_a_changed_plan(void) {
+    expect_check_failure("a real pass that asks for other sizes", replan_with_other_size, NULL,
+                         "plan changed between passes");
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -292,6 +370,9 @@ int main(void) {
     RUN(test_check_aborts_with_message);
     RUN(test_tensor_shape_checks);
     RUN(test_error_messages);
+    RUN(test_arena_shares_disjoint_lifetimes);
+    RUN(test_arena_random_plans_never_overlap);
+    RUN(test_arena_rejects_a_changed_plan);
     RUN(test_philox_known_answer);
     RUN(test_rng_addressable_and_thread_independent);
     RUN(test_rng_distributions);

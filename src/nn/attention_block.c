@@ -20,19 +20,29 @@ void attention_plan(LayerState *s, Arena *arena) {
     if (l->norm_groups > 0) {
         a->mean = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
         a->rstd = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
-        a->normed = tokens(arena, n, len, c);
     }
     a->q = tokens(arena, n, len, c);
     a->k = tokens(arena, n, len, c);
     a->v = tokens(arena, n, len, c);
     a->o = tokens(arena, n, len, c);
     a->lse = tensor_3d(arena_floats(arena, n * (size_t)l->n_heads * len), n, (size_t)l->n_heads, len);
-    s->out = tensor_4d(arena_floats(arena, n * len * c), n, s->out_h, s->out_w, c);
 }
 
 void attention_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]) {
-    if (!backward) return;
-    for (int i = 0; i <= 4; i++) unet_scratch_need(need, i, s->n * s->in_h * s->in_w * (size_t)s->layer->out_channels);
+    const size_t tokens_floats = s->n * s->in_h * s->in_w * (size_t)s->layer->out_channels;
+    unet_scratch_need(need, 0, tokens_floats); /* the normed tokens */
+    for (int i = 1; backward && i <= 4; i++) unet_scratch_need(need, i, tokens_floats);
+}
+
+/* group_norm(x) in scratch buffer 0, or x itself when the block has no norm. The normed tokens are not
+ * kept for backward, which normalises again: one pass over x, for the memory of a whole activation. */
+static Tensor normed_tokens(LayerState *s, Tensor x, const UNetScratch *scratch) {
+    const UNetLayer *l = s->layer;
+    if (l->norm_groups == 0) return x;
+    Tensor normed = unet_scratch_view(scratch, 0, 3, x.shape);
+    group_norm_forward(normed, s->attn.mean, s->attn.rstd, x, s->p[UNET_ATTN_GROUP_NORM_WEIGHT],
+                       s->p[UNET_ATTN_GROUP_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
+    return normed;
 }
 
 static Tensor as_tokens(Tensor image) {
@@ -41,19 +51,15 @@ static Tensor as_tokens(Tensor image) {
 
 static float attention_scale(const UNetLayer *l) { return 1.0f / sqrtf((float)l->head_dim); }
 
-void attention_block_forward(LayerState *s, Tensor in) {
+void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratch) {
     const UNetLayer *l = s->layer;
     AttentionActs *a = &s->attn;
     const Tensor *p = s->p;
     Tensor x = as_tokens(in), out = as_tokens(s->out);
-    if (l->norm_groups > 0)
-        group_norm_forward(a->normed, a->mean, a->rstd, x, p[UNET_ATTN_GROUP_NORM_WEIGHT], p[UNET_ATTN_GROUP_NORM_BIAS],
-                           l->norm_groups, (float)l->norm_eps);
-    else
-        a->normed = x;
-    linear_forward(a->q, a->normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
-    linear_forward(a->k, a->normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
-    linear_forward(a->v, a->normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
+    Tensor normed = normed_tokens(s, x, scratch);
+    linear_forward(a->q, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
+    linear_forward(a->k, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
+    linear_forward(a->v, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
     attention_forward(a->o, a->lse, a->q, a->k, a->v, l->n_heads, attention_scale(l));
     linear_forward(out, a->o, p[UNET_ATTN_TO_OUT_WEIGHT], p[UNET_ATTN_TO_OUT_BIAS]);
     add_scaled_forward(out, out, x, (float)(1.0 / l->output_scale));
@@ -79,11 +85,13 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     Tensor dk = unet_scratch_zeroed(scratch, 3, 3, (size_t[]){n, len, c});
     Tensor dv = unet_scratch_zeroed(scratch, 4, 3, (size_t[]){n, len, c});
     attention_backward(dq, dk, dv, d_o, a->q, a->k, a->v, a->o, a->lse, l->n_heads, attention_scale(l));
-    /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed */
+    /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed; d_proj in scratch 0
+     * is spent, so the normed tokens go there */
+    Tensor normed = normed_tokens(s, x, scratch);
     Tensor d_normed = l->norm_groups > 0 ? unet_scratch_zeroed(scratch, 1, 3, (size_t[]){n, len, c}) : dx;
-    linear_backward(d_normed, g[UNET_ATTN_TO_Q_WEIGHT], g[UNET_ATTN_TO_Q_BIAS], dq, a->normed, p[UNET_ATTN_TO_Q_WEIGHT]);
-    linear_backward(d_normed, g[UNET_ATTN_TO_K_WEIGHT], g[UNET_ATTN_TO_K_BIAS], dk, a->normed, p[UNET_ATTN_TO_K_WEIGHT]);
-    linear_backward(d_normed, g[UNET_ATTN_TO_V_WEIGHT], g[UNET_ATTN_TO_V_BIAS], dv, a->normed, p[UNET_ATTN_TO_V_WEIGHT]);
+    linear_backward(d_normed, g[UNET_ATTN_TO_Q_WEIGHT], g[UNET_ATTN_TO_Q_BIAS], dq, normed, p[UNET_ATTN_TO_Q_WEIGHT]);
+    linear_backward(d_normed, g[UNET_ATTN_TO_K_WEIGHT], g[UNET_ATTN_TO_K_BIAS], dk, normed, p[UNET_ATTN_TO_K_WEIGHT]);
+    linear_backward(d_normed, g[UNET_ATTN_TO_V_WEIGHT], g[UNET_ATTN_TO_V_BIAS], dv, normed, p[UNET_ATTN_TO_V_WEIGHT]);
     if (l->norm_groups > 0)
         group_norm_backward(dx, g[UNET_ATTN_GROUP_NORM_WEIGHT], g[UNET_ATTN_GROUP_NORM_BIAS], d_normed, x, a->mean,
                             a->rstd, p[UNET_ATTN_GROUP_NORM_WEIGHT], l->norm_groups);

@@ -27,8 +27,6 @@ void resnet_plan(LayerState *s, Arena *arena) {
     size_t n = s->n, c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
     size_t groups = (size_t)l->norm_groups;
     bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
-    /* Without a skip, x_cat is the previous layer's output: unet.c sets it per call. */
-    if (l->skip_channels > 0) a->x_cat = act4(arena, n, s->in_h, s->in_w, c_in);
     a->mean1 = act2(arena, n, groups);
     a->rstd1 = act2(arena, n, groups);
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
@@ -49,7 +47,6 @@ void resnet_plan(LayerState *s, Arena *arena) {
     }
     /* dropout and the scale_shift modulation work on the fp32 values */
     conv_input_plan(&a->a2, arena, s->bf16 && l->dropout == 0 && !scale_shift, n, s->out_h, s->out_w, c_out);
-    s->out = act4(arena, n, s->out_h, s->out_w, c_out);
 }
 
 void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]) {
@@ -58,9 +55,10 @@ void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N
     const size_t in_image = n * s->in_h * s->in_w * c_in, out_positions = n * s->out_h * s->out_w;
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
     const bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
-    /* forward: 0 the shortcut conv's output, the scale and shift halves */
+    /* forward: 0 the shortcut conv's output, the scale and shift halves; 6 x_cat (also in backward) */
     unet_scratch_need(need, 0, out_positions * c_out);
     unet_scratch_need(need, 0, 2 * n * c_out);
+    if (l->skip_channels > 0) unet_scratch_need(need, 6, in_image);
     if (!backward) return;
     unet_scratch_need(need, 0, 6 * n * c_out); /* d_temb, scale_shift staging */
     unet_scratch_need(need, 1, out_positions * (c_in > c_out ? c_in : c_out));
@@ -69,6 +67,17 @@ void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N
     unet_scratch_need(need, 3, out_positions * c_out);
     if (resample) unet_scratch_need(need, 4, out_positions * c_in);
     if (l->skip_channels > 0) unet_scratch_need(need, 5, in_image);
+}
+
+/* x_cat = concat(in, skip) in scratch buffer 6, or `in` itself without a skip. The concatenation is not
+ * kept for backward, which concatenates again: both halves are saved anyway (the previous layer's output
+ * and the skip), and the copy is cheap next to the memory it would hold through the whole pass. */
+static Tensor concat_input(const LayerState *s, Tensor in, Tensor skip, const UNetScratch *scratch) {
+    if (s->layer->skip_channels == 0) return in;
+    Tensor x_cat = unet_scratch_view(scratch, 6, 4,
+                                     (size_t[]){s->n, s->in_h, s->in_w, in.shape[3] + skip.shape[3]});
+    concat_channels_forward(x_cat, in, skip);
+    return x_cat;
 }
 
 /* Columns [first, first + C) of a (N, 2C) tensor: the scale or shift half of the time projection,
@@ -131,16 +140,15 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     const UNetLayer *l = s->layer;
     ResnetActs *a = &s->resnet;
     const Tensor *p = s->p;
-    if (l->skip_channels > 0) concat_channels_forward(a->x_cat, in, skip);
-    else a->x_cat = in;
-    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, a->x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
+    Tensor x_cat = concat_input(s, in, skip, scratch);
+    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
                          l->norm_groups, (float)l->norm_eps);
-    if (l->resample != UNET_RESNET_RESAMPLE_NONE) {
+    const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
+    if (resample) {
         resample_forward(l->resample, a->a1r.f32, a->a1.f32);
-        resample_forward(l->resample, a->xr, a->x_cat);
-    } else {
-        a->xr = a->x_cat;
+        resample_forward(l->resample, a->xr, x_cat);
     }
+    Tensor xr = resample ? a->xr : x_cat;
     conv_input_forward(a->c1, &a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
     linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
     if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) {
@@ -157,16 +165,16 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     }
     if (dropout_on(l, keys)) dropout_per_sample(a->a2.f32, a->a2.f32, l->dropout, keys, layer_index);
     conv_input_forward(s->out, &a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
-    Tensor shortcut = a->xr;
+    Tensor shortcut = xr;
     if (!tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT])) {
         shortcut = tensor_4d(scratch->buf[0], s->n, s->out_h, s->out_w, (size_t)l->out_channels);
-        conv2d_forward(shortcut, a->xr, p[UNET_RESNET_SHORTCUT_WEIGHT], p[UNET_RESNET_SHORTCUT_BIAS], conv2d_params(1, 0));
+        conv2d_forward(shortcut, xr, p[UNET_RESNET_SHORTCUT_WEIGHT], p[UNET_RESNET_SHORTCUT_BIAS], conv2d_params(1, 0));
     }
     add_scaled_forward(s->out, shortcut, s->out, (float)(1.0 / l->output_scale));
 }
 
-void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor silu_emb,
-                     const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index) {
+void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor in, Tensor skip,
+                     Tensor silu_emb, const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index) {
     const UNetLayer *l = s->layer;
     ResnetActs *a = &s->resnet;
     const Tensor *p = s->p, *g = s->g;
@@ -175,7 +183,9 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     const float inv_scale = (float)(1.0 / l->output_scale);
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
     /* Scratch use: 0 dout / scale, then dropout and scale_shift staging; 1, 2, 3 rotating gradients;
-     * 4 d(resampled x); 5 d(x_cat) when there is a skip. */
+     * 4 d(resampled x); 5 d(x_cat) and 6 x_cat when there is a skip. */
+    Tensor x_cat = concat_input(s, in, skip, scratch);
+    Tensor xr = resample ? a->xr : x_cat;
     Tensor dx_cat = l->skip_channels > 0 ? SCRATCH4(scratch, 5, n, ih, iw, c_in) : d_in;
     Tensor dxr = resample ? SCRATCH4(scratch, 4, n, oh, ow, c_in) : dx_cat;
 
@@ -188,7 +198,7 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     if (tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT]))
         add_scaled_backward(dxr, tensor_none(), d_branch, 1.0f);
     else
-        conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, a->xr,
+        conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, xr,
                         p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
     Tensor d_a2 = SCRATCH4(scratch, 1, n, oh, ow, c_out);
     conv_input_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, &a->a2,
@@ -237,7 +247,7 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         resample_backward(l->resample, dx_cat, dxr);
     }
     /* a1 = silu(norm1(x_cat)) */
-    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, a->x_cat, a->mean1,
+    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, x_cat, a->mean1,
                              a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS], l->norm_groups);
     /* x_cat = concat(in, skip) */
     if (l->skip_channels > 0) concat_channels_backward(d_in, d_skip, dx_cat);

@@ -53,12 +53,17 @@ void unet_zero_grads(UNet *net) {
     floats_zero(net->grads, net->n_params);
 }
 
-Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape) {
+Tensor unet_scratch_view(const UNetScratch *s, int i, int ndim, const size_t *shape) {
     CHECK(i >= 0 && i < UNET_N_SCRATCH, "scratch buffer %d of %d", i, UNET_N_SCRATCH);
     Tensor t = {.data = s->buf[i], .ndim = ndim};
     for (int d = 0; d < ndim; d++) t.shape[d] = shape[d];
     CHECK(tensor_numel(t) <= s->n_floats[i], "scratch buffer %d of %zu floats cannot hold %zu", i, s->n_floats[i],
           tensor_numel(t));
+    return t;
+}
+
+Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape) {
+    Tensor t = unet_scratch_view(s, i, ndim, shape);
     tensor_zero(t);
     return t;
 }
@@ -106,13 +111,34 @@ static void scratch_needs(const UNet *net, const LayerState *s, size_t need[UNET
     }
 }
 
+/* The plan's timeline (core/arena.h): layer k's forward runs at step k and its backward at step
+ * 2 L - 1 - k, for L layers. */
+static int backward_step(const UNet *net, int k) { return 2 * net->layout.n_layers - 1 - k; }
+
+/* The up-block resnet that concatenates layer k's output (unet_plan checks that every skip has one), or -1. */
+static int skip_reader(const UNet *net, int k) {
+    for (int j = k + 1; j < net->layout.n_layers; j++)
+        if (net->skip_source[j] == k) return j;
+    return -1;
+}
+
+/* The last step that reads layer k's output: its backward in a training plan (the next layer's backward,
+ * and the skip reader's, come before it), else the last forward that reads it. */
+static int output_last_step(const UNet *net, int k) {
+    if (net->grads) return backward_step(net, k);
+    const int reader = skip_reader(net, k);
+    return reader > k + 1 ? reader : k + 1;
+}
+
 /* Lays out every buffer in the arena; run once counting, once for real (core/arena.h). */
 static void plan_buffers(UNet *net) {
     const UNetLayout *layout = &net->layout;
     Arena *arena = &net->arena;
     const size_t n = net->batch;
     const size_t temb = (size_t)layout->time_embed_dim;
+    const int last_step = 2 * layout->n_layers - 1;
     size_t need[UNET_N_SCRATCH] = {0}, chain = 0; /* scratch floats; the largest gradient in the chain */
+    arena_live(arena, 0, last_step);
     net->x_in = image(arena, n, net->height, net->width, (size_t)layout->config.in_channels);
     net->timesteps = arena_floats(arena, n);
     for (int i = 0; i < layout->n_layers; i++) {
@@ -126,6 +152,10 @@ static void plan_buffers(UNet *net) {
         size_t c_in = (size_t)(l->in_channels + l->skip_channels), c_out = (size_t)l->out_channels;
         scratch_needs(net, s, need);
         if (!l->push_skip) chain = max_size(chain, n * s->out_h * s->out_w * c_out);
+        /* What a layer saves is in use from its forward to its backward (in forward alone, its forward);
+         * the time embedding's output is read by every resnet, so it is kept throughout. */
+        if (l->kind == UNET_LAYER_TIME_EMBEDDING) arena_live(arena, 0, last_step);
+        else arena_live(arena, i, net->grads ? backward_step(net, i) : i);
         switch (l->kind) {
         case UNET_LAYER_TIME_EMBEDDING:
             s->time.sinusoid = rows(arena, n, (size_t)l->in_channels);
@@ -136,16 +166,9 @@ static void plan_buffers(UNet *net) {
             s->time.silu_emb = rows(arena, n, temb);
             s->out = s->time.silu_emb;
             break;
-        case UNET_LAYER_RESNET:
-            resnet_plan(s, arena);
-            break;
-        case UNET_LAYER_ATTENTION:
-            attention_plan(s, arena);
-            break;
-        case UNET_LAYER_UPSAMPLE:
-            s->upsample.up = image(arena, n, s->out_h, s->out_w, c_in);
-            s->out = image(arena, n, s->out_h, s->out_w, c_out);
-            break;
+        case UNET_LAYER_RESNET: resnet_plan(s, arena); break;
+        case UNET_LAYER_ATTENTION: attention_plan(s, arena); break;
+        case UNET_LAYER_UPSAMPLE: s->upsample.up = image(arena, n, s->out_h, s->out_w, c_in); break;
         case UNET_LAYER_OUT:
             s->head.mean = rows(arena, n, (size_t)l->norm_groups);
             s->head.rstd = rows(arena, n, (size_t)l->norm_groups);
@@ -153,21 +176,28 @@ static void plan_buffers(UNet *net) {
             /* The output itself is the caller's buffer, set by each forward pass. */
             break;
         case UNET_LAYER_CONV_IN:
-        case UNET_LAYER_DOWNSAMPLE:
+        case UNET_LAYER_DOWNSAMPLE: break;
+        }
+        if (l->kind != UNET_LAYER_TIME_EMBEDDING && l->kind != UNET_LAYER_OUT) {
+            arena_live(arena, i, output_last_step(net, i));
             s->out = image(arena, n, s->out_h, s->out_w, c_out);
-            break;
         }
     }
     if (net->grads) {
+        /* A skip's gradient is first added to by the resnet that concatenated it (unet_backward zeroes it
+         * there) and last read by the layer's own backward. */
         for (int i = 0; i < layout->n_layers; i++)
             if (layout->layers[i].push_skip) {
                 const Tensor o = net->states[i].out;
+                arena_live(arena, backward_step(net, skip_reader(net, i)), backward_step(net, i));
                 net->d_skip_out[i] = image(arena, o.shape[0], o.shape[1], o.shape[2], o.shape[3]);
             }
+        arena_live(arena, layout->n_layers, last_step);
         net->d_chain[0] = arena_floats(arena, chain);
         net->d_chain[1] = arena_floats(arena, chain);
         net->d_silu_emb = rows(arena, n, temb);
     }
+    arena_live(arena, 0, last_step);
     for (int i = 0; i < UNET_N_SCRATCH; i++) {
         net->scratch.n_floats[i] = need[i];
         net->scratch.buf[i] = need[i] ? arena_floats(arena, need[i]) : NULL;
@@ -200,6 +230,7 @@ void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
         if (l->push_skip) stack[depth++] = i;
     }
     free(stack);
+    CHECK(depth == 0, "unet_plan: %d skip outputs are never concatenated", depth);
     for (int i = 0; i < layout->n_layers; i++) {
         LayerState *s = &net->states[i];
         for (int slot = 0; slot < UNET_N_PARAM_SLOTS; slot++) {
@@ -313,7 +344,7 @@ void unet_forward(UNet *net, float *out, const float *x, const float *timesteps,
             break;
         }
         case UNET_LAYER_ATTENTION:
-            attention_block_forward(s, h);
+            attention_block_forward(s, h, &net->scratch);
             break;
         case UNET_LAYER_DOWNSAMPLE:
             conv2d_forward(s->out, h, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], downsample_params(l));
@@ -346,8 +377,6 @@ void unet_backward(UNet *net, float *dx, const float *dout) {
     const UNetLayout *layout = &net->layout;
     CHECK(net->grads, "unet_backward: the model was created without gradients");
     CHECK(net->batch > 0 && dout, "unet_backward: no plan or no dout");
-    for (int i = 0; i < layout->n_layers; i++)
-        if (layout->layers[i].push_skip) tensor_zero(net->d_skip_out[i]);
     tensor_zero(net->d_silu_emb);
     const UNetScratch *scratch = &net->scratch;
     Tensor silu_emb = net->states[0].out;
@@ -381,8 +410,10 @@ void unet_backward(UNet *net, float *dx, const float *dout) {
         switch (l->kind) {
         case UNET_LAYER_RESNET: {
             int src = net->skip_source[i];
-            resnet_backward(s, d_in, src >= 0 ? net->d_skip_out[src] : tensor_none(), net->d_silu_emb, d_out, silu_emb,
-                            scratch, &net->dropout, (uint64_t)i);
+            Tensor skip = src >= 0 ? net->states[src].out : tensor_none();
+            if (src >= 0) tensor_zero(net->d_skip_out[src]); /* its memory was another buffer's until now */
+            resnet_backward(s, d_in, src >= 0 ? net->d_skip_out[src] : tensor_none(), net->d_silu_emb, d_out, in, skip,
+                            silu_emb, scratch, &net->dropout, (uint64_t)i);
             break;
         }
         case UNET_LAYER_ATTENTION:

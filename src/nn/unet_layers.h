@@ -4,7 +4,8 @@
  * big kinds, unet.c the small ones.
  *
  * Memory: every layer's output and saved activations are planned once (core/arena.h) for a batch size
- * and resolution. Passes use a few numbered scratch buffers shared by all layers, since layers run one at
+ * and resolution, each for the steps it is in use (unet.c), so buffers share memory where their
+ * lifetimes allow. Passes use a few numbered scratch buffers shared by all layers, since layers run one at
  * a time; each is as large as the most any layer asks of it (the *_scratch_needs functions, next to the
  * code that uses the buffers); gradient buffers are zeroed right before ops accumulate into them. */
 #ifndef DIFFUSE_UNET_LAYERS_H
@@ -18,8 +19,8 @@
 #include "nn/unet_layout.h"
 #include "ops/conv2d.h"
 
-/* Scratch buffers for backward: enough for the resnet block, the layer that needs the most at once. */
-enum { UNET_N_SCRATCH = 6 };
+/* Scratch buffers: enough for the resnet block, the layer that needs the most at once. */
+enum { UNET_N_SCRATCH = 7 };
 
 typedef struct UNetScratch {
     float *buf[UNET_N_SCRATCH];
@@ -29,7 +30,8 @@ typedef struct UNetScratch {
 /* need[i] = max(need[i], n_floats): how the *_scratch_needs functions declare what they use. */
 void unet_scratch_need(size_t need[UNET_N_SCRATCH], int i, size_t n_floats);
 
-/* A view of scratch buffer i with the given shape, zero-filled (it is about to be accumulated into). */
+/* A view of scratch buffer i with the given shape, as it is, or zero-filled (about to be accumulated into). */
+Tensor unet_scratch_view(const UNetScratch *s, int i, int ndim, const size_t *shape);
 Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape);
 #define SCRATCH4(s, i, a, b, c, d) unet_scratch_zeroed((s), (i), 4, (size_t[]){(a), (b), (c), (d)})
 #define SCRATCH2(s, i, a, b) unet_scratch_zeroed((s), (i), 2, (size_t[]){(a), (b)})
@@ -59,12 +61,12 @@ void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout,
 
 /* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
  * recomputed by backward from the norm's input and statistics. */
+/* x_cat, the input concatenated with the skip, is not saved (see resnet_block.c). */
 typedef struct ResnetActs {
-    Tensor x_cat;        /* input, concatenated with the skip when there is one */
     Tensor mean1, rstd1; /* norm1 statistics */
     ConvInput a1, a1r;   /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1
                             resampled (fp32), or a1 itself */
-    Tensor xr;           /* x_cat resampled (an alias of x_cat when the block does not resample) */
+    Tensor xr;           /* x_cat resampled, when the block resamples */
     Tensor c1;           /* conv1 output (+ time projection in "default" mode): norm2's input */
     Tensor temb;         /* time_emb_proj(silu(emb)): (N, C) or (N, 2C) */
     Tensor mean2, rstd2; /* norm2 statistics */
@@ -72,8 +74,9 @@ typedef struct ResnetActs {
     ConvInput a2;        /* dropout(silu(...)): conv2's input, fp32 with dropout or scale_shift */
 } ResnetActs;
 
+/* The group norm's output is not saved (see attention_block.c). */
 typedef struct AttentionActs {
-    Tensor mean, rstd, normed; /* group norm (normed aliases the input when the layer has none) */
+    Tensor mean, rstd; /* group norm statistics */
     Tensor q, k, v, o, lse;
 } AttentionActs;
 
@@ -105,19 +108,21 @@ typedef struct LayerState {
     };
 } LayerState;
 
+/* The *_plan functions request a layer's saved activations; unet.c requests its output. */
 void resnet_plan(LayerState *s, Arena *arena);
 /* The scratch floats per buffer that resnet_forward (and resnet_backward when `backward`) use. */
 void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]);
 /* Forward uses scratch too (the shortcut conv's output, the scale/shift halves). */
 void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, const UNetScratch *scratch,
                     const UNetDropoutKeys *keys, uint64_t layer_index);
-/* d_in and d_skip accumulate; d_silu_emb accumulates the time-projection gradient. */
-void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor silu_emb,
-                     const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index);
+/* in and skip are the forward pass's inputs; d_in and d_skip accumulate; d_silu_emb accumulates the
+ * time-projection gradient. */
+void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor in, Tensor skip,
+                     Tensor silu_emb, const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index);
 
 void attention_plan(LayerState *s, Arena *arena);
 void attention_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]);
-void attention_block_forward(LayerState *s, Tensor in);
+void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratch);
 void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch);
 
 #endif
