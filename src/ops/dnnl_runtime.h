@@ -1,4 +1,4 @@
-/* What the ops that run on oneDNN (conv2d_dnnl.c, attention_bf16.c, linear_bf16.c) share besides DNNL_CALL:
+/* What the ops that run on oneDNN (conv2d_dnnl.c, attention_bf16.c, linear_dnnl.c) share besides DNNL_CALL:
  * one CPU engine and one stream for the process, created on first use and kept (their primitive caches may
  * be freed and rebuilt any number of times), and memory objects that carry no buffer of their own. */
 #ifndef DIFFUSE_DNNL_RUNTIME_H

@@ -18,12 +18,14 @@ LinearShape linear_check_forward(const char *where, Tensor out, Tensor inp, Tens
 LinearShape linear_check_backward(const char *where, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
                                   Tensor weight);
 
-/* bf16 precision (linear_bf16.c): whether the shape takes the bf16 products, and the products themselves
- * (the bias gradient stays linear.c's). linear_bf16_cache_free releases the primitives and buffers. */
+/* The products on oneDNN matmul (linear_dnnl.c). bf16 precision: whether the shape takes the bf16 products,
+ * and the products themselves (the bias gradient stays linear.c's). fp32: the forward with the bias added
+ * by the kernel. linear_dnnl_cache_free releases the primitives and buffers. */
 bool linear_bf16_applies(LinearShape s);
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight);
-void linear_bf16_cache_free(void);
+void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
+void linear_dnnl_cache_free(void);
 
 #endif

@@ -1,14 +1,17 @@
-/* Fully connected layer in bf16 precision (ops/precision.h): what torch.autocast(dtype=bfloat16) does to
- * torch.nn.Linear. The three products take bf16 operands (inp, weight and dout rounded to nearest even on
- * the way in) and accumulate in fp32 into fp32 results, through oneDNN matmul primitives (brgemm kernels on
- * AMX tiles); bias and bias gradient stay fp32 (the bias is the primitive's fp32 bias, the gradient
- * linear.c's column sums):
+/* The linear layer's products on oneDNN matmul primitives (brgemm kernels), for linear.c:
+ *   - bf16 precision (ops/precision.h), what torch.autocast(dtype=bfloat16) does to torch.nn.Linear: the
+ *     three products take bf16 operands (inp, weight and dout rounded to nearest even on the way in) and
+ *     accumulate in fp32 into fp32 results, on AMX tiles; bias and bias gradient stay fp32 (the bias is the
+ *     primitive's fp32 bias, the gradient linear.c's column sums);
+ *   - fp32, the forward of many rows: the kernel adds the bias as it writes each row, where sgemm needs the
+ *     bias broadcast into out first and then reads it back.
  *   forward:  out = inp weightᵀ + bias          src inp (M, Fi), weights weightᵀ (Fi, Fo) as strides
  *   backward: dinp += dout weight                src dout (M, Fo), weights weight (Fo, Fi), sum post-op
  *             dweight += doutᵀ inp               src doutᵀ (Fo, M) as strides, weights inp (M, Fi), sum
- * Which shapes take it, and the measurements: linear_bf16_applies. Primitives are cached per (product, shape, bias, thread count) like
- * conv2d_dnnl.c's, the bf16 copies and oneDNN's scratchpad grow to the largest need seen (no allocation
- * once warmed up). Results are bitwise repeatable for a fixed thread count. */
+ * Which shapes take them, and the measurements: linear_bf16_applies, linear.c. Primitives are cached per
+ * (product, shape, bias, type, thread count) like conv2d_dnnl.c's, the bf16 copies and oneDNN's scratchpad
+ * grow to the largest need seen (no allocation once warmed up). Results are bitwise repeatable for a fixed
+ * thread count. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,7 +31,7 @@ typedef enum Product { PRODUCT_FORWARD, PRODUCT_DINP, PRODUCT_DWEIGHT } Product;
 typedef struct MatmulKey {
     Product product;
     size_t M, Fi, Fo;
-    bool bias;
+    bool bias, f32; /* f32: fp32 operands (the fp32 forward), else bf16 */
     int n_threads; /* oneDNN partitions the work for the thread count it is created with */
 } MatmulKey;
 
@@ -63,13 +66,14 @@ static dnnl_memory_desc_t md_2d(size_t rows, size_t cols, dnnl_data_type_t type,
 
 static Matmul *matmul_create(const MatmulKey *key) {
     const size_t M = key->M, Fi = key->Fi, Fo = key->Fo;
+    const dnnl_data_type_t t = key->f32 ? dnnl_f32 : dnnl_bf16;
     dnnl_memory_desc_t src, wei, dst, bias = md_2d(1, Fo, dnnl_f32, false);
     if (key->product == PRODUCT_FORWARD) {
-        src = md_2d(M, Fi, dnnl_bf16, false), wei = md_2d(Fi, Fo, dnnl_bf16, true), dst = md_2d(M, Fo, dnnl_f32, false);
+        src = md_2d(M, Fi, t, false), wei = md_2d(Fi, Fo, t, true), dst = md_2d(M, Fo, dnnl_f32, false);
     } else if (key->product == PRODUCT_DINP) {
-        src = md_2d(M, Fo, dnnl_bf16, false), wei = md_2d(Fo, Fi, dnnl_bf16, false), dst = md_2d(M, Fi, dnnl_f32, false);
+        src = md_2d(M, Fo, t, false), wei = md_2d(Fo, Fi, t, false), dst = md_2d(M, Fi, dnnl_f32, false);
     } else {
-        src = md_2d(Fo, M, dnnl_bf16, true), wei = md_2d(M, Fi, dnnl_bf16, false), dst = md_2d(Fo, Fi, dnnl_f32, false);
+        src = md_2d(Fo, M, t, true), wei = md_2d(M, Fi, t, false), dst = md_2d(Fo, Fi, dnnl_f32, false);
     }
     dnnl_primitive_attr_t attr = dnnl_runtime_attr(key->product != PRODUCT_FORWARD); /* the backward accumulates */
     dnnl_matmul_desc_t desc;
@@ -100,7 +104,7 @@ static void matmul_free(Matmul *mm) {
 
 static bool key_equal(const MatmulKey *a, const MatmulKey *b) {
     return a->product == b->product && a->M == b->M && a->Fi == b->Fi && a->Fo == b->Fo && a->bias == b->bias &&
-           a->n_threads == b->n_threads;
+           a->f32 == b->f32 && a->n_threads == b->n_threads;
 }
 
 /* The cached primitive for key, built on first use; when the cache is full the least recently used goes. */
@@ -120,8 +124,9 @@ static Matmul *matmul_get(const MatmulKey *key) {
     return cache[slot];
 }
 
-static void run(Product product, LinearShape s, const void *src, const void *wei, const float *bias, float *dst) {
-    const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, threads_get()};
+static void run(Product product, bool f32, LinearShape s, const void *src, const void *wei, const float *bias,
+                float *dst) {
+    const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, f32, threads_get()};
     Matmul *mm = matmul_get(&key);
     dnnl_runtime_bind(mm->src, src), dnnl_runtime_bind(mm->wei, wei), dnnl_runtime_bind(mm->bias, bias), dnnl_runtime_bind(mm->dst, dst);
     dnnl_runtime_bind(mm->scratchpad, buffers[2].data);
@@ -139,17 +144,21 @@ bool linear_bf16_applies(LinearShape s) { return ops_amx_supported() && s.M >= 2
 
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
     const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);
-    run(PRODUCT_FORWARD, s, x, w, bias, out);
+    run(PRODUCT_FORWARD, false, s, x, w, bias, out);
+}
+
+void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
+    run(PRODUCT_FORWARD, true, s, inp, weight, bias, out);
 }
 
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight) {
     const uint16_t *g = bf16_copy(0, dout, s.M * s.Fo);
-    if (dinp) run(PRODUCT_DINP, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
-    if (dweight) run(PRODUCT_DWEIGHT, s, g, bf16_copy(1, inp, s.M * s.Fi), NULL, dweight);
+    if (dinp) run(PRODUCT_DINP, false, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
+    if (dweight) run(PRODUCT_DWEIGHT, false, s, g, bf16_copy(1, inp, s.M * s.Fi), NULL, dweight);
 }
 
-void linear_bf16_cache_free(void) {
+void linear_dnnl_cache_free(void) {
     for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
         matmul_free(cache[i]);
         cache[i] = NULL;
