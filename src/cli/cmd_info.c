@@ -146,7 +146,7 @@ int cmd_info(int argc, char **argv, Error *err) {
                2.0 * (double)cost.linear_macs / unit, 2.0 * (double)cost.attention_macs / unit);
         UNetMemory m = unet_memory_estimate(&layout, height, width, (size_t)batch);
         printf("memory       training at batch %d: %s = params %s + grads %s + AdamW moments %s + EMA %s\n"
-               "             + activations %s (kept for backward, no recomputation)\n",
+               "             + activations %s (kept for backward)\n",
                batch, bytes_str((double)m.total_bytes, a, sizeof a), bytes_str((double)m.params_bytes, b, sizeof b),
                bytes_str((double)m.grads_bytes, c, sizeof c), bytes_str((double)m.moments_bytes, d, sizeof d),
                bytes_str((double)m.ema_bytes, e, sizeof e), bytes_str((double)m.activations_bytes, f, sizeof f));

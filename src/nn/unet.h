@@ -1,7 +1,8 @@
 /* diffusers' UNet2DModel: the noise-prediction network eps = UNet(x_t, t[, class]), forward and backward.
  * Parameters and gradients are flat buffers laid out by the layout's parameter table (nn/params.h), so the
  * optimizer, EMA, all-reduce and checkpoint I/O see one array each. Activations are planned once for a
- * batch size and resolution (unet_plan); a forward or backward pass allocates nothing.
+ * batch size and resolution (unet_plan); a forward or backward pass allocates nothing. A model without
+ * gradients plans for forward passes alone, which keep little more than the skip connections.
  * Images are channels-last: x and the output are (N, H, W, C). */
 #ifndef DIFFUSE_UNET_H
 #define DIFFUSE_UNET_H
@@ -62,7 +63,8 @@ void unet_forward(UNet *net, float *out, const float *x, const float *timesteps,
                   const UNetDropoutKeys *dropout);
 
 /* Accumulates into net->grads the gradient of sum(out * dout) for the last forward pass; dx, when not
- * NULL, accumulates the gradient with respect to x. */
+ * NULL, accumulates the gradient with respect to x. Once per forward pass: backward reuses the memory of
+ * the activations it is done with. */
 void unet_backward(UNet *net, float *dx, const float *dout);
 
 void unet_zero_grads(UNet *net);

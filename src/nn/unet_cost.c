@@ -18,7 +18,6 @@ static void add_resnet(UNetCost *cost, const UNetLayout *layout, const UNetLayer
     cost->linear_macs += temb * proj;
 
     uint64_t saved = 0;
-    if (l->skip_channels) saved += s.in_pixels * in;        /* concat(h, skip): norm1's input */
     saved += s.in_pixels * in;                              /* silu(norm1(x)), the norm fused with the SiLU */
     if (l->resample != UNET_RESNET_RESAMPLE_NONE) saved += 2 * s.out_pixels * in; /* resampled main path, shortcut */
     saved += s.out_pixels * out;                            /* conv1 + temb: norm2's input */
@@ -35,7 +34,7 @@ static void add_attention(UNetCost *cost, const UNetLayer *l, LayerShape s) {
     cost->linear_macs += 4 * tokens * c * c;
     cost->attention_macs += 2 * tokens * tokens * c;
     uint64_t saved = tokens * c * 5 + tokens * (uint64_t)l->n_heads; /* q, k, v, attention out, output; lse */
-    if (l->norm_groups > 0) saved += tokens * c + 2 * (uint64_t)l->norm_groups;
+    saved += 2 * (uint64_t)l->norm_groups;                            /* the norm's mean and rstd */
     cost->saved_floats += saved;
 }
 

@@ -10,11 +10,12 @@
  * multiply-add is 2 FLOPs; a training step costs about 3x the forward (backward = 2 matmuls per matmul).
  *
  * Memory of training at a batch size: parameters, gradients, AdamW's two moments and an EMA copy, all
- * fp32 (5 x 4 bytes per parameter), plus the activations the backward pass needs. The activation count
- * assumes no recomputation: every op output a backward reads is kept (group norm outputs and their
- * per-group mean/rstd, SiLU outputs, conv and resampling outputs, concatenated skips, q/k/v, attention
- * output and its log-sum-exp, never the L x L score matrix), with dropout applied in place. Transient
- * buffers (gradients of activations, kernel workspaces) are not included. */
+ * fp32 (5 x 4 bytes per parameter), plus the activations the backward pass needs, as the U-Net keeps
+ * them: the op outputs a backward reads (per-group mean/rstd, SiLU outputs, conv and resampling outputs,
+ * q/k/v, attention output and its log-sum-exp, never the L x L score matrix), with dropout applied in
+ * place, except two that backward recomputes: an up block's input concatenated with its skip and an
+ * attention block's normalised tokens. Transient buffers (gradients of activations, kernel workspaces)
+ * are not included. */
 #ifndef DIFFUSE_UNET_COST_H
 #define DIFFUSE_UNET_COST_H
 
