@@ -60,8 +60,8 @@ void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout,
                          Conv2dParams p);
 
 /* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
- * recomputed by backward from the norm's input and statistics. */
-/* x_cat, the input concatenated with the skip, is not saved (see resnet_block.c). */
+ * recomputed by backward from the norm's input and statistics. x_cat, the input concatenated with the
+ * skip, is not saved either (see resnet_block.c). */
 typedef struct ResnetActs {
     Tensor mean1, rstd1; /* norm1 statistics */
     ConvInput a1, a1r;   /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1
