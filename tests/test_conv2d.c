@@ -1,8 +1,8 @@
 /* conv2d: finite-difference gradient checks of the reference path; both paths against PyTorch fixtures
  * (tools/torchref/fixtures_conv2d.py); the oneDNN path against the reference at the U-Net's shapes with
  * guard words, NaN/inf checks and accumulation; bf16 precision against the reference on rounded operands;
- * the Winograd plans against the reference and the direct kernels; repeatability; plan-cache eviction;
- * CHECK failures. */
+ * the Winograd plans against the reference and the direct kernels; repeatability; the plan cache's
+ * least-recently-used order and eviction; CHECK failures. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/half.h"
+#include "ops/lru_cache.h"
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/conv2d.h"
@@ -636,6 +637,36 @@ static void test_thread_count_dependence(void) {
     thread_count_case(&(Case){2, 32, 32, 64, 3, 3, 3, S1P1, true});
 }
 
+/* The cache behind the plans (ops/lru_cache.h), on int keys: a hit returns the same entry, a miss when
+ * full destroys the least recently used entry, and clearing destroys the rest. */
+static int lru_created, lru_destroyed;
+static bool lru_matches(const void *entry, const void *key) { return *(const int *)entry == *(const int *)key; }
+static void *lru_create(const void *key) {
+    int *entry = xmalloc(sizeof *entry);
+    *entry = *(const int *)key;
+    lru_created++;
+    return entry;
+}
+static void lru_destroy(void *entry) {
+    lru_destroyed++;
+    free(entry);
+}
+
+static void test_lru_cache_order(void) {
+    LruCache cache = {.capacity = 2, .matches = lru_matches, .create = lru_create, .destroy = lru_destroy};
+    const int a = 1, b = 2, c = 3;
+    int *first = lru_cache_get(&cache, &a);
+    lru_cache_get(&cache, &b);
+    EXPECT(lru_cache_get(&cache, &a) == first && lru_created == 2, "a hit rebuilt the entry");
+    lru_cache_get(&cache, &c); /* full: b, used less recently than a, goes */
+    EXPECT(lru_destroyed == 1 && lru_cache_get(&cache, &a) == first && lru_created == 3,
+           "the miss evicted a, the most recently used entry, not b");
+    lru_cache_get(&cache, &b);
+    EXPECT(lru_created == 4 && lru_destroyed == 2, "b was not rebuilt after its eviction");
+    lru_cache_clear(&cache);
+    EXPECT(lru_destroyed == 4 && !cache.entries[0] && !cache.entries[1], "clearing left entries behind");
+}
+
 /* More distinct shapes than the plan cache holds: evicted plans are rebuilt and results stay right. */
 static void test_plan_cache_eviction(void) {
     enum { N_SHAPES = 70 };
@@ -792,6 +823,7 @@ int main(void) {
     RUN(test_bf16_matches_rounded_reference);
     RUN(test_held_weights);
     RUN(test_thread_count_dependence);
+    RUN(test_lru_cache_order);
     RUN(test_plan_cache_eviction);
     RUN(test_bad_arguments);
     conv2d_cache_free();

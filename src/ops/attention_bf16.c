@@ -47,6 +47,7 @@
 #include "core/threads.h"
 #include "ops/attention_internal.h"
 #include "ops/dnnl_runtime.h"
+#include "ops/lru_cache.h"
 #include "ops/precision.h"
 #include "ops/vec16.h"
 
@@ -82,7 +83,6 @@ typedef struct MatmulKey {
 
 typedef struct Matmul {
     MatmulKey key;
-    unsigned long last_use;
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, dst, scratchpad; /* no buffers of their own: bound to the operands per call */
 } Matmul;
@@ -91,11 +91,11 @@ typedef struct Matmul {
  * primitives (S and dP share one; out; dq; dk and dv share one, and one more with a sum). */
 enum { MATMUL_CACHE_CAPACITY = 32 };
 
-static Matmul *cache[MATMUL_CACHE_CAPACITY];
-static unsigned long use_clock;
 static GrowBuffer matmul_scratchpad;
 
-static bool key_equal(const MatmulKey *a, const MatmulKey *b) {
+/* Whether a cached primitive was built for key (lru_cache.h). */
+static bool matmul_matches(const void *matmul, const void *key) {
+    const MatmulKey *a = &((const Matmul *)matmul)->key, *b = key;
     return a->batch == b->batch && a->heads == b->heads && a->m == b->m && a->k == b->k && a->n == b->n &&
            a->src == b->src && a->wei == b->wei && a->dst == b->dst && a->sum == b->sum && a->n_threads == b->n_threads;
 }
@@ -115,7 +115,8 @@ static dnnl_memory_desc_t md_4d(size_t b, size_t h, size_t rows, size_t cols, dn
     return md;
 }
 
-static Matmul *matmul_create(const MatmulKey *key) {
+static void *matmul_create(const void *key_ptr) {
+    const MatmulKey *key = key_ptr;
     dnnl_memory_desc_t src = md_4d(key->batch, key->heads, key->m, key->k, dnnl_bf16, key->src);
     dnnl_memory_desc_t wei = md_4d(key->batch, key->heads, key->k, key->n, dnnl_bf16, key->wei);
     dnnl_memory_desc_t dst = md_4d(key->batch, key->heads, key->m, key->n, dnnl_f32, key->dst);
@@ -143,8 +144,8 @@ static Matmul *matmul_create(const MatmulKey *key) {
     return mm;
 }
 
-static void matmul_free(Matmul *mm) {
-    if (!mm) return;
+static void matmul_free(void *entry) {
+    Matmul *mm = entry;
     DNNL_CALL(dnnl_primitive_destroy(mm->prim));
     DNNL_CALL(dnnl_memory_destroy(mm->src));
     DNNL_CALL(dnnl_memory_destroy(mm->wei));
@@ -153,22 +154,10 @@ static void matmul_free(Matmul *mm) {
     free(mm);
 }
 
-/* The cached primitive for key, built on first use; when the cache is full the least recently used goes. */
-static Matmul *matmul_get(const MatmulKey *key) {
-    use_clock++;
-    size_t slot = 0;
-    for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
-        if (cache[i] && key_equal(&cache[i]->key, key)) {
-            cache[i]->last_use = use_clock;
-            return cache[i];
-        }
-        if (!cache[i] || (cache[slot] && cache[i]->last_use < cache[slot]->last_use)) slot = i;
-    }
-    matmul_free(cache[slot]);
-    cache[slot] = matmul_create(key);
-    cache[slot]->last_use = use_clock;
-    return cache[slot];
-}
+static LruCache matmuls = {
+    .capacity = MATMUL_CACHE_CAPACITY, .matches = matmul_matches, .create = matmul_create, .destroy = matmul_free};
+
+static Matmul *matmul_get(const MatmulKey *key) { return lru_cache_get(&matmuls, key); }
 
 static void matmul_run(MatmulKey key, float *dst, const uint16_t *src, const uint16_t *wei) {
     key.n_threads = threads_get();
@@ -193,10 +182,7 @@ static GrowBuffer q_bf16, k_bf16, v_bf16, dout_bf16, deltas, scores, dscores, pr
     exp_rows;
 
 void attention_bf16_cache_free(void) {
-    for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
-        matmul_free(cache[i]);
-        cache[i] = NULL;
-    }
+    lru_cache_clear(&matmuls);
     GrowBuffer *buffers[] = {&matmul_scratchpad, &q_bf16, &k_bf16, &v_bf16, &dout_bf16, &deltas, &scores,
                              &dscores,           &probs,  &dprobs, &dk_sum, &dv_sum,    &exp_rows};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) grow_buffer_free(buffers[i]);

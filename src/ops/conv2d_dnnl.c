@@ -50,6 +50,7 @@
 #include "ops/conv2d_internal.h"
 #include "ops/conv2d_weights.h"
 #include "ops/dnnl_runtime.h"
+#include "ops/lru_cache.h"
 #include "ops/precision.h"
 
 typedef enum PlanKind { PLAN_FORWARD, PLAN_BACKWARD_DATA, PLAN_BACKWARD_WEIGHTS } PlanKind;
@@ -77,7 +78,6 @@ typedef struct Relayout {
  * each call points them at the caller's tensors and the shared workspace. */
 typedef struct Plan {
     PlanKey key;
-    unsigned long last_use;
     dnnl_primitive_desc_t hint_pd; /* backward plans: the forward descriptor oneDNN requires as a hint */
     dnnl_primitive_t conv;
     /* How weights reach the kernel's layout (forward, backward-data) or the weight gradient comes back
@@ -121,8 +121,6 @@ typedef struct HeldWeights {
     void *data;
 } HeldWeights;
 
-static Plan *cache[PLAN_CACHE_CAPACITY];
-static unsigned long use_clock;
 static Workspace ws;
 static bool own_weight_moves = true;
 static bool hold_weights;
@@ -134,7 +132,9 @@ static size_t n_held, held_capacity;
 /* ------------------------------------------------------------------------------------------------ */
 /* Plans */
 
-static bool key_equal(const PlanKey *a, const PlanKey *b) {
+/* Whether a cached plan was built for key (lru_cache.h). */
+static bool plan_matches(const void *plan, const void *key) {
+    const PlanKey *a = &((const Plan *)plan)->key, *b = key;
     const Conv2dShape *x = &a->s, *y = &b->s;
     return a->kind == b->kind && a->with_bias == b->with_bias && a->bf16 == b->bf16 && a->n_threads == b->n_threads &&
            a->p.stride == b->p.stride && a->p.pad_top == b->p.pad_top && a->p.pad_bottom == b->p.pad_bottom &&
@@ -341,7 +341,7 @@ enum { FORWARD_NCHW_MAX_POSITIONS = 192 };
 enum { WINOGRAD_MIN_POSITIONS = 1024, WINOGRAD_MIN_SIDE = 8, WINOGRAD_MIN_CHANNELS = 64, WINOGRAD_CHANNEL_BLOCK = 16 };
 
 static Plan *plan_create_conv(const PlanKey *key, bool winograd);
-static void plan_free(Plan *plan);
+static void plan_free(void *plan);
 
 /* Whether oneDNN has Winograd kernels on this CPU (AVX-512), asked once with a probe plan. */
 static bool winograd_available(void) {
@@ -481,7 +481,8 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
     return plan;
 }
 
-static Plan *plan_create(const PlanKey *key) {
+static void *plan_create(const void *key_ptr) {
+    const PlanKey *key = key_ptr;
     if (key->kind == PLAN_BACKWARD_DATA && key->s.ci < NARROW_CI) return plan_create_narrow(key);
     Plan *plan = NULL;
     if (winograd_fits(key)) plan = plan_create_conv(key, true);
@@ -501,7 +502,8 @@ static void relayout_free(Relayout *r) {
     memory_free(r->scratchpad);
 }
 
-static void plan_free(Plan *plan) {
+static void plan_free(void *entry) {
+    Plan *plan = entry;
     if (!plan) return;
     relayout_free(&plan->src_copy);
     relayout_free(&plan->dout_copy);
@@ -519,22 +521,10 @@ static void plan_free(Plan *plan) {
     free(plan);
 }
 
-/* The cached plan for key, built on first use; when the cache is full the least recently used goes. */
-static Plan *plan_get(const PlanKey *key) {
-    use_clock++;
-    size_t slot = 0;
-    for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
-        if (cache[i] && key_equal(&cache[i]->key, key)) {
-            cache[i]->last_use = use_clock;
-            return cache[i];
-        }
-        if (!cache[i] || (cache[slot] && cache[i]->last_use < cache[slot]->last_use)) slot = i;
-    }
-    plan_free(cache[slot]);
-    cache[slot] = plan_create(key);
-    cache[slot]->last_use = use_clock;
-    return cache[slot];
-}
+static LruCache plans = {
+    .capacity = PLAN_CACHE_CAPACITY, .matches = plan_matches, .create = plan_create, .destroy = plan_free};
+
+static Plan *plan_get(const PlanKey *key) { return lru_cache_get(&plans, key); }
 
 void conv2d_fast_use_own_weight_moves(bool on) {
     conv2d_cache_free();
@@ -561,10 +551,7 @@ void conv2d_hold_weights(bool hold) {
 
 void conv2d_cache_free(void) {
     held_weights_free();
-    for (size_t i = 0; i < PLAN_CACHE_CAPACITY; i++) {
-        plan_free(cache[i]);
-        cache[i] = NULL;
-    }
+    lru_cache_clear(&plans);
     GrowBuffer *buffers[] = {&ws.wei,       &ws.dwei,     &ws.scratchpad, &ws.dinp,      &ws.dbias,
                              &ws.cols,      &ws.inp_bf16, &ws.dout_bf16,  &ws.flipped,   &ws.src_copy,
                              &ws.dout_copy, &ws.result_copy, &ws.grad_sums};

@@ -22,6 +22,7 @@
 #include "core/half.h"
 #include "core/threads.h"
 #include "ops/dnnl_runtime.h"
+#include "ops/lru_cache.h"
 #include "ops/linear_internal.h"
 #include "ops/precision.h"
 
@@ -37,15 +38,12 @@ typedef struct MatmulKey {
 
 typedef struct Matmul {
     MatmulKey key;
-    unsigned long last_use;
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, bias, dst, scratchpad; /* bound to the operands per call */
 } Matmul;
 
 enum { MATMUL_CACHE_CAPACITY = 24 };
 
-static Matmul *cache[MATMUL_CACHE_CAPACITY];
-static unsigned long use_clock;
 /* bf16 copies of the operands, and oneDNN's scratchpad */
 static GrowBuffer buffers[3];
 
@@ -64,7 +62,8 @@ static dnnl_memory_desc_t md_2d(size_t rows, size_t cols, dnnl_data_type_t type,
     return md;
 }
 
-static Matmul *matmul_create(const MatmulKey *key) {
+static void *matmul_create(const void *key_ptr) {
+    const MatmulKey *key = key_ptr;
     const size_t M = key->M, Fi = key->Fi, Fo = key->Fo;
     const dnnl_data_type_t t = key->f32 ? dnnl_f32 : dnnl_bf16;
     dnnl_memory_desc_t src, wei, dst, bias = md_2d(1, Fo, dnnl_f32, false);
@@ -93,8 +92,8 @@ static Matmul *matmul_create(const MatmulKey *key) {
     return mm;
 }
 
-static void matmul_free(Matmul *mm) {
-    if (!mm) return;
+static void matmul_free(void *entry) {
+    Matmul *mm = entry;
     DNNL_CALL(dnnl_primitive_destroy(mm->prim));
     dnnl_memory_t all[] = {mm->src, mm->wei, mm->bias, mm->dst, mm->scratchpad};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -102,27 +101,17 @@ static void matmul_free(Matmul *mm) {
     free(mm);
 }
 
-static bool key_equal(const MatmulKey *a, const MatmulKey *b) {
+/* Whether a cached primitive was built for key (lru_cache.h). */
+static bool matmul_matches(const void *matmul, const void *key) {
+    const MatmulKey *a = &((const Matmul *)matmul)->key, *b = key;
     return a->product == b->product && a->M == b->M && a->Fi == b->Fi && a->Fo == b->Fo && a->bias == b->bias &&
            a->f32 == b->f32 && a->n_threads == b->n_threads;
 }
 
-/* The cached primitive for key, built on first use; when the cache is full the least recently used goes. */
-static Matmul *matmul_get(const MatmulKey *key) {
-    use_clock++;
-    size_t slot = 0;
-    for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
-        if (cache[i] && key_equal(&cache[i]->key, key)) {
-            cache[i]->last_use = use_clock;
-            return cache[i];
-        }
-        if (!cache[i] || (cache[slot] && cache[i]->last_use < cache[slot]->last_use)) slot = i;
-    }
-    matmul_free(cache[slot]);
-    cache[slot] = matmul_create(key);
-    cache[slot]->last_use = use_clock;
-    return cache[slot];
-}
+static LruCache matmuls = {
+    .capacity = MATMUL_CACHE_CAPACITY, .matches = matmul_matches, .create = matmul_create, .destroy = matmul_free};
+
+static Matmul *matmul_get(const MatmulKey *key) { return lru_cache_get(&matmuls, key); }
 
 static void run(Product product, bool f32, LinearShape s, const void *src, const void *wei, const float *bias,
                 float *dst) {
@@ -159,9 +148,6 @@ void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const floa
 }
 
 void linear_dnnl_cache_free(void) {
-    for (size_t i = 0; i < MATMUL_CACHE_CAPACITY; i++) {
-        matmul_free(cache[i]);
-        cache[i] = NULL;
-    }
+    lru_cache_clear(&matmuls);
     for (int i = 0; i < 3; i++) grow_buffer_free(&buffers[i]);
 }
