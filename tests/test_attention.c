@@ -658,9 +658,30 @@ static void test_attention_bf16_matches_rounded_reference(void) {
     }
 }
 
-/* In bf16 precision the bf16 kernels run where attention_bf16_applies (the same bits as forcing them),
- * the fused fp32 kernels elsewhere (the same bits as fp32 precision); after attention_bf16_cache_free the
- * rebuilt primitives give the same bits again. */
+/* attention_forward / attention_backward through the entry points on bf16 q, k, v, rounded here. */
+static uint16_t *rounded_copy(Tensor t) {
+    uint16_t *r = xmalloc(tensor_numel(t) * sizeof(uint16_t));
+    floats_to_bfloat16(r, t.data, tensor_numel(t));
+    return r;
+}
+
+static void forward_bf16_qkv(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale) {
+    uint16_t *q16 = rounded_copy(q), *k16 = rounded_copy(k), *v16 = rounded_copy(v);
+    attention_forward_bf16_qkv(out, lse, q16, k16, v16, n_heads, scale);
+    free(q16), free(k16), free(v16);
+}
+
+static void backward_bf16_qkv(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out,
+                              Tensor lse, int n_heads, float scale) {
+    uint16_t *q16 = rounded_copy(q), *k16 = rounded_copy(k), *v16 = rounded_copy(v);
+    attention_backward_bf16_qkv(dq, dk, dv, dout, q16, k16, v16, out, lse, n_heads, scale);
+    free(q16), free(k16), free(v16);
+}
+
+/* In bf16 precision the bf16 kernels run where attention_bf16_applies (the same bits as forcing them, and
+ * as the entry points on bf16 q, k, v, which take exactly those shapes), the fused fp32 kernels elsewhere
+ * (the same bits as fp32 precision); after attention_bf16_cache_free the rebuilt primitives give the same
+ * bits again. */
 static void test_attention_bf16_dispatch(void) {
     if (bf16_skipped()) return;
     const struct { size_t N, L, C; int heads; } cases[] = {
@@ -675,6 +696,15 @@ static void test_attention_bf16_dispatch(void) {
                p.C, p.heads, applies ? "bf16" : "fused fp32");
         printf("  N %zu, L %zu, %d x %zu channels: %s kernels\n", p.N, p.Lq, p.heads, p.C / (size_t)p.heads,
                applies ? "bf16" : "fused fp32");
+        ops_set_precision(OPS_PRECISION_BF16);
+        EXPECT(attention_reads_bf16(p.N, p.Lq, p.C, p.heads) == applies, "C %zu, %d heads: attention_reads_bf16 is %d",
+               p.C, p.heads, !applies);
+        if (applies) {
+            AttentionResult given = attention_run(&p, forward_bf16_qkv, backward_bf16_qkv, 1);
+            EXPECT(results_identical(&p, &chosen, &given), "bf16, C %zu: other results from bf16 q, k, v", p.C);
+            result_free(&given);
+        }
+        ops_set_precision(OPS_PRECISION_FP32);
         if (applies) {
             attention_bf16_cache_free();
             AttentionResult rebuilt = attention_run_bf16(&p, ATTENTION_BF16_AUTO, 1);
@@ -740,7 +770,8 @@ static void call_bad_attention(void *ctx) {
     case 8: attention_backward_reference(tensor_none(), tensor_none(), tensor_none(), tensor_3d(o, 1, 4, 12), q, k, v,
                                          out, lse, 3, 0.5f);
         break;
-    default: attention_forward(tensor_2d(o, 8, 12), lse, q, k, v, 3, 0.5f); break;
+    case 9: attention_forward(tensor_2d(o, 8, 12), lse, q, k, v, 3, 0.5f); break;
+    default: attention_forward_bf16_qkv(out, lse, (uint16_t *)a, (uint16_t *)b, (uint16_t *)c, 3, 0.5f); break;
     }
 }
 
@@ -756,6 +787,7 @@ static void test_attention_rejects_bad_arguments(void) {
         "attention_backward: dq has shape (2, 3, 12), expected (2, 4, 12)",
         "attention_backward_reference: dout has shape (1, 4, 12), expected (2, 4, 12)",
         "attention_forward: out has shape (8, 12), expected (2, 4, 12)",
+        "attention_forward_bf16_qkv: N 2, L 4, C 12 in 3 heads does not take the bf16 kernels",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
         expect_check_failure(expected[i], call_bad_attention, &i, expected[i]);

@@ -241,6 +241,32 @@ static void test_linear_bf16_matches_rounded_reference(void) {
     }
 }
 
+/* linear_forward_to_bf16 writes the bits of linear_forward's out rounded to bf16, where the shape takes
+ * the bf16 products (the attention projections, whose bf16 q, k, v the attention reads). */
+static void test_linear_forward_to_bf16(void) {
+    const size_t M = 512, Fi = 96, Fo = 160;
+    if (!ops_amx_supported()) {
+        printf("  skipped: no bf16 products on this CPU (AMX)\n");
+        return;
+    }
+    ops_set_precision(OPS_PRECISION_BF16);
+    EXPECT(linear_writes_bf16(M, Fi, Fo), "M %zu, %zu -> %zu does not take the bf16 products", M, Fi, Fo);
+    EXPECT(!linear_writes_bf16(2, Fi, Fo), "the time embedding's 2 rows take the bf16 products");
+    float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
+    float *bias = xmalloc(Fo * sizeof(float)), *out = xmalloc(M * Fo * sizeof(float));
+    uint16_t *out16 = xmalloc(M * Fo * sizeof(uint16_t));
+    fill_normal(inp, M * Fi, 21), fill_uniform(weight, Fo * Fi, 22, -0.1f, 0.1f), fill_normal(bias, Fo, 23);
+    Tensor tinp = tensor_2d(inp, M, Fi), tweight = tensor_2d(weight, Fo, Fi), tbias = tensor_1d(bias, Fo);
+    linear_forward(tensor_2d(out, M, Fo), tinp, tweight, tbias);
+    linear_forward_to_bf16(out16, tinp, tweight, tbias);
+    size_t differ = 0;
+    for (size_t x = 0; x < M * Fo; x++) differ += out16[x] != float_to_bfloat16(out[x]);
+    EXPECT(differ == 0, "%zu of %zu bf16 outputs are not linear_forward's rounded", differ, M * Fo);
+    ops_set_precision(OPS_PRECISION_FP32);
+    EXPECT(!linear_writes_bf16(M, Fi, Fo), "fp32 precision takes the bf16 products");
+    free(inp), free(weight), free(bias), free(out), free(out16);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* CHECK failures */
 
@@ -258,6 +284,7 @@ static void call_bad_linear(void *ctx) {
     case 3: linear_forward(tout, tensor_2d(NULL, 3, 4), tweight, tensor_none()); break;
     case 4: linear_backward(tensor_none(), tensor_2d(weight, 4, 3), tensor_none(), tout, tinp, tweight); break;
     case 5: linear_backward_reference(tensor_2d(inp, 2, 6), tensor_none(), tensor_none(), tout, tinp, tweight); break;
+    case 6: linear_forward_to_bf16((uint16_t *)out, tinp, tweight, tensor_none()); break;
     default: linear_forward_reference(tout, tinp, tensor_1d(weight, 12), tensor_none()); break;
     }
 }
@@ -270,6 +297,7 @@ static void test_linear_rejects_bad_arguments(void) {
         "linear_forward: inp is NULL",
         "linear_backward: dweight has shape (4, 3), expected (3, 4)",
         "linear_backward_reference: dinp has shape (2, 6), expected (3, 4)",
+        "linear_forward_to_bf16: M 3, 4 -> 3 does not take the bf16 products",
         "linear_forward_reference: weight has shape (12), expected 2 dimensions",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++) {
@@ -283,6 +311,7 @@ int main(void) {
     RUN(test_linear_matches_pytorch);
     RUN(test_linear_fast_matches_reference);
     RUN(test_linear_bf16_matches_rounded_reference);
+    RUN(test_linear_forward_to_bf16);
     RUN(test_linear_rejects_bad_arguments);
     return harness_finish();
 }

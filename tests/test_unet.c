@@ -197,6 +197,41 @@ static void test_bf16_plans(void) {
     check_bf16("conditioned"); /* scale_shift and resnet resampling: the fp32 fallbacks */
 }
 
+/* A U-Net whose attention takes bf16 operands (64 channels in one head at 16x16 of a 32x32 input, where
+ * attention_reads_bf16 holds on AMX): its bf16 plan keeps q, k and v in bf16 as the projections write them,
+ * and gives the bits of the plan that keeps them in fp32 for the attention to round. */
+static void test_bf16_attention_operands(void) {
+    if (!ops_amx_supported()) {
+        printf("  skipped: this CPU has no AMX, where bf16 attention runs\n");
+        return;
+    }
+    Case c = {.n = 2, .h = 32, .w = 32, .c_in = 3, .c_out = 3};
+    UNetConfig cfg;
+    Error err;
+    CHECK(model_config_load(&cfg, "tests/fixtures/unet_ddpm.json", &err) == 0, "%s", err.message);
+    cfg.block_out_channels[0] = cfg.block_out_channels[1] = 64;
+    cfg.sample_height = cfg.sample_width = 32;
+    CHECK(unet_init(&c.net, &cfg, true, &err) == 0, "%s", err.message);
+    unet_init_weights(&c.net, 4);
+    const size_t n_in = c.n * c.h * c.w * c.c_in, n_out = c.n * c.h * c.w * c.c_out;
+    c.x = xmalloc(n_in * sizeof(float)), c.dout = xmalloc(n_out * sizeof(float)), c.t = xmalloc(2 * sizeof(float));
+    fill_normal(c.x, n_in, 7), fill_normal(c.dout, n_out, 8);
+    c.t[0] = 20, c.t[1] = 900;
+    Bf16Run kept = bf16_run(&c, true);
+    int bf16_operands = 0;
+    for (int i = 0; i < c.net.layout.n_layers; i++) bf16_operands += c.net.states[i].attn.q16 != NULL &&
+                                                                      c.net.layout.layers[i].kind == UNET_LAYER_ATTENTION;
+    Bf16Run rounded = bf16_run(&c, false);
+    EXPECT(bf16_operands == 4, "%d attention layers keep bf16 q, k, v, expected all 4 (down, mid, up twice)",
+           bf16_operands);
+    EXPECT(memcmp(kept.out, rounded.out, n_out * sizeof(float)) == 0 &&
+               memcmp(kept.dx, rounded.dx, n_in * sizeof(float)) == 0 &&
+               memcmp(kept.grads, rounded.grads, c.net.n_params * sizeof(float)) == 0,
+           "bf16 q, k, v change the results of the bf16 plan");
+    free(kept.out), free(kept.dx), free(kept.grads), free(rounded.out), free(rounded.dx), free(rounded.grads);
+    case_close(&c);
+}
+
 static void test_backward_accumulates_and_repeats_exactly(void) {
     Case c;
     case_open(&c, "conditioned");
@@ -331,6 +366,7 @@ int main(void) {
     RUN(test_no_mid_config_matches_diffusers);
     RUN(test_mid_without_attention_matches_diffusers);
     RUN(test_bf16_plans);
+    RUN(test_bf16_attention_operands);
     RUN(test_backward_accumulates_and_repeats_exactly);
     RUN(test_dropout_follows_samples);
     RUN(test_winograd_matches_direct);

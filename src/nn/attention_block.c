@@ -21,9 +21,18 @@ void attention_plan(LayerState *s, Arena *arena) {
         a->mean = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
         a->rstd = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
     }
-    a->q = tokens(arena, n, len, c);
-    a->k = tokens(arena, n, len, c);
-    a->v = tokens(arena, n, len, c);
+    a->q = a->k = a->v = tensor_none();
+    a->q16 = a->k16 = a->v16 = NULL;
+    if (s->bf16 && attention_reads_bf16(n, len, c, l->n_heads) && linear_writes_bf16(n * len, c, c)) {
+        /* the arena counts floats: two bf16 values each */
+        a->q16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
+        a->k16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
+        a->v16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
+    } else {
+        a->q = tokens(arena, n, len, c);
+        a->k = tokens(arena, n, len, c);
+        a->v = tokens(arena, n, len, c);
+    }
     a->o = tokens(arena, n, len, c);
     a->lse = tensor_3d(arena_floats(arena, n * (size_t)l->n_heads * len), n, (size_t)l->n_heads, len);
 }
@@ -57,10 +66,17 @@ void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratc
     const Tensor *p = s->p;
     Tensor x = as_tokens(in), out = as_tokens(s->out);
     Tensor normed = normed_tokens(s, x, scratch);
-    linear_forward(a->q, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
-    linear_forward(a->k, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
-    linear_forward(a->v, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
-    attention_forward(a->o, a->lse, a->q, a->k, a->v, l->n_heads, attention_scale(l));
+    if (a->q16) {
+        linear_forward_to_bf16(a->q16, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
+        linear_forward_to_bf16(a->k16, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
+        linear_forward_to_bf16(a->v16, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
+        attention_forward_bf16_qkv(a->o, a->lse, a->q16, a->k16, a->v16, l->n_heads, attention_scale(l));
+    } else {
+        linear_forward(a->q, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
+        linear_forward(a->k, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
+        linear_forward(a->v, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
+        attention_forward(a->o, a->lse, a->q, a->k, a->v, l->n_heads, attention_scale(l));
+    }
     linear_forward(out, a->o, p[UNET_ATTN_TO_OUT_WEIGHT], p[UNET_ATTN_TO_OUT_BIAS]);
     add_scaled_forward(out, out, x, (float)(1.0 / l->output_scale));
 }
@@ -84,7 +100,11 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     Tensor dq = unet_scratch_zeroed(scratch, 2, 3, (size_t[]){n, len, c});
     Tensor dk = unet_scratch_zeroed(scratch, 3, 3, (size_t[]){n, len, c});
     Tensor dv = unet_scratch_zeroed(scratch, 4, 3, (size_t[]){n, len, c});
-    attention_backward(dq, dk, dv, d_o, a->q, a->k, a->v, a->o, a->lse, l->n_heads, attention_scale(l));
+    if (a->q16)
+        attention_backward_bf16_qkv(dq, dk, dv, d_o, a->q16, a->k16, a->v16, a->o, a->lse, l->n_heads,
+                                    attention_scale(l));
+    else
+        attention_backward(dq, dk, dv, d_o, a->q, a->k, a->v, a->o, a->lse, l->n_heads, attention_scale(l));
     /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed; d_proj in scratch 0
      * is spent, so the normed tokens go there */
     Tensor normed = normed_tokens(s, x, scratch);

@@ -74,10 +74,13 @@ typedef struct ResnetActs {
     ConvInput a2;        /* dropout(silu(...)): conv2's input, fp32 with dropout or scale_shift */
 } ResnetActs;
 
-/* The group norm's output is not saved (see attention_block.c). */
+/* The group norm's output is not saved (see attention_block.c). In a bf16 plan, where the attention takes
+ * bf16 operands anyway (attention_reads_bf16), q, k and v are kept in bf16 as the projections write them. */
 typedef struct AttentionActs {
-    Tensor mean, rstd; /* group norm statistics */
-    Tensor q, k, v, o, lse;
+    Tensor mean, rstd;        /* group norm statistics */
+    Tensor q, k, v;           /* fp32, or none when q16, k16 and v16 are kept */
+    uint16_t *q16, *k16, *v16; /* NULL unless kept */
+    Tensor o, lse;
 } AttentionActs;
 
 typedef struct TimeActs {

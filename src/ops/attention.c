@@ -143,6 +143,40 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
     attention_forward_fused_portable(&a);
 }
 
+bool attention_reads_bf16(size_t N, size_t L, size_t C, int n_heads) {
+    if (n_heads <= 0 || C % (size_t)n_heads != 0) return false;
+    const size_t heads = (size_t)n_heads;
+    return attention_uses_bf16((AttentionShape){.N = N, .Lq = L, .Lk = L, .C = C, .n_heads = heads, .D = C / heads});
+}
+
+/* The checks of attention_forward, q, k and v of out's shape (self-attention), and that the shape takes
+ * the bf16 kernels. */
+static AttentionShape check_bf16_qkv(const char *where, Tensor out, Tensor lse, const uint16_t *q, const uint16_t *k,
+                                     const uint16_t *v, int n_heads, float scale) {
+    CHECK(q && k && v, "%s: q, k or v is NULL", where);
+    AttentionShape s = attention_check_forward(where, out, lse, out, out, out, n_heads, scale);
+    CHECK(attention_uses_bf16(s), "%s: N %zu, L %zu, C %zu in %zu heads does not take the bf16 kernels (see "
+          "attention_reads_bf16)", where, s.N, s.Lq, s.C, s.n_heads);
+    return s;
+}
+
+void attention_forward_bf16_qkv(Tensor out, Tensor lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                int n_heads, float scale) {
+    AttentionShape s = check_bf16_qkv(__func__, out, lse, q, k, v, n_heads, scale);
+    attention_forward_bf16(&(AttentionArgs){
+        .shape = s, .scale = scale, .out = out.data, .lse = lse.data, .q16 = q, .k16 = k, .v16 = v});
+}
+
+void attention_backward_bf16_qkv(Tensor dq, Tensor dk, Tensor dv, Tensor dout, const uint16_t *q, const uint16_t *k,
+                                 const uint16_t *v, Tensor out, Tensor lse, int n_heads, float scale) {
+    AttentionShape s = check_bf16_qkv(__func__, out, lse, q, k, v, n_heads, scale);
+    attention_check_backward(__func__, dq, dk, dv, dout, out, out, out, out, lse, n_heads, scale);
+    if (!dq.data && !dk.data && !dv.data) return;
+    attention_backward_bf16(&(AttentionArgs){.shape = s, .scale = scale, .out = out.data, .lse = lse.data, .q16 = q,
+                                             .k16 = k, .v16 = v, .dq = dq.data, .dk = dk.data, .dv = dv.data,
+                                             .dout = dout.data});
+}
+
 void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out,
                         Tensor lse, int n_heads, float scale) {
     AttentionShape s = attention_check_backward(__func__, dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);

@@ -18,11 +18,25 @@
 #ifndef DIFFUSE_ATTENTION_H
 #define DIFFUSE_ATTENTION_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "core/tensor.h"
 
 void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale);
 void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out,
                         Tensor lse, int n_heads, float scale);
+
+/* bf16 precision: whether attention_forward takes the bf16 kernels for a self-attention of N items of L
+ * tokens and C channels in n_heads heads, and then the same passes on q, k, v (N, L, C) already rounded
+ * to bf16 (linear_forward_to_bf16): the bits attention_forward / attention_backward give on their fp32
+ * values, without rounding them on every call, in half their memory. */
+bool attention_reads_bf16(size_t N, size_t L, size_t C, int n_heads);
+void attention_forward_bf16_qkv(Tensor out, Tensor lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                int n_heads, float scale);
+void attention_backward_bf16_qkv(Tensor dq, Tensor dk, Tensor dv, Tensor dout, const uint16_t *q, const uint16_t *k,
+                                 const uint16_t *v, Tensor out, Tensor lse, int n_heads, float scale);
 
 void attention_forward_reference(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int n_heads, float scale);
 void attention_backward_reference(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v,

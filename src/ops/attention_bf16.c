@@ -1,7 +1,8 @@
 /* Multi-head attention in bf16 precision (ops/precision.h) on AMX: what torch.autocast(dtype=bfloat16)
  * makes of F.scaled_dot_product_attention. The four kinds of product take bf16 operands and accumulate in
  * fp32 (oneDNN matmul primitives, brgemm kernels on AMX tiles); softmax and everything elementwise stay
- * fp32. With q, k, v and dout rounded to bf16 (to nearest even) on the way in, per batch n and head h:
+ * fp32. With q, k, v (unless the caller has them in bf16 already: attention_forward_bf16_qkv) and dout
+ * rounded to bf16 (to nearest even) on the way in, per batch n and head h:
  *   forward:  S = q k^T;  P = softmax(scale S) row by row, lse_i = log sum_j exp(scale S_ij) (attention.h);
  *             P rounded to bf16;  out = P v
  *   backward: S = q k^T, P = exp(scale S - lse);  dP = dout v^T;  delta_i = dout_i . out_i (fp32);
@@ -357,6 +358,14 @@ static void backward_row(uint16_t *p_row, uint16_t *ds_row, const float *s_row, 
 #undef VEC
 #undef V
 
+/* The bf16 operand: `given` when the caller has it already, else x rounded into b. */
+static const uint16_t *rounded(GrowBuffer *b, const uint16_t *given, const float *x, size_t n) {
+    if (given) return given;
+    uint16_t *copy = grow_buffer(b, n * sizeof(uint16_t));
+    floats_to_bfloat16(copy, x, n);
+    return copy;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Forward */
 
@@ -365,15 +374,12 @@ void attention_forward_bf16(const AttentionArgs *a) {
     const size_t nH = s.n_heads, Lq = s.Lq, Lk = s.Lk, C = s.C, D = s.D;
     const Chunking ch = chunking_of(s);
     const size_t chunk_scores = ch.items * nH * ch.rows * Lk, row_floats = (Lk + 15) / 16 * 16;
-    uint16_t *qb = grow_buffer(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
-    uint16_t *kb = grow_buffer(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
-    uint16_t *vb = grow_buffer(&v_bf16, s.N * Lk * C * sizeof(uint16_t));
+    const uint16_t *qb = rounded(&q_bf16, a->q16, a->q, s.N * Lq * C);
+    const uint16_t *kb = rounded(&k_bf16, a->k16, a->k, s.N * Lk * C);
+    const uint16_t *vb = rounded(&v_bf16, a->v16, a->v, s.N * Lk * C);
     float *sc = grow_buffer(&scores, chunk_scores * sizeof(float));
     uint16_t *pb = grow_buffer(&probs, chunk_scores * sizeof(uint16_t));
     float *rows = grow_buffer(&exp_rows, (size_t)threads_get() * row_floats * sizeof(float));
-    floats_to_bfloat16(qb, a->q, s.N * Lq * C);
-    floats_to_bfloat16(kb, a->k, s.N * Lk * C);
-    floats_to_bfloat16(vb, a->v, s.N * Lk * C);
     const float c = a->scale * ATTENTION_LOG2E;
     for (size_t n0 = 0; n0 < s.N; n0 += ch.items) {
         const size_t items = min_size(ch.items, s.N - n0);
@@ -410,9 +416,9 @@ void attention_backward_bf16(const AttentionArgs *a) {
     /* With whole items per chunk, the dk and dv products add straight into the caller's gradients. */
     const bool whole_items = ch.rows == Lq;
     const size_t chunk_scores = ch.items * nH * ch.rows * Lk;
-    uint16_t *qb = grow_buffer(&q_bf16, s.N * Lq * C * sizeof(uint16_t));
-    uint16_t *kb = grow_buffer(&k_bf16, s.N * Lk * C * sizeof(uint16_t));
-    uint16_t *vb = want_ds ? grow_buffer(&v_bf16, s.N * Lk * C * sizeof(uint16_t)) : NULL;
+    const uint16_t *qb = rounded(&q_bf16, a->q16, a->q, s.N * Lq * C);
+    const uint16_t *kb = rounded(&k_bf16, a->k16, a->k, s.N * Lk * C);
+    const uint16_t *vb = want_ds ? rounded(&v_bf16, a->v16, a->v, s.N * Lk * C) : NULL;
     uint16_t *dob = grow_buffer(&dout_bf16, s.N * Lq * C * sizeof(uint16_t));
     float *delta = grow_buffer(&deltas, s.N * nH * Lq * sizeof(float));
     float *sc = grow_buffer(&scores, chunk_scores * sizeof(float));
@@ -421,9 +427,6 @@ void attention_backward_bf16(const AttentionArgs *a) {
     uint16_t *dsb = want_ds ? grow_buffer(&dprobs, chunk_scores * sizeof(uint16_t)) : NULL;
     float *dks = a->dk && !whole_items ? grow_buffer(&dk_sum, Lk * C * sizeof(float)) : NULL;
     float *dvs = a->dv && !whole_items ? grow_buffer(&dv_sum, Lk * C * sizeof(float)) : NULL;
-    floats_to_bfloat16(qb, a->q, s.N * Lq * C);
-    floats_to_bfloat16(kb, a->k, s.N * Lk * C);
-    if (vb) floats_to_bfloat16(vb, a->v, s.N * Lk * C);
     round_dout_delta(dob, delta, a->dout, a->out, s);
     const float c = a->scale * ATTENTION_LOG2E;
     for (size_t n0 = 0; n0 < s.N; n0 += ch.items) {

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/tensor.h"
 
@@ -66,6 +67,8 @@ typedef struct AttentionArgs {
     /* forward: writes out and lse */
     float *out, *lse;
     const float *q, *k, *v;
+    /* bf16 kernels: q, k, v already rounded to bf16, read in place of q, k, v when not NULL */
+    const uint16_t *q16, *k16, *v16;
     /* backward: accumulates into dq, dk, dv (each may be NULL); reads dout, out and lse */
     float *dq, *dk, *dv;
     const float *dout;

@@ -106,6 +106,19 @@ void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
     linear_sgemm('N', 'T', M, Fo, s.Fi, inp.data, s.Fi, weight.data, s.Fi, bias.data ? 1.0f : 0.0f, out.data, Fo);
 }
 
+bool linear_writes_bf16(size_t M, size_t Fi, size_t Fo) { return takes_bf16((LinearShape){M, Fi, Fo}); }
+
+void linear_forward_to_bf16(uint16_t *out, Tensor inp, Tensor weight, Tensor bias) {
+    /* out's shape is inp's with the last dimension Fo: checked through a view of it */
+    Tensor out_view = inp;
+    out_view.data = (float *)out;
+    out_view.shape[inp.ndim - 1] = weight.ndim == 2 ? weight.shape[0] : 0;
+    LinearShape s = linear_check_forward(__func__, out_view, inp, weight, bias);
+    CHECK(takes_bf16(s), "%s: M %zu, %zu -> %zu does not take the bf16 products (see linear_writes_bf16)", __func__,
+          s.M, s.Fi, s.Fo);
+    linear_bf16_forward_to_bf16(s, out, inp.data, weight.data, bias.data);
+}
+
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
     LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
     const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;

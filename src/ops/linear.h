@@ -10,10 +10,20 @@
 #ifndef DIFFUSE_LINEAR_H
 #define DIFFUSE_LINEAR_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "core/tensor.h"
 
 void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+
+/* bf16 precision: whether linear_forward takes the bf16 products at these sizes (M rows, Fi -> Fo), and
+ * then the same forward with out (..., Fo) rounded to bf16 as it is written, for a bf16 op to read
+ * (attention_forward_bf16_qkv): the bits of linear_forward's out, rounded. */
+bool linear_writes_bf16(size_t M, size_t Fi, size_t Fo);
+void linear_forward_to_bf16(uint16_t *out, Tensor inp, Tensor weight, Tensor bias);
 
 void linear_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 void linear_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);

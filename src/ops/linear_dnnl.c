@@ -2,14 +2,15 @@
  *   - bf16 precision (ops/precision.h), what torch.autocast(dtype=bfloat16) does to torch.nn.Linear: the
  *     three products take bf16 operands (inp, weight and dout rounded to nearest even on the way in) and
  *     accumulate in fp32 into fp32 results, on AMX tiles; bias and bias gradient stay fp32 (the bias is the
- *     primitive's fp32 bias, the gradient linear.c's column sums);
+ *     primitive's fp32 bias, the gradient linear.c's column sums). The forward may also write out rounded
+ *     to bf16 (to nearest even, as core/half.h does) for a bf16 op to read;
  *   - fp32, the forward of many rows: the kernel adds the bias as it writes each row, where sgemm needs the
  *     bias broadcast into out first and then reads it back.
  *   forward:  out = inp weightᵀ + bias          src inp (M, Fi), weights weightᵀ (Fi, Fo) as strides
  *   backward: dinp += dout weight                src dout (M, Fo), weights weight (Fo, Fi), sum post-op
  *             dweight += doutᵀ inp               src doutᵀ (Fo, M) as strides, weights inp (M, Fi), sum
  * Which shapes take them, and the measurements: linear_bf16_applies, linear.c. Primitives are cached per
- * (product, shape, bias, type, thread count) like conv2d_dnnl.c's, the bf16 copies and oneDNN's scratchpad
+ * (product, shape, bias, types, thread count) like conv2d_dnnl.c's, the bf16 copies and oneDNN's scratchpad
  * grow to the largest need seen (no allocation once warmed up). Results are bitwise repeatable for a fixed
  * thread count. */
 #include <stdbool.h>
@@ -32,7 +33,8 @@ typedef enum Product { PRODUCT_FORWARD, PRODUCT_DINP, PRODUCT_DWEIGHT } Product;
 typedef struct MatmulKey {
     Product product;
     size_t M, Fi, Fo;
-    bool bias, f32; /* f32: fp32 operands (the fp32 forward), else bf16 */
+    bool bias;
+    dnnl_data_type_t operand, result; /* of src and weights; of dst */
     int n_threads; /* oneDNN partitions the work for the thread count it is created with */
 } MatmulKey;
 
@@ -65,14 +67,14 @@ static dnnl_memory_desc_t md_2d(size_t rows, size_t cols, dnnl_data_type_t type,
 static void *matmul_create(const void *key_ptr) {
     const MatmulKey *key = key_ptr;
     const size_t M = key->M, Fi = key->Fi, Fo = key->Fo;
-    const dnnl_data_type_t t = key->f32 ? dnnl_f32 : dnnl_bf16;
+    const dnnl_data_type_t t = key->operand, r = key->result;
     dnnl_memory_desc_t src, wei, dst, bias = md_2d(1, Fo, dnnl_f32, false);
     if (key->product == PRODUCT_FORWARD) {
-        src = md_2d(M, Fi, t, false), wei = md_2d(Fi, Fo, t, true), dst = md_2d(M, Fo, dnnl_f32, false);
+        src = md_2d(M, Fi, t, false), wei = md_2d(Fi, Fo, t, true), dst = md_2d(M, Fo, r, false);
     } else if (key->product == PRODUCT_DINP) {
-        src = md_2d(M, Fo, t, false), wei = md_2d(Fo, Fi, t, false), dst = md_2d(M, Fi, dnnl_f32, false);
+        src = md_2d(M, Fo, t, false), wei = md_2d(Fo, Fi, t, false), dst = md_2d(M, Fi, r, false);
     } else {
-        src = md_2d(Fo, M, t, true), wei = md_2d(M, Fi, t, false), dst = md_2d(Fo, Fi, dnnl_f32, false);
+        src = md_2d(Fo, M, t, true), wei = md_2d(M, Fi, t, false), dst = md_2d(Fo, Fi, r, false);
     }
     dnnl_primitive_attr_t attr = dnnl_runtime_attr(key->product != PRODUCT_FORWARD); /* the backward accumulates */
     dnnl_matmul_desc_t desc;
@@ -105,7 +107,7 @@ static void matmul_free(void *entry) {
 static bool matmul_matches(const void *matmul, const void *key) {
     const MatmulKey *a = &((const Matmul *)matmul)->key, *b = key;
     return a->product == b->product && a->M == b->M && a->Fi == b->Fi && a->Fo == b->Fo && a->bias == b->bias &&
-           a->f32 == b->f32 && a->n_threads == b->n_threads;
+           a->operand == b->operand && a->result == b->result && a->n_threads == b->n_threads;
 }
 
 static LruCache matmuls = {
@@ -113,9 +115,9 @@ static LruCache matmuls = {
 
 static Matmul *matmul_get(const MatmulKey *key) { return lru_cache_get(&matmuls, key); }
 
-static void run(Product product, bool f32, LinearShape s, const void *src, const void *wei, const float *bias,
-                float *dst) {
-    const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, f32, threads_get()};
+static void run(Product product, dnnl_data_type_t operand, dnnl_data_type_t result, LinearShape s, const void *src,
+                const void *wei, const float *bias, void *dst) {
+    const MatmulKey key = {product, s.M, s.Fi, s.Fo, bias != NULL, operand, result, threads_get()};
     Matmul *mm = matmul_get(&key);
     dnnl_runtime_bind(mm->src, src), dnnl_runtime_bind(mm->wei, wei), dnnl_runtime_bind(mm->bias, bias), dnnl_runtime_bind(mm->dst, dst);
     dnnl_runtime_bind(mm->scratchpad, buffers[2].data);
@@ -133,18 +135,24 @@ bool linear_bf16_applies(LinearShape s) { return ops_amx_supported() && s.M >= 2
 
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
     const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);
-    run(PRODUCT_FORWARD, false, s, x, w, bias, out);
+    run(PRODUCT_FORWARD, dnnl_bf16, dnnl_f32, s, x, w, bias, out);
+}
+
+void linear_bf16_forward_to_bf16(LinearShape s, uint16_t *out, const float *inp, const float *weight,
+                                 const float *bias) {
+    const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);
+    run(PRODUCT_FORWARD, dnnl_bf16, dnnl_bf16, s, x, w, bias, out);
 }
 
 void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
-    run(PRODUCT_FORWARD, true, s, inp, weight, bias, out);
+    run(PRODUCT_FORWARD, dnnl_f32, dnnl_f32, s, inp, weight, bias, out);
 }
 
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight) {
     const uint16_t *g = bf16_copy(0, dout, s.M * s.Fo);
-    if (dinp) run(PRODUCT_DINP, false, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
-    if (dweight) run(PRODUCT_DWEIGHT, false, s, g, bf16_copy(1, inp, s.M * s.Fi), NULL, dweight);
+    if (dinp) run(PRODUCT_DINP, dnnl_bf16, dnnl_f32, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
+    if (dweight) run(PRODUCT_DWEIGHT, dnnl_bf16, dnnl_f32, s, g, bf16_copy(1, inp, s.M * s.Fi), NULL, dweight);
 }
 
 void linear_dnnl_cache_free(void) {

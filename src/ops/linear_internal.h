@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/tensor.h"
 
@@ -25,6 +26,8 @@ bool linear_bf16_applies(LinearShape s);
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight);
+void linear_bf16_forward_to_bf16(LinearShape s, uint16_t *out, const float *inp, const float *weight,
+                                 const float *bias);
 void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
 void linear_dnnl_cache_free(void);
 
