@@ -241,30 +241,49 @@ static void test_linear_bf16_matches_rounded_reference(void) {
     }
 }
 
-/* linear_forward_to_bf16 writes the bits of linear_forward's out rounded to bf16, where the shape takes
- * the bf16 products (the attention projections, whose bf16 q, k, v the attention reads). */
-static void test_linear_forward_to_bf16(void) {
+/* On inp given in bf16, the forward writes the bits of linear_forward's out rounded to bf16 and the
+ * backward adds the bits linear_backward adds, where the shape takes the bf16 products (the attention's q,
+ * k, v projections). */
+static void test_linear_bf16_rows(void) {
     const size_t M = 512, Fi = 96, Fo = 160;
     if (!ops_amx_supported()) {
         printf("  skipped: no bf16 products on this CPU (AMX)\n");
         return;
     }
     ops_set_precision(OPS_PRECISION_BF16);
-    EXPECT(linear_writes_bf16(M, Fi, Fo), "M %zu, %zu -> %zu does not take the bf16 products", M, Fi, Fo);
-    EXPECT(!linear_writes_bf16(2, Fi, Fo), "the time embedding's 2 rows take the bf16 products");
+    EXPECT(linear_takes_bf16(M, Fi, Fo) && !linear_takes_bf16(2, Fi, Fo),
+           "M %zu, %zu -> %zu should take the bf16 products, the time embedding's 2 rows not", M, Fi, Fo);
     float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
-    float *bias = xmalloc(Fo * sizeof(float)), *out = xmalloc(M * Fo * sizeof(float));
-    uint16_t *out16 = xmalloc(M * Fo * sizeof(uint16_t));
+    float *bias = xmalloc(Fo * sizeof(float)), *dout = xmalloc(M * Fo * sizeof(float));
+    float *out = xmalloc(M * Fo * sizeof(float));
+    uint16_t *inp16 = xmalloc(M * Fi * sizeof(uint16_t)), *out16 = xmalloc(M * Fo * sizeof(uint16_t));
     fill_normal(inp, M * Fi, 21), fill_uniform(weight, Fo * Fi, 22, -0.1f, 0.1f), fill_normal(bias, Fo, 23);
+    fill_normal(dout, M * Fo, 24);
+    floats_to_bfloat16(inp16, inp, M * Fi);
     Tensor tinp = tensor_2d(inp, M, Fi), tweight = tensor_2d(weight, Fo, Fi), tbias = tensor_1d(bias, Fo);
+    Tensor tdout = tensor_2d(dout, M, Fo);
     linear_forward(tensor_2d(out, M, Fo), tinp, tweight, tbias);
-    linear_forward_to_bf16(out16, tinp, tweight, tbias);
+    linear_forward_bf16(out16, inp16, M, tweight, tbias);
     size_t differ = 0;
     for (size_t x = 0; x < M * Fo; x++) differ += out16[x] != float_to_bfloat16(out[x]);
     EXPECT(differ == 0, "%zu of %zu bf16 outputs are not linear_forward's rounded", differ, M * Fo);
+    float *grads[2][3]; /* [fp32 inp, bf16 inp][dinp, dweight, dbias] */
+    for (int k = 0; k < 2; k++) {
+        grads[k][0] = xcalloc(M * Fi, sizeof(float)), grads[k][1] = xcalloc(Fo * Fi, sizeof(float));
+        grads[k][2] = xcalloc(Fo, sizeof(float));
+        Tensor dinp = tensor_2d(grads[k][0], M, Fi), dweight = tensor_2d(grads[k][1], Fo, Fi);
+        Tensor dbias = tensor_1d(grads[k][2], Fo);
+        if (k == 0) linear_backward(dinp, dweight, dbias, tdout, tinp, tweight);
+        else linear_backward_bf16_input(dinp, dweight, dbias, tdout, inp16, tweight);
+    }
+    EXPECT(memcmp(grads[0][0], grads[1][0], M * Fi * sizeof(float)) == 0 &&
+               memcmp(grads[0][1], grads[1][1], Fo * Fi * sizeof(float)) == 0 &&
+               memcmp(grads[0][2], grads[1][2], Fo * sizeof(float)) == 0,
+           "the backward on bf16 inp adds other gradients than on fp32 inp");
     ops_set_precision(OPS_PRECISION_FP32);
-    EXPECT(!linear_writes_bf16(M, Fi, Fo), "fp32 precision takes the bf16 products");
-    free(inp), free(weight), free(bias), free(out), free(out16);
+    EXPECT(!linear_takes_bf16(M, Fi, Fo), "fp32 precision takes the bf16 products");
+    for (int k = 0; k < 2; k++) free(grads[k][0]), free(grads[k][1]), free(grads[k][2]);
+    free(inp), free(weight), free(bias), free(dout), free(out), free(inp16), free(out16);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -284,7 +303,7 @@ static void call_bad_linear(void *ctx) {
     case 3: linear_forward(tout, tensor_2d(NULL, 3, 4), tweight, tensor_none()); break;
     case 4: linear_backward(tensor_none(), tensor_2d(weight, 4, 3), tensor_none(), tout, tinp, tweight); break;
     case 5: linear_backward_reference(tensor_2d(inp, 2, 6), tensor_none(), tensor_none(), tout, tinp, tweight); break;
-    case 6: linear_forward_to_bf16((uint16_t *)out, tinp, tweight, tensor_none()); break;
+    case 6: linear_forward_bf16((uint16_t *)out, (uint16_t *)inp, 3, tweight, tensor_none()); break;
     default: linear_forward_reference(tout, tinp, tensor_1d(weight, 12), tensor_none()); break;
     }
 }
@@ -297,7 +316,7 @@ static void test_linear_rejects_bad_arguments(void) {
         "linear_forward: inp is NULL",
         "linear_backward: dweight has shape (4, 3), expected (3, 4)",
         "linear_backward_reference: dinp has shape (2, 6), expected (3, 4)",
-        "linear_forward_to_bf16: M 3, 4 -> 3 does not take the bf16 products",
+        "linear_forward_bf16: M 3, 4 -> 3 does not take the bf16 products",
         "linear_forward_reference: weight has shape (12), expected 2 dimensions",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++) {
@@ -311,7 +330,7 @@ int main(void) {
     RUN(test_linear_matches_pytorch);
     RUN(test_linear_fast_matches_reference);
     RUN(test_linear_bf16_matches_rounded_reference);
-    RUN(test_linear_forward_to_bf16);
+    RUN(test_linear_bf16_rows);
     RUN(test_linear_rejects_bad_arguments);
     return harness_finish();
 }

@@ -219,7 +219,7 @@ static void test_bf16_attention_operands(void) {
     c.t[0] = 20, c.t[1] = 900;
     Bf16Run kept = bf16_run(&c, true);
     int bf16_operands = 0;
-    for (int i = 0; i < c.net.layout.n_layers; i++) bf16_operands += c.net.states[i].attn.q16 != NULL &&
+    for (int i = 0; i < c.net.layout.n_layers; i++) bf16_operands += c.net.states[i].attn.qkv16[0] != NULL &&
                                                                       c.net.layout.layers[i].kind == UNET_LAYER_ATTENTION;
     Bf16Run rounded = bf16_run(&c, false);
     EXPECT(bf16_operands == 4, "%d attention layers keep bf16 q, k, v, expected all 4 (down, mid, up twice)",

@@ -6,12 +6,17 @@
 #include <math.h>
 
 #include "core/check.h"
+#include "core/half.h"
 #include "nn/unet_layers.h"
 #include "ops/ops.h"
 
 static Tensor tokens(Arena *arena, size_t n, size_t l, size_t c) {
     return tensor_3d(arena_floats(arena, n * l * c), n, l, c);
 }
+
+/* The q, k, v projections' parameters. */
+static const UNetParamSlot QKV_WEIGHT[3] = {UNET_ATTN_TO_Q_WEIGHT, UNET_ATTN_TO_K_WEIGHT, UNET_ATTN_TO_V_WEIGHT};
+static const UNetParamSlot QKV_BIAS[3] = {UNET_ATTN_TO_Q_BIAS, UNET_ATTN_TO_K_BIAS, UNET_ATTN_TO_V_BIAS};
 
 void attention_plan(LayerState *s, Arena *arena) {
     const UNetLayer *l = s->layer;
@@ -21,17 +26,12 @@ void attention_plan(LayerState *s, Arena *arena) {
         a->mean = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
         a->rstd = tensor_2d(arena_floats(arena, n * (size_t)l->norm_groups), n, (size_t)l->norm_groups);
     }
-    a->q = a->k = a->v = tensor_none();
-    a->q16 = a->k16 = a->v16 = NULL;
-    if (s->bf16 && attention_reads_bf16(n, len, c, l->n_heads) && linear_writes_bf16(n * len, c, c)) {
+    const bool bf16 = s->bf16 && attention_reads_bf16(n, len, c, l->n_heads) && linear_takes_bf16(n * len, c, c);
+    for (int i = 0; i < 3; i++) {
+        a->qkv[i] = tensor_none(), a->qkv16[i] = NULL;
         /* the arena counts floats: two bf16 values each */
-        a->q16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
-        a->k16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
-        a->v16 = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
-    } else {
-        a->q = tokens(arena, n, len, c);
-        a->k = tokens(arena, n, len, c);
-        a->v = tokens(arena, n, len, c);
+        if (bf16) a->qkv16[i] = (uint16_t *)arena_floats(arena, (n * len * c + 1) / 2);
+        else a->qkv[i] = tokens(arena, n, len, c);
     }
     a->o = tokens(arena, n, len, c);
     a->lse = tensor_3d(arena_floats(arena, n * (size_t)l->n_heads * len), n, (size_t)l->n_heads, len);
@@ -54,6 +54,18 @@ static Tensor normed_tokens(LayerState *s, Tensor x, const UNetScratch *scratch)
     return normed;
 }
 
+/* The same rounded to bf16 as it is written (scratch buffer 0), for the bf16 projections to read. */
+static const uint16_t *normed_tokens_bf16(LayerState *s, Tensor x, const UNetScratch *scratch) {
+    const UNetLayer *l = s->layer;
+    uint16_t *normed = (uint16_t *)unet_scratch_view(scratch, 0, 3, x.shape).data;
+    if (l->norm_groups == 0)
+        floats_to_bfloat16(normed, x.data, tensor_numel(x));
+    else
+        group_norm_forward_bf16(normed, s->attn.mean, s->attn.rstd, x, s->p[UNET_ATTN_GROUP_NORM_WEIGHT],
+                                s->p[UNET_ATTN_GROUP_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
+    return normed;
+}
+
 static Tensor as_tokens(Tensor image) {
     return tensor_3d(image.data, image.shape[0], image.shape[1] * image.shape[2], image.shape[3]);
 }
@@ -65,17 +77,16 @@ void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratc
     AttentionActs *a = &s->attn;
     const Tensor *p = s->p;
     Tensor x = as_tokens(in), out = as_tokens(s->out);
-    Tensor normed = normed_tokens(s, x, scratch);
-    if (a->q16) {
-        linear_forward_to_bf16(a->q16, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
-        linear_forward_to_bf16(a->k16, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
-        linear_forward_to_bf16(a->v16, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
-        attention_forward_bf16_qkv(a->o, a->lse, a->q16, a->k16, a->v16, l->n_heads, attention_scale(l));
+    if (a->qkv16[0]) {
+        const uint16_t *normed = normed_tokens_bf16(s, x, scratch);
+        for (int i = 0; i < 3; i++)
+            linear_forward_bf16(a->qkv16[i], normed, x.shape[0] * x.shape[1], p[QKV_WEIGHT[i]], p[QKV_BIAS[i]]);
+        attention_forward_bf16_qkv(a->o, a->lse, a->qkv16[0], a->qkv16[1], a->qkv16[2], l->n_heads,
+                                   attention_scale(l));
     } else {
-        linear_forward(a->q, normed, p[UNET_ATTN_TO_Q_WEIGHT], p[UNET_ATTN_TO_Q_BIAS]);
-        linear_forward(a->k, normed, p[UNET_ATTN_TO_K_WEIGHT], p[UNET_ATTN_TO_K_BIAS]);
-        linear_forward(a->v, normed, p[UNET_ATTN_TO_V_WEIGHT], p[UNET_ATTN_TO_V_BIAS]);
-        attention_forward(a->o, a->lse, a->q, a->k, a->v, l->n_heads, attention_scale(l));
+        Tensor normed = normed_tokens(s, x, scratch);
+        for (int i = 0; i < 3; i++) linear_forward(a->qkv[i], normed, p[QKV_WEIGHT[i]], p[QKV_BIAS[i]]);
+        attention_forward(a->o, a->lse, a->qkv[0], a->qkv[1], a->qkv[2], l->n_heads, attention_scale(l));
     }
     linear_forward(out, a->o, p[UNET_ATTN_TO_OUT_WEIGHT], p[UNET_ATTN_TO_OUT_BIAS]);
     add_scaled_forward(out, out, x, (float)(1.0 / l->output_scale));
@@ -97,21 +108,26 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     add_scaled_backward(dx, tensor_none(), dy, inv_scale);
     Tensor d_o = unet_scratch_zeroed(scratch, 1, 3, (size_t[]){n, len, c});
     linear_backward(d_o, g[UNET_ATTN_TO_OUT_WEIGHT], g[UNET_ATTN_TO_OUT_BIAS], d_proj, a->o, p[UNET_ATTN_TO_OUT_WEIGHT]);
-    Tensor dq = unet_scratch_zeroed(scratch, 2, 3, (size_t[]){n, len, c});
-    Tensor dk = unet_scratch_zeroed(scratch, 3, 3, (size_t[]){n, len, c});
-    Tensor dv = unet_scratch_zeroed(scratch, 4, 3, (size_t[]){n, len, c});
-    if (a->q16)
-        attention_backward_bf16_qkv(dq, dk, dv, d_o, a->q16, a->k16, a->v16, a->o, a->lse, l->n_heads,
-                                    attention_scale(l));
+    Tensor d_qkv[3];
+    for (int i = 0; i < 3; i++) d_qkv[i] = unet_scratch_zeroed(scratch, 2 + i, 3, (size_t[]){n, len, c});
+    if (a->qkv16[0])
+        attention_backward_bf16_qkv(d_qkv[0], d_qkv[1], d_qkv[2], d_o, a->qkv16[0], a->qkv16[1], a->qkv16[2], a->o,
+                                    a->lse, l->n_heads, attention_scale(l));
     else
-        attention_backward(dq, dk, dv, d_o, a->q, a->k, a->v, a->o, a->lse, l->n_heads, attention_scale(l));
+        attention_backward(d_qkv[0], d_qkv[1], d_qkv[2], d_o, a->qkv[0], a->qkv[1], a->qkv[2], a->o, a->lse,
+                           l->n_heads, attention_scale(l));
     /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed; d_proj in scratch 0
      * is spent, so the normed tokens go there */
-    Tensor normed = normed_tokens(s, x, scratch);
     Tensor d_normed = l->norm_groups > 0 ? unet_scratch_zeroed(scratch, 1, 3, (size_t[]){n, len, c}) : dx;
-    linear_backward(d_normed, g[UNET_ATTN_TO_Q_WEIGHT], g[UNET_ATTN_TO_Q_BIAS], dq, normed, p[UNET_ATTN_TO_Q_WEIGHT]);
-    linear_backward(d_normed, g[UNET_ATTN_TO_K_WEIGHT], g[UNET_ATTN_TO_K_BIAS], dk, normed, p[UNET_ATTN_TO_K_WEIGHT]);
-    linear_backward(d_normed, g[UNET_ATTN_TO_V_WEIGHT], g[UNET_ATTN_TO_V_BIAS], dv, normed, p[UNET_ATTN_TO_V_WEIGHT]);
+    if (a->qkv16[0]) {
+        const uint16_t *normed = normed_tokens_bf16(s, x, scratch);
+        for (int i = 0; i < 3; i++)
+            linear_backward_bf16_input(d_normed, g[QKV_WEIGHT[i]], g[QKV_BIAS[i]], d_qkv[i], normed, p[QKV_WEIGHT[i]]);
+    } else {
+        Tensor normed = normed_tokens(s, x, scratch);
+        for (int i = 0; i < 3; i++)
+            linear_backward(d_normed, g[QKV_WEIGHT[i]], g[QKV_BIAS[i]], d_qkv[i], normed, p[QKV_WEIGHT[i]]);
+    }
     if (l->norm_groups > 0)
         group_norm_backward(dx, g[UNET_ATTN_GROUP_NORM_WEIGHT], g[UNET_ATTN_GROUP_NORM_BIAS], d_normed, x, a->mean,
                             a->rstd, p[UNET_ATTN_GROUP_NORM_WEIGHT], l->norm_groups);

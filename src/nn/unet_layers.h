@@ -75,11 +75,12 @@ typedef struct ResnetActs {
 } ResnetActs;
 
 /* The group norm's output is not saved (see attention_block.c). In a bf16 plan, where the attention takes
- * bf16 operands anyway (attention_reads_bf16), q, k and v are kept in bf16 as the projections write them. */
+ * bf16 operands anyway (attention_reads_bf16), q, k and v are kept in bf16 as the projections write them,
+ * and the projections read the normed tokens in bf16. */
 typedef struct AttentionActs {
-    Tensor mean, rstd;        /* group norm statistics */
-    Tensor q, k, v;           /* fp32, or none when q16, k16 and v16 are kept */
-    uint16_t *q16, *k16, *v16; /* NULL unless kept */
+    Tensor mean, rstd;   /* group norm statistics */
+    Tensor qkv[3];       /* q, k, v in fp32, or none when kept in bf16 */
+    uint16_t *qkv16[3];  /* q, k, v in bf16, or NULL */
     Tensor o, lse;
 } AttentionActs;
 

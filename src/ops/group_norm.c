@@ -303,15 +303,16 @@ static bool can_stream(const float *out, size_t c_all) {
 static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
                            const float *restrict a, const float *restrict b, bool silu, bool stream);
 
-/* out = bf16(silu(x a + b)): the fused op's output rounded to bf16 as it is written, for a bf16
- * convolution to read (group_norm_silu_forward_bf16). */
+/* out = bf16(silu(x a + b)), or bf16(x a + b) without silu: the output rounded to bf16 as it is written,
+ * for a bf16 convolution or projection to read (group_norm_silu_forward_bf16, group_norm_forward_bf16). */
 static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x, size_t n_rows, size_t width,
-                                size_t ld, const float *restrict a, const float *restrict b) {
+                                size_t ld, const float *restrict a, const float *restrict b, bool silu) {
 #if defined(__AVX512F__)
     for (size_t r = 0; r < n_rows; r++)
         for (size_t c = 0; c < width; c += 16) {
             const __mmask16 m = silu16_lanes(width - c);
-            __m256i y = bfloat16_round16(silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
+            const __m512 y32 = affine16(x + r * ld + c, a + c, b + c, m);
+            __m256i y = bfloat16_round16(silu ? silu_value16(y32) : y32);
             if (m == 0xFFFF) _mm256_storeu_si256((__m256i *)(out + r * ld + c), y);
             else {
                 uint16_t tail[16];
@@ -325,7 +326,10 @@ static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x,
         const float *row = x + r * ld;
         uint16_t *orow = out + r * ld;
 #pragma omp simd
-        for (size_t c = 0; c < width; c++) orow[c] = bfloat16_round(silu_value(row[c] * a[c] + b[c]));
+        for (size_t c = 0; c < width; c++) {
+            const float y = row[c] * a[c] + b[c];
+            orow[c] = bfloat16_round(silu ? silu_value(y) : y);
+        }
     }
 }
 
@@ -370,13 +374,13 @@ typedef struct ForwardArgs {
     const float *w, *bias;
     float eps;
     bool silu;
-    uint16_t *out_bf16; /* the fused op's bf16 output, in place of out */
+    uint16_t *out_bf16; /* the bf16 output, in place of out */
 } ForwardArgs;
 
 /* The output rows [offset, offset + n_rows ld) of a forward task. */
 static void write_rows(const ForwardArgs *f, size_t offset, size_t n_rows, size_t width, size_t ld, const float *a,
                        const float *b, bool stream) {
-    if (f->out_bf16) normalize_rows_bf16(f->out_bf16 + offset, f->inp.data + offset, n_rows, width, ld, a, b);
+    if (f->out_bf16) normalize_rows_bf16(f->out_bf16 + offset, f->inp.data + offset, n_rows, width, ld, a, b, f->silu);
     else normalize_rows(f->out.data + offset, f->inp.data + offset, n_rows, width, ld, a, b, f->silu, stream);
 }
 
@@ -463,7 +467,7 @@ static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Te
                     int n_groups, float eps, bool silu, const char *where) {
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
-    if (out_bf16) CHECK(silu, "%s: bf16 output without the SiLU", where);
+    if (out_bf16) CHECK(tensor_is_none(out), "%s: two outputs", where);
     else tensor_expect(out, where, "out", inp.ndim, inp.shape);
     tensor_expect(mean, where, "mean", 2, stats_shape);
     tensor_expect(rstd, where, "rstd", 2, stats_shape);
@@ -483,6 +487,12 @@ void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor
 void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps) {
     forward(out, NULL, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
+}
+
+void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                             int n_groups, float eps) {
+    CHECK(out, "%s: out is NULL", __func__);
+    forward(tensor_none(), out, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
 }
 
 void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,

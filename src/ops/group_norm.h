@@ -12,7 +12,9 @@
  * backward takes the gradient of that output and recomputes what it needs from inp, mean, rstd, weight
  * and bias. The forward output has the same bits as group_norm_forward then silu_forward.
  * group_norm_silu_forward_bf16 writes that output rounded to bf16 (core/half.h), inp's shape, for a bf16
- * convolution to read (conv2d_*_bf16_input); its backward is group_norm_silu_backward. */
+ * convolution to read (conv2d_*_bf16_input); its backward is group_norm_silu_backward.
+ * group_norm_forward_bf16 likewise writes group_norm_forward's output rounded to bf16, for bf16 linear
+ * products to read (linear_forward_bf16_input); its backward is group_norm_backward. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 
@@ -25,6 +27,8 @@ void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups);
 void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                             int n_groups, float eps);
+void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps);
 void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                                   int n_groups, float eps);

@@ -106,28 +106,34 @@ void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
     linear_sgemm('N', 'T', M, Fo, s.Fi, inp.data, s.Fi, weight.data, s.Fi, bias.data ? 1.0f : 0.0f, out.data, Fo);
 }
 
-bool linear_writes_bf16(size_t M, size_t Fi, size_t Fo) { return takes_bf16((LinearShape){M, Fi, Fo}); }
+bool linear_takes_bf16(size_t M, size_t Fi, size_t Fo) { return takes_bf16((LinearShape){M, Fi, Fo}); }
 
-void linear_forward_to_bf16(uint16_t *out, Tensor inp, Tensor weight, Tensor bias) {
-    /* out's shape is inp's with the last dimension Fo: checked through a view of it */
-    Tensor out_view = inp;
-    out_view.data = (float *)out;
-    out_view.shape[inp.ndim - 1] = weight.ndim == 2 ? weight.shape[0] : 0;
-    LinearShape s = linear_check_forward(__func__, out_view, inp, weight, bias);
-    CHECK(takes_bf16(s), "%s: M %zu, %zu -> %zu does not take the bf16 products (see linear_writes_bf16)", __func__,
-          s.M, s.Fi, s.Fo);
-    linear_bf16_forward_to_bf16(s, out, inp.data, weight.data, bias.data);
+/* An fp32 view of bf16 data with like's leading dimensions and `last` columns, for the shape checks. */
+static Tensor view_like(const void *data, Tensor like, size_t last) {
+    Tensor t = like;
+    t.data = (float *)data;
+    if (t.ndim > 0) t.shape[t.ndim - 1] = last;
+    return t;
 }
 
-void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
-    LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
-    const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;
-    if (takes_bf16(s)) {
-        if (dinp.data || dweight.data) linear_bf16_backward(s, dinp.data, dweight.data, dout.data, inp.data, weight.data);
-    } else {
-        if (dinp.data) linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
-        if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
-    }
+static void check_takes_bf16(const char *where, LinearShape s) {
+    CHECK(takes_bf16(s), "%s: M %zu, %zu -> %zu does not take the bf16 products (see linear_takes_bf16)", where, s.M,
+          s.Fi, s.Fo);
+}
+
+static size_t weight_dim(Tensor weight, int d) { return weight.ndim == 2 ? weight.shape[d] : 0; }
+
+void linear_forward_bf16(uint16_t *out, const uint16_t *inp, size_t M, Tensor weight, Tensor bias) {
+    const Tensor rows = tensor_2d(NULL, M, 0);
+    LinearShape s = linear_check_forward(__func__, view_like(out, rows, weight_dim(weight, 0)),
+                                         view_like(inp, rows, weight_dim(weight, 1)), weight, bias);
+    check_takes_bf16(__func__, s);
+    linear_bf16_forward_bf16_rows(s, out, inp, weight.data, bias.data);
+}
+
+/* dbias += column sums of dout (threads own column blocks: fixed order) */
+static void bias_gradient(Tensor dbias, Tensor dout, LinearShape s) {
+    const size_t M = s.M, Fo = s.Fo;
     if (dbias.data) {
         const size_t n_blocks = (Fo + LINEAR_BIAS_BLOCK - 1) / LINEAR_BIAS_BLOCK;
 #pragma omp parallel for schedule(static) if (M * Fo >= LINEAR_PARALLEL_MIN)
@@ -139,4 +145,26 @@ void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
             for (size_t x = 0; x < width; x++) dbias.data[o0 + x] += sum[x];
         }
     }
+}
+
+void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
+    LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
+    const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;
+    if (takes_bf16(s)) {
+        if (dinp.data || dweight.data)
+            linear_bf16_backward(s, dinp.data, dweight.data, dout.data, inp.data, NULL, weight.data);
+    } else {
+        if (dinp.data) linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
+        if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
+    }
+    bias_gradient(dbias, dout, s);
+}
+
+void linear_backward_bf16_input(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const uint16_t *inp,
+                                Tensor weight) {
+    const Tensor inp_view = view_like(inp, dout, weight_dim(weight, 1));
+    LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp_view, weight);
+    check_takes_bf16(__func__, s);
+    if (dinp.data || dweight.data) linear_bf16_backward(s, dinp.data, dweight.data, dout.data, NULL, inp, weight.data);
+    bias_gradient(dbias, dout, s);
 }

@@ -19,11 +19,15 @@
 void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
 
-/* bf16 precision: whether linear_forward takes the bf16 products at these sizes (M rows, Fi -> Fo), and
- * then the same forward with out (..., Fo) rounded to bf16 as it is written, for a bf16 op to read
- * (attention_forward_bf16_qkv): the bits of linear_forward's out, rounded. */
-bool linear_writes_bf16(size_t M, size_t Fi, size_t Fo);
-void linear_forward_to_bf16(uint16_t *out, Tensor inp, Tensor weight, Tensor bias);
+/* bf16 precision: whether linear_forward takes the bf16 products at these sizes (M rows, Fi -> Fo); then
+ * the same passes on inp given in bf16, M rows of Fi (as group_norm_forward_bf16 writes it), the forward
+ * writing out (M rows of Fo) rounded to bf16 for a bf16 op to read (attention_forward_bf16_qkv). They
+ * give the bits linear_forward (out rounded) and linear_backward give on inp's values, without rounding
+ * inp on every call. */
+bool linear_takes_bf16(size_t M, size_t Fi, size_t Fo);
+void linear_forward_bf16(uint16_t *out, const uint16_t *inp, size_t M, Tensor weight, Tensor bias);
+void linear_backward_bf16_input(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const uint16_t *inp,
+                                Tensor weight);
 
 void linear_forward_reference(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 void linear_backward_reference(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);

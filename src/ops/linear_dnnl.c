@@ -2,8 +2,9 @@
  *   - bf16 precision (ops/precision.h), what torch.autocast(dtype=bfloat16) does to torch.nn.Linear: the
  *     three products take bf16 operands (inp, weight and dout rounded to nearest even on the way in) and
  *     accumulate in fp32 into fp32 results, on AMX tiles; bias and bias gradient stay fp32 (the bias is the
- *     primitive's fp32 bias, the gradient linear.c's column sums). The forward may also write out rounded
- *     to bf16 (to nearest even, as core/half.h does) for a bf16 op to read;
+ *     primitive's fp32 bias, the gradient linear.c's column sums). inp may come in bf16 already, and the
+ *     forward on it then writes out rounded to bf16 (to nearest even, as core/half.h does) for a bf16 op
+ *     to read;
  *   - fp32, the forward of many rows: the kernel adds the bias as it writes each row, where sgemm needs the
  *     bias broadcast into out first and then reads it back.
  *   forward:  out = inp weightᵀ + bias          src inp (M, Fi), weights weightᵀ (Fi, Fo) as strides
@@ -138,10 +139,9 @@ void linear_bf16_forward(LinearShape s, float *out, const float *inp, const floa
     run(PRODUCT_FORWARD, dnnl_bf16, dnnl_f32, s, x, w, bias, out);
 }
 
-void linear_bf16_forward_to_bf16(LinearShape s, uint16_t *out, const float *inp, const float *weight,
-                                 const float *bias) {
-    const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);
-    run(PRODUCT_FORWARD, dnnl_bf16, dnnl_bf16, s, x, w, bias, out);
+void linear_bf16_forward_bf16_rows(LinearShape s, uint16_t *out, const uint16_t *inp, const float *weight,
+                                   const float *bias) {
+    run(PRODUCT_FORWARD, dnnl_bf16, dnnl_bf16, s, inp, bf16_copy(1, weight, s.Fo * s.Fi), bias, out);
 }
 
 void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
@@ -149,10 +149,13 @@ void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const
 }
 
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
-                          const float *weight) {
+                          const uint16_t *inp_bf16, const float *weight) {
     const uint16_t *g = bf16_copy(0, dout, s.M * s.Fo);
     if (dinp) run(PRODUCT_DINP, dnnl_bf16, dnnl_f32, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
-    if (dweight) run(PRODUCT_DWEIGHT, dnnl_bf16, dnnl_f32, s, g, bf16_copy(1, inp, s.M * s.Fi), NULL, dweight);
+    if (dweight) {
+        const uint16_t *x = inp_bf16 ? inp_bf16 : bf16_copy(1, inp, s.M * s.Fi);
+        run(PRODUCT_DWEIGHT, dnnl_bf16, dnnl_f32, s, g, x, NULL, dweight);
+    }
 }
 
 void linear_dnnl_cache_free(void) {

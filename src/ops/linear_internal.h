@@ -24,10 +24,11 @@ LinearShape linear_check_backward(const char *where, Tensor dinp, Tensor dweight
  * by the kernel. linear_dnnl_cache_free releases the primitives and buffers. */
 bool linear_bf16_applies(LinearShape s);
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
+/* inp_bf16: inp already in bf16 (inp is then not read), or NULL */
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
-                          const float *weight);
-void linear_bf16_forward_to_bf16(LinearShape s, uint16_t *out, const float *inp, const float *weight,
-                                 const float *bias);
+                          const uint16_t *inp_bf16, const float *weight);
+void linear_bf16_forward_bf16_rows(LinearShape s, uint16_t *out, const uint16_t *inp, const float *weight,
+                                   const float *bias);
 void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const float *weight, const float *bias);
 void linear_dnnl_cache_free(void);
 
