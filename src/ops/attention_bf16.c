@@ -148,10 +148,8 @@ static void *matmul_create(const void *key_ptr) {
 static void matmul_free(void *entry) {
     Matmul *mm = entry;
     DNNL_CALL(dnnl_primitive_destroy(mm->prim));
-    DNNL_CALL(dnnl_memory_destroy(mm->src));
-    DNNL_CALL(dnnl_memory_destroy(mm->wei));
-    DNNL_CALL(dnnl_memory_destroy(mm->dst));
-    DNNL_CALL(dnnl_memory_destroy(mm->scratchpad));
+    dnnl_memory_t all[] = {mm->src, mm->wei, mm->dst, mm->scratchpad};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dnnl_runtime_memory_free(all[i]);
     free(mm);
 }
 

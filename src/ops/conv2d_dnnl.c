@@ -490,16 +490,12 @@ static void *plan_create(const void *key_ptr) {
     return plan ? plan : plan_create_conv(key, false);
 }
 
-static void memory_free(dnnl_memory_t m) {
-    if (m) DNNL_CALL(dnnl_memory_destroy(m));
-}
-
 static void relayout_free(Relayout *r) {
     if (!r->reorder) return;
     DNNL_CALL(dnnl_primitive_destroy(r->reorder));
-    memory_free(r->from);
-    memory_free(r->to);
-    memory_free(r->scratchpad);
+    dnnl_runtime_memory_free(r->from);
+    dnnl_runtime_memory_free(r->to);
+    dnnl_runtime_memory_free(r->scratchpad);
 }
 
 static void plan_free(void *entry) {
@@ -511,13 +507,13 @@ static void plan_free(void *entry) {
     DNNL_CALL(dnnl_primitive_destroy(plan->conv));
     if (plan->reorder) DNNL_CALL(dnnl_primitive_destroy(plan->reorder));
     if (plan->hint_pd) DNNL_CALL(dnnl_primitive_desc_destroy(plan->hint_pd));
-    memory_free(plan->act_in);
-    memory_free(plan->act_out);
-    memory_free(plan->wei_user);
-    memory_free(plan->wei);
-    memory_free(plan->bias);
-    memory_free(plan->scratchpad);
-    memory_free(plan->reorder_scratchpad);
+    dnnl_runtime_memory_free(plan->act_in);
+    dnnl_runtime_memory_free(plan->act_out);
+    dnnl_runtime_memory_free(plan->wei_user);
+    dnnl_runtime_memory_free(plan->wei);
+    dnnl_runtime_memory_free(plan->bias);
+    dnnl_runtime_memory_free(plan->scratchpad);
+    dnnl_runtime_memory_free(plan->reorder_scratchpad);
     free(plan);
 }
 

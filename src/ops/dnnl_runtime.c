@@ -28,6 +28,10 @@ dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md) {
     return m;
 }
 
+void dnnl_runtime_memory_free(dnnl_memory_t m) {
+    if (m) DNNL_CALL(dnnl_memory_destroy(m));
+}
+
 void dnnl_runtime_bind(dnnl_memory_t m, const void *data) {
     if (m) DNNL_CALL(dnnl_memory_set_data_handle_v2(m, (void *)(uintptr_t)data, dnnl_runtime_stream()));
 }

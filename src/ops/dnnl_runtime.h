@@ -12,6 +12,8 @@ dnnl_engine_t dnnl_runtime_engine(void);
 dnnl_stream_t dnnl_runtime_stream(void);
 /* A memory object described by md with no buffer: each call binds it to the tensor it reads or writes. */
 dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md);
+/* Destroys m (NULL: nothing to do). */
+void dnnl_runtime_memory_free(dnnl_memory_t m);
 /* Points m (NULL: nothing to do) at data; oneDNN takes non-const handles even for buffers it only reads. */
 void dnnl_runtime_bind(dnnl_memory_t m, const void *data);
 /* Primitive attributes (destroy with dnnl_primitive_attr_destroy): the scratchpad is the caller's (user

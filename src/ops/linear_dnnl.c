@@ -99,8 +99,7 @@ static void matmul_free(void *entry) {
     Matmul *mm = entry;
     DNNL_CALL(dnnl_primitive_destroy(mm->prim));
     dnnl_memory_t all[] = {mm->src, mm->wei, mm->bias, mm->dst, mm->scratchpad};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]) DNNL_CALL(dnnl_memory_destroy(all[i]));
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dnnl_runtime_memory_free(all[i]);
     free(mm);
 }
 
