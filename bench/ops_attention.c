@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
      * 64 at 16x16; a single head of 32 at 14x14 (N = 64). */
     const struct { size_t N, side, C; int heads; } shapes[] = {
         {2, 32, 448, 56}, {2, 64, 224, 28}, {2, 16, 672, 84}, {2, 8, 896, 112}, {2, 16, 256, 1},
-        {16, 16, 256, 1}, {2, 16, 896, 14}, {64, 14, 32, 1}};
+        {16, 16, 256, 1}, {2, 16, 896, 14}, {64, 14, 32, 1}, {64, 7, 64, 2}};
     const bool bf16 = ops_bf16_supported();
     int counts[2];
     int n_counts = bench_thread_counts(counts);

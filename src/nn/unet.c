@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "ops/ops.h"
 #include "ops/precision.h"
+#include "ops/upsample_conv.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Set-up */
@@ -104,8 +105,8 @@ static void scratch_needs(const UNet *net, const LayerState *s, size_t need[UNET
     case UNET_LAYER_OUT:     /* d(silu(conv_norm_out(h))) */
         if (backward) unet_scratch_need(need, 0, n * s->in_h * s->in_w * c_in);
         return;
-    case UNET_LAYER_UPSAMPLE: /* d(nearest x2 input) */
-        if (backward) unet_scratch_need(need, 0, n * s->out_h * s->out_w * c_in);
+    case UNET_LAYER_UPSAMPLE:
+        unet_scratch_need(need, 0, upsample_conv_work_floats(n, s->in_h, s->in_w, c_in, (size_t)l->out_channels, backward));
         return;
     case UNET_LAYER_DOWNSAMPLE: return;
     }
@@ -168,7 +169,13 @@ static void plan_buffers(UNet *net) {
             break;
         case UNET_LAYER_RESNET: resnet_plan(s, arena); break;
         case UNET_LAYER_ATTENTION: attention_plan(s, arena); break;
-        case UNET_LAYER_UPSAMPLE: s->upsample.up = image(arena, n, s->out_h, s->out_w, c_in); break;
+        case UNET_LAYER_UPSAMPLE: {
+            /* rewritten by every pass, but at an address of its own (conv2d_hold_weights) */
+            const size_t n_phase_weights = upsample_conv_phase_weight_floats(c_in, c_out);
+            arena_live(arena, 0, last_step);
+            s->upsample.phase_weights = n_phase_weights ? arena_floats(arena, n_phase_weights) : NULL;
+            break;
+        }
         case UNET_LAYER_OUT:
             s->head.mean = rows(arena, n, (size_t)l->norm_groups);
             s->head.rstd = rows(arena, n, (size_t)l->norm_groups);
@@ -350,8 +357,8 @@ void unet_forward(UNet *net, float *out, const float *x, const float *timesteps,
             conv2d_forward(s->out, h, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], downsample_params(l));
             break;
         case UNET_LAYER_UPSAMPLE:
-            upsample_nearest2x_forward(s->upsample.up, h);
-            conv2d_forward(s->out, s->upsample.up, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], conv2d_params(1, 1));
+            upsample_conv_forward(s->out, h, s->p[UNET_CONV_WEIGHT], s->p[UNET_CONV_BIAS], net->scratch.buf[0],
+                                  s->upsample.phase_weights);
             break;
         case UNET_LAYER_OUT:
             s->out = tensor_4d(out, n, s->out_h, s->out_w, (size_t)l->out_channels);
@@ -423,14 +430,10 @@ void unet_backward(UNet *net, float *dx, const float *dout) {
             conv2d_backward(d_in, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, in, s->p[UNET_CONV_WEIGHT],
                             downsample_params(l));
             break;
-        case UNET_LAYER_UPSAMPLE: {
-            Tensor up = s->upsample.up;
-            Tensor d_up = SCRATCH4(scratch, 0, up.shape[0], up.shape[1], up.shape[2], up.shape[3]);
-            conv2d_backward(d_up, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, up, s->p[UNET_CONV_WEIGHT],
-                            conv2d_params(1, 1));
-            upsample_nearest2x_backward(d_in, d_up);
+        case UNET_LAYER_UPSAMPLE:
+            upsample_conv_backward(d_in, s->g[UNET_CONV_WEIGHT], s->g[UNET_CONV_BIAS], d_out, in, s->p[UNET_CONV_WEIGHT],
+                                   scratch->buf[0], s->upsample.phase_weights);
             break;
-        }
         case UNET_LAYER_OUT:
             head_backward(s, d_in, d_out, in, scratch);
             break;

@@ -69,7 +69,7 @@ UNetCost unet_cost(const UNetLayout *layout, int height, int width) {
             break;
         case UNET_LAYER_UPSAMPLE:
             cost.conv_macs += s.out_pixels * out * in * 9;
-            cost.saved_floats += 2 * s.out_pixels * out; /* the upsampled input and the output */
+            cost.saved_floats += s.out_pixels * out; /* the upsampled input is not kept (ops/upsample_conv.h) */
             break;
         case UNET_LAYER_OUT:
             cost.conv_macs += s.out_pixels * out * in * 9;

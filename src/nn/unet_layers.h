@@ -103,7 +103,7 @@ typedef struct LayerState {
             Tensor x_in; /* conv_in: the centred input (center_input_sample) */
         } conv_in;
         struct {
-            Tensor up; /* upsample: the nearest-x2 input of the conv */
+            float *phase_weights; /* upsample: its 2x2 phase kernels (ops/upsample_conv.h), or NULL */
         } upsample;
         struct {
             Tensor mean, rstd; /* out: conv_norm_out statistics */
