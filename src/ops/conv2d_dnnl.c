@@ -14,8 +14,9 @@
  *     a `sum` post-op straight into dinp (plan_try_data_as_forward); otherwise oneDNN's backward-data
  *     writes a scratch buffer that is added to dinp in one pass. The bias gradient (Co floats) is
  *     added from scratch too.
- *   - Inputs with fewer than 16 channels (conv_in) take backward-data as a matmul and a gather
- *     (plan_create_narrow): oneDNN's convolution kernels waste most of each vector there.
+ *   - Inputs with fewer than 16 channels (conv_in) take backward-data as a matmul and a gather, and
+ *     outputs with fewer than 16 (conv_out) the forward (plan_create_narrow): oneDNN's convolution
+ *     kernels waste most of each vector there.
  *   - fp32 3x3 convolutions at stride 1 with enough channels and positions (most of a U-Net's FLOPs) run
  *     as Winograd F(4x4, 3x3), about twice as fast, on channel-blocked copies of the activations
  *     (winograd_fits), a few images per call in large batches (images_per_call).
@@ -33,7 +34,8 @@
  *     through oneDNN's reorder, which rounds as it moves. The weight gradient comes back in fp32, so our
  *     own weight moves still add it. Backward-data as forward runs in bf16 too (its flipped weights
  *     through oneDNN's reorder); the other special plans stay fp32-only: bf16 plans take the general
- *     one, except the narrow backward-data of conv_in's few input channels, which stays fp32.
+ *     one, except the narrow backward-data of conv_in's few input channels and the narrow forward, which
+ *     stay fp32 (a bf16 plan of a narrow output takes oneDNN's convolution).
  * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
  * depends on the thread count, so dweight and dbias may differ in the last bits between counts. */
 #include <stdint.h>
@@ -89,8 +91,8 @@ typedef struct Plan {
     /* Backward-data run as the forward convolution of dout with the channel-transposed, spatially
      * flipped weights, adding into dinp through a sum post-op (see plan_try_data_as_forward). */
     bool data_as_forward;
-    /* Backward-data of a narrow input as a matmul and a gather, this many images per matmul
-     * (0: not such a plan; see backward_data_narrow). */
+    /* Backward-data of a narrow input, or the forward of a narrow output, as a matmul and a gather,
+     * this many images per matmul (0: not such a plan; see plan_create_narrow). */
     size_t narrow_images;
     /* Plans whose kernel wants the activations in another layout than our nhwc (a forward on few
      * positions: nchw, FORWARD_NCHW_MAX_POSITIONS; Winograd plans: nChw16c, WINOGRAD_MIN_POSITIONS) work on
@@ -207,20 +209,31 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
  *   cols[p, k, i] = sum_o dout[p, o] * weight[o, i, k]          (P x Co) (Co x kH kW Ci)
  *   dinp[n, iy, ix, i] += sum, over the taps k (in order) through which an output position p reads
  *                         (iy, ix), of cols[p, k, i]
- * cols holds kH kW copies of the input gradient, so images go in equal groups (a divisor of N) of at
- * most NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
+ * Narrow outputs (conv_out's RGB or greyscale) take the forward the same way, which oneDNN's kernels
+ * vectorise over output channels: fp32 16 -> 1 at 64x28x28 0.9 ms, as a matmul and gather 0.2 ms:
+ *   cols[q, k, o] = sum_i inp[q, i] * weight[o, i, k]            (Q x Ci) (Ci x kH kW Co), Q inputs
+ *   out[n, oy, ox, o] = bias[o] + sum, over the taps k (in order), of cols[input read by tap k, k, o]
+ * cols holds kH kW copies of the result, so images go in equal groups (a divisor of N) of at most
+ * NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
  * element in a fixed order into a local row first, so repeated calls add identical values. */
-enum { NARROW_CI = 16 };
+enum { NARROW_CI = 16, NARROW_CO = 16 };
 #define NARROW_COLS_BYTES ((size_t)32 << 20)
+
+static bool plan_is_narrow(const PlanKey *key) {
+    if (key->kind == PLAN_BACKWARD_DATA) return key->s.ci < NARROW_CI;
+    return key->kind == PLAN_FORWARD && key->s.co < NARROW_CO && !key->bf16;
+}
 
 static Plan *plan_create_narrow(const PlanKey *key) {
     const Conv2dShape *s = &key->s;
-    const size_t n_cols = s->kh * s->kw * s->ci, image_pos = s->ho * s->wo;
+    const bool forward = key->kind == PLAN_FORWARD;
+    const size_t taps = s->kh * s->kw, n_cols = taps * (forward ? s->co : s->ci);
+    const size_t image_pos = forward ? s->h * s->w : s->ho * s->wo, k_dim = forward ? s->ci : s->co;
     size_t group = 1;
     for (size_t g = 1; g <= s->n; g++)
         if (s->n % g == 0 && g * image_pos * n_cols * sizeof(float) <= NARROW_COLS_BYTES) group = g;
     const size_t m = group * image_pos;
-    const dnnl_dims_t src_dims = {(dnnl_dim_t)m, (dnnl_dim_t)s->co}, wei_dims = {(dnnl_dim_t)s->co, (dnnl_dim_t)n_cols};
+    const dnnl_dims_t src_dims = {(dnnl_dim_t)m, (dnnl_dim_t)k_dim}, wei_dims = {(dnnl_dim_t)k_dim, (dnnl_dim_t)n_cols};
     const dnnl_dims_t dst_dims = {(dnnl_dim_t)m, (dnnl_dim_t)n_cols};
     dnnl_memory_desc_t src_md = md_of(2, src_dims, dnnl_ab), wei_md = md_of(2, wei_dims, dnnl_ab);
     dnnl_memory_desc_t dst_md = md_of(2, dst_dims, dnnl_ab);
@@ -236,7 +249,7 @@ static Plan *plan_create_narrow(const PlanKey *key) {
     plan->act_in = dnnl_runtime_memory(&src_md);
     plan->wei_user = dnnl_runtime_memory(&wei_md);
     plan->act_out = dnnl_runtime_memory(&dst_md);
-    grow_buffer(&ws.cols, (s->co + m) * n_cols * sizeof(float));
+    grow_buffer(&ws.cols, (k_dim + m) * n_cols * sizeof(float));
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     return plan;
@@ -483,7 +496,7 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
 
 static void *plan_create(const void *key_ptr) {
     const PlanKey *key = key_ptr;
-    if (key->kind == PLAN_BACKWARD_DATA && key->s.ci < NARROW_CI) return plan_create_narrow(key);
+    if (plan_is_narrow(key)) return plan_create_narrow(key);
     Plan *plan = NULL;
     if (winograd_fits(key)) plan = plan_create_conv(key, true);
     if (!plan && key->kind == PLAN_BACKWARD_DATA) plan = plan_try_data_as_forward(key);
@@ -559,6 +572,87 @@ void conv2d_cache_free(void) {
 
 static void execute(dnnl_primitive_t prim, int n_args, const dnnl_exec_arg_t *args) {
     DNNL_CALL(dnnl_primitive_execute(prim, dnnl_runtime_stream(), n_args, args));
+}
+
+/* Runs a narrow plan's matmul on rows (its src, group images' worth) into cols. */
+static void narrow_matmul(const Plan *plan, const float *rows, float *w_cols, float *cols) {
+    dnnl_runtime_bind(plan->act_in, rows);
+    dnnl_runtime_bind(plan->wei_user, w_cols);
+    dnnl_runtime_bind(plan->act_out, cols);
+    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
+    execute(plan->conv, 4,
+            (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei_user},
+                                {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+    DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
+}
+
+/* See plan_create_narrow. */
+static void forward_narrow(const Plan *plan, Tensor out, const float *inp, Tensor weight, Tensor bias, Conv2dShape s,
+                           Conv2dParams p) {
+    const size_t taps = s.kh * s.kw, n_cols = taps * s.co, image_pos = s.h * s.w, group = plan->narrow_images;
+    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.ci * n_cols;
+    for (size_t i = 0; i < s.ci; i++)
+        for (size_t k = 0; k < taps; k++)
+            for (size_t o = 0; o < s.co; o++) w_cols[i * n_cols + k * s.co + o] = weight.data[(o * s.ci + i) * taps + k];
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        narrow_matmul(plan, inp + n0 * image_pos * s.ci, w_cols, cols);
+        float *out_group = out.data + n0 * s.ho * s.wo * s.co;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (size_t n = 0; n < group; n++) {
+            for (size_t oy = 0; oy < s.ho; oy++) {
+                for (size_t ox = 0; ox < s.wo; ox++) {
+                    float acc[NARROW_CO] = {0};
+                    for (size_t ky = 0; ky < s.kh; ky++) {
+                        const ptrdiff_t iy = (ptrdiff_t)(oy * (size_t)p.stride + ky) - p.pad_top;
+                        if (iy < 0 || iy >= (ptrdiff_t)s.h) continue;
+                        for (size_t kx = 0; kx < s.kw; kx++) {
+                            const ptrdiff_t ix = (ptrdiff_t)(ox * (size_t)p.stride + kx) - p.pad_left;
+                            if (ix < 0 || ix >= (ptrdiff_t)s.w) continue;
+                            const float *c = cols + ((n * s.h + (size_t)iy) * s.w + (size_t)ix) * n_cols +
+                                             (ky * s.kw + kx) * s.co;
+                            for (size_t o = 0; o < s.co; o++) acc[o] += c[o];
+                        }
+                    }
+                    float *dst = out_group + ((n * s.ho + oy) * s.wo + ox) * s.co;
+                    for (size_t o = 0; o < s.co; o++) dst[o] = bias.data ? bias.data[o] + acc[o] : acc[o];
+                }
+            }
+        }
+    }
+}
+
+static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
+                                 Conv2dParams p) {
+    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
+    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.co * n_cols;
+    for (size_t o = 0; o < s.co; o++)
+        for (size_t i = 0; i < s.ci; i++)
+            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        narrow_matmul(plan, dout.data + n0 * image_pos * s.co, w_cols, cols);
+        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (size_t n = 0; n < group; n++) {
+            for (size_t iy = 0; iy < s.h; iy++) {
+                for (size_t ix = 0; ix < s.w; ix++) {
+                    float acc[NARROW_CI] = {0};
+                    for (size_t ky = 0; ky < s.kh; ky++) {
+                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
+                        if (oy < 0) continue;
+                        for (size_t kx = 0; kx < s.kw; kx++) {
+                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
+                            if (ox < 0) continue;
+                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
+                                             (ky * s.kw + kx) * s.ci;
+                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
+                        }
+                    }
+                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
+                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
+                }
+            }
+        }
+    }
 }
 
 static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bias) {
@@ -674,6 +768,10 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     call.n = images_per_call(s, p);
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
     Plan *plan = plan_get(&key);
+    if (plan->narrow_images) {
+        forward_narrow(plan, out, inp, weight, bias, s, p);
+        return;
+    }
     dnnl_memory_t wei = weights_in(plan, weight.data);
     const bool copies = plan->src_copy.reorder;
     const size_t in_step = call.n * s.h * s.w * s.ci, out_step = call.n * s.ho * s.wo * s.co;
@@ -713,48 +811,6 @@ static void add_into(float *restrict dst, const float *restrict src, size_t n) {
     }
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
-/* See plan_create_narrow. */
-static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
-                                 Conv2dParams p) {
-    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
-    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.co * n_cols;
-    for (size_t o = 0; o < s.co; o++)
-        for (size_t i = 0; i < s.ci; i++)
-            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
-    dnnl_runtime_bind(plan->wei_user, w_cols);
-    dnnl_runtime_bind(plan->act_out, cols);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
-    for (size_t n0 = 0; n0 < s.n; n0 += group) {
-        dnnl_runtime_bind(plan->act_in, dout.data + n0 * image_pos * s.co);
-        execute(plan->conv, 4,
-                (dnnl_exec_arg_t[]){{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, plan->wei_user},
-                                    {DNNL_ARG_DST, plan->act_out}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-        DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
-        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (size_t n = 0; n < group; n++) {
-            for (size_t iy = 0; iy < s.h; iy++) {
-                for (size_t ix = 0; ix < s.w; ix++) {
-                    float acc[NARROW_CI] = {0};
-                    for (size_t ky = 0; ky < s.kh; ky++) {
-                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
-                        if (oy < 0) continue;
-                        for (size_t kx = 0; kx < s.kw; kx++) {
-                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
-                            if (ox < 0) continue;
-                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
-                                             (ky * s.kw + kx) * s.ci;
-                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
-                        }
-                    }
-                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
-                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
-                }
-            }
-        }
-    }
 }
 
 /* The copy of dout in the kernel's layout (ws.dout_copy) for a plan with copies, made by the first of
