@@ -1,6 +1,6 @@
 /* Benchmarks of the linear layer (oneDNN sgemm) at the U-Net's shapes: the attention projections at
- * 64x64, 32x32, 16x16 and 8x8 (M = N * L rows, N = 2, C -> C) and the time-embedding MLP at batch 2
- * (224 -> 896, 896 -> 896); forward (2 M Fi Fo FLOP) and backward (dinp, dweight, dbias: 4 M Fi Fo), at
+ * 64x64, 32x32, 16x16 and 8x8 (M = N * L rows, N = 2, C -> C), the time-embedding MLP at batch 2
+ * (224 -> 896, 896 -> 896) and fashion-mnist's projections at batch 64 (14x14, 32 -> 32; 7x7, 64 -> 64); forward (2 M Fi Fo FLOP) and backward (dinp, dweight, dbias: 4 M Fi Fo), at
  * 1 thread and all threads. tools/torchref/bench_linear.py times torch.nn.functional.linear likewise. */
 #include "bench.h"
 #include "core/alloc.h"
@@ -34,8 +34,8 @@ static int bench_repeats(void (*run)(void *), void *ctx) {
 }
 
 int main(void) {
-    const size_t shapes[][3] = {{8192, 224, 224}, {2048, 448, 448}, {512, 672, 672},
-                                {128, 896, 896},  {2, 224, 896},    {2, 896, 896}};
+    const size_t shapes[][3] = {{8192, 224, 224}, {2048, 448, 448}, {512, 672, 672}, {128, 896, 896},
+                                {2, 224, 896},    {2, 896, 896},    {12544, 32, 32}, {3136, 64, 64}};
     int counts[2];
     int n_counts = bench_thread_counts(counts);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {

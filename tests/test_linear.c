@@ -226,6 +226,31 @@ static void test_linear_fast_matches_reference(void) {
         check_linear_fast_vs_reference(shapes[i][0], shapes[i][1], shapes[i][2], OPS_PRECISION_FP32);
 }
 
+/* The bias gradient sums chunks of rows in parallel, then the chunks in order: the same bits at any
+ * thread count, and the column sums within 1e-4 of a double-precision sum (sums of 1000 values near 30). */
+static void test_linear_bias_gradient_thread_independent(void) {
+    const size_t M = 1000, Fi = 8, Fo = 37; /* four chunks, the last one short; columns past a vector */
+    float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
+    float *dout = xmalloc(M * Fo * sizeof(float)), dbias[2][37] = {{0}};
+    fill_normal(inp, M * Fi, 21), fill_normal(weight, Fo * Fi, 22), fill_normal(dout, M * Fo, 23);
+    const int saved = threads_get();
+    for (int t = 0; t < 2; t++) {
+        threads_set(t + 1);
+        linear_backward(tensor_none(), tensor_none(), tensor_1d(dbias[t], Fo), tensor_2d(dout, M, Fo),
+                        tensor_2d(inp, M, Fi), tensor_2d(weight, Fo, Fi));
+    }
+    threads_set(saved);
+    EXPECT(memcmp(dbias[0], dbias[1], sizeof dbias[0]) == 0, "dbias differs between 1 and 2 threads");
+    double worst = 0;
+    for (size_t o = 0; o < Fo; o++) {
+        double want = 0;
+        for (size_t m = 0; m < M; m++) want += dout[m * Fo + o];
+        worst = fmax(worst, fabs(dbias[0][o] - want));
+    }
+    EXPECT(worst < 1e-4, "dbias off a double-precision sum by %.3g (sums of 1000 normal values)", worst);
+    free(inp), free(weight), free(dout);
+}
+
 /* bf16 precision on the shapes that take the bf16 products (linear_bf16_applies): the attention
  * projections; the time embedding's few rows stay fp32. */
 static void test_linear_bf16_matches_rounded_reference(void) {
@@ -329,6 +354,7 @@ int main(void) {
     RUN(test_linear_reference_gradcheck);
     RUN(test_linear_matches_pytorch);
     RUN(test_linear_fast_matches_reference);
+    RUN(test_linear_bias_gradient_thread_independent);
     RUN(test_linear_bf16_matches_rounded_reference);
     RUN(test_linear_bf16_rows);
     RUN(test_linear_rejects_bad_arguments);
