@@ -14,12 +14,14 @@
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "core/alloc.h"
 #include "core/check.h"
 #include "ops/attention.h"
 #include "ops/attention_internal.h"
 #include "ops/precision.h"
+#include "ops/vec16.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Argument checks (shared with the reference path) */
@@ -73,19 +75,40 @@ static AttentionArgs attention_args(AttentionShape s, float scale) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Pre-passes */
 
+/* dst[(n, h)][d][j] = src[n][j][h * D + d] for the keys j0 .. j0+nj-1 of sample n: whole 16 x 16 tiles
+ * (16 keys by 16 channels) transposed in registers, the channels past the last tile and the keys of a
+ * short block one by one. */
+static void transpose_key_block(float *dst, const float *src, AttentionShape s, size_t n, size_t j0, size_t nj) {
+    const size_t Lk = s.Lk, C = s.C, D = s.D;
+    const float *rows = src + (n * Lk + j0) * C;
+    float *head0 = dst + n * s.n_heads * D * Lk + j0;
+    size_t c0 = 0;
+    if (nj == 16) {
+        float tile[256], transposed[256];
+        for (; c0 + 16 <= C; c0 += 16) {
+            for (size_t j = 0; j < 16; j++) memcpy(tile + 16 * j, rows + j * C + c0, 16 * sizeof(float));
+#if defined(VEC16_HAVE_AVX512)
+            veca_transpose16(transposed, tile);
+#else
+            vecp_transpose16(transposed, tile);
+#endif
+            for (size_t c = c0; c < c0 + 16; c++)
+                memcpy(head0 + (c / D) * D * Lk + (c % D) * Lk, transposed + 16 * (c - c0), 16 * sizeof(float));
+        }
+    }
+    for (size_t c = c0; c < C; c++)
+        for (size_t j = 0; j < nj; j++) head0[(c / D) * D * Lk + (c % D) * Lk + j] = rows[j * C + c];
+}
+
 /* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values; the same
  * for vt and v when vt is not NULL. */
 static void attention_transpose_heads(float *kt, float *vt, const float *k, const float *v, AttentionShape s) {
-    const size_t Lk = s.Lk, C = s.C, D = s.D, n_blocks = (Lk + 15) / 16;
+    const size_t n_blocks = (s.Lk + 15) / 16;
 #pragma omp parallel for schedule(static)
     for (size_t u = 0; u < s.N * n_blocks; u++) {
-        const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = Lk - j0 < 16 ? Lk - j0 : 16;
-        for (size_t c = 0; c < C; c++) {
-            const size_t dst = (n * s.n_heads + c / D) * D * Lk + (c % D) * Lk + j0, src = (n * Lk + j0) * C + c;
-            for (size_t j = 0; j < nj; j++) kt[dst + j] = k[src + j * C];
-            if (vt)
-                for (size_t j = 0; j < nj; j++) vt[dst + j] = v[src + j * C];
-        }
+        const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = s.Lk - j0 < 16 ? s.Lk - j0 : 16;
+        transpose_key_block(kt, k, s, n, j0, nj);
+        if (vt) transpose_key_block(vt, v, s, n, j0, nj);
     }
 }
 
