@@ -10,8 +10,11 @@ BUILD    ?= build
 ARCH     ?= -march=native -mprefer-vector-width=512
 OPT      ?= -O2
 CC       ?= cc
-# No fast-math flags, ever: NaN checks and exact resume depend on IEEE semantics.
-CFLAGS_ALL = -std=c11 -Wall -Wextra -g $(OPT) $(ARCH) -fopenmp -Isrc -Iinclude -MMD -MP $(SANITIZE_FLAGS) $(CFLAGS)
+# No fast-math flags, ever: NaN checks and exact resume depend on IEEE semantics. -fno-math-errno is not
+# one of them: nothing reads errno after a math call, and without it sqrtf must keep its errno path, which
+# keeps loops with a square root scalar (AdamW: 46 -> 20 ms a step for ddpm-cifar10's 35.7 M parameters).
+CFLAGS_ALL = -std=c11 -Wall -Wextra -g $(OPT) $(ARCH) -fno-math-errno -fopenmp -Isrc -Iinclude -MMD -MP \
+             $(SANITIZE_FLAGS) $(CFLAGS)
 LDLIBS_ALL = -fopenmp -ldnnl -lopenblas -lcjson -lpng -ljpeg -lz -lm $(MPI_LDLIBS) $(SANITIZE_FLAGS) $(LDLIBS)
 
 ifdef SANITIZE

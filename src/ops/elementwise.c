@@ -113,11 +113,13 @@ void add_scaled_backward(Tensor da, Tensor db, Tensor dout, float scale) {
     const size_t n = tensor_numel(dout);
     const float *g = dout.data;
     float *pa = da.data, *pb = db.data; /* da and db may be the same buffer (out = (x + x) scale) */
-#pragma omp parallel for schedule(static) if (n >= ELEMENTWISE_PARALLEL_ELEMS)
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i] * scale; /* out = (a + b) scale */
-        if (pa) pa[i] += d;
-        if (pb) pb[i] += d;
+    /* out = (a + b) scale; one loop per gradient, so each vectorises (with da == db, each element gets
+     * its two additions in the same order as in one loop) */
+    for (int k = 0; k < 2; k++) {
+        float *p = k == 0 ? pa : pb;
+        if (!p) continue;
+#pragma omp parallel for simd schedule(static) if (n >= ELEMENTWISE_PARALLEL_ELEMS)
+        for (size_t i = 0; i < n; i++) p[i] += g[i] * scale;
     }
 }
 

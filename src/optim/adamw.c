@@ -18,7 +18,7 @@ void adamw_step(float *params, const float *grads, float *m, float *v, size_t n,
     const float step_size = (float)(lr / bias_correction1);
     const float bias_correction2_sqrt = (float)sqrt(1.0 - pow(cfg.beta2, (double)step));
     const float one_minus_beta1 = 1 - cfg.beta1, one_minus_beta2 = 1 - cfg.beta2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];
         float p = params[i] * decay;

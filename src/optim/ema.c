@@ -19,6 +19,6 @@ double ema_decay(EmaConfig cfg, long optimization_step) {
 
 void ema_update(float *ema, const float *params, size_t n, double decay) {
     const float one_minus_decay = (float)(1.0 - decay);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) ema[i] -= one_minus_decay * (ema[i] - params[i]);
 }

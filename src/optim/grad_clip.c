@@ -10,7 +10,7 @@ double grad_clip_norm(float *grads, size_t n, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) {
         const float scale = (float)coef;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < n; i++) grads[i] *= scale;
     }
     return norm;
