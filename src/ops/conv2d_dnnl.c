@@ -586,72 +586,56 @@ static void narrow_matmul(const Plan *plan, const float *rows, float *w_cols, fl
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
 }
 
-/* See plan_create_narrow. */
-static void forward_narrow(const Plan *plan, Tensor out, const float *inp, Tensor weight, Tensor bias, Conv2dShape s,
-                           Conv2dParams p) {
-    const size_t taps = s.kh * s.kw, n_cols = taps * s.co, image_pos = s.h * s.w, group = plan->narrow_images;
-    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.ci * n_cols;
-    for (size_t i = 0; i < s.ci; i++)
-        for (size_t k = 0; k < taps; k++)
-            for (size_t o = 0; o < s.co; o++) w_cols[i * n_cols + k * s.co + o] = weight.data[(o * s.ci + i) * taps + k];
-    for (size_t n0 = 0; n0 < s.n; n0 += group) {
-        narrow_matmul(plan, inp + n0 * image_pos * s.ci, w_cols, cols);
-        float *out_group = out.data + n0 * s.ho * s.wo * s.co;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (size_t n = 0; n < group; n++) {
-            for (size_t oy = 0; oy < s.ho; oy++) {
-                for (size_t ox = 0; ox < s.wo; ox++) {
-                    float acc[NARROW_CO] = {0};
-                    for (size_t ky = 0; ky < s.kh; ky++) {
-                        const ptrdiff_t iy = (ptrdiff_t)(oy * (size_t)p.stride + ky) - p.pad_top;
-                        if (iy < 0 || iy >= (ptrdiff_t)s.h) continue;
-                        for (size_t kx = 0; kx < s.kw; kx++) {
-                            const ptrdiff_t ix = (ptrdiff_t)(ox * (size_t)p.stride + kx) - p.pad_left;
-                            if (ix < 0 || ix >= (ptrdiff_t)s.w) continue;
-                            const float *c = cols + ((n * s.h + (size_t)iy) * s.w + (size_t)ix) * n_cols +
-                                             (ky * s.kw + kx) * s.co;
-                            for (size_t o = 0; o < s.co; o++) acc[o] += c[o];
-                        }
-                    }
-                    float *dst = out_group + ((n * s.ho + oy) * s.wo + ox) * s.co;
-                    for (size_t o = 0; o < s.co; o++) dst[o] = bias.data ? bias.data[o] + acc[o] : acc[o];
-                }
-            }
+/* acc[0 .. width) = the sum, over the taps (ky, kx) in order, of cols[partner position, tap, 0 .. width)
+ * where the partner of (n, y, x) lies in the image: the gather of both narrow plans. Forward: (y, x) is an
+ * output position and its partner the input the tap reads (cols per input position); backward-data: (y, x)
+ * is an input position and its partner the output that reads it through the tap (cols per output). */
+static void narrow_gather(float *acc, const float *cols, bool forward, Conv2dShape s, Conv2dParams p, size_t n,
+                          size_t y, size_t x, size_t width) {
+    const size_t rows = forward ? s.h : s.ho, row_len = forward ? s.w : s.wo, n_cols = s.kh * s.kw * width;
+    for (size_t c = 0; c < width; c++) acc[c] = 0;
+    for (size_t ky = 0; ky < s.kh; ky++) {
+        const ptrdiff_t py = forward ? (ptrdiff_t)(y * (size_t)p.stride + ky) - p.pad_top
+                                     : conv2d_out_index(y, ky, p.stride, p.pad_top, s.ho);
+        if (py < 0 || py >= (ptrdiff_t)rows) continue;
+        for (size_t kx = 0; kx < s.kw; kx++) {
+            const ptrdiff_t px = forward ? (ptrdiff_t)(x * (size_t)p.stride + kx) - p.pad_left
+                                         : conv2d_out_index(x, kx, p.stride, p.pad_left, s.wo);
+            if (px < 0 || px >= (ptrdiff_t)row_len) continue;
+            const float *c = cols + ((n * rows + (size_t)py) * row_len + (size_t)px) * n_cols + (ky * s.kw + kx) * width;
+            for (size_t k = 0; k < width; k++) acc[k] += c[k];
         }
     }
 }
 
-static void backward_data_narrow(const Plan *plan, Tensor dinp, Tensor dout, Tensor weight, Conv2dShape s,
-                                 Conv2dParams p) {
-    const size_t taps = s.kh * s.kw, n_cols = taps * s.ci, image_pos = s.ho * s.wo, group = plan->narrow_images;
-    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + s.co * n_cols;
-    for (size_t o = 0; o < s.co; o++)
-        for (size_t i = 0; i < s.ci; i++)
-            for (size_t k = 0; k < taps; k++) w_cols[o * n_cols + k * s.ci + i] = weight.data[(o * s.ci + i) * taps + k];
-    for (size_t n0 = 0; n0 < s.n; n0 += group) {
-        narrow_matmul(plan, dout.data + n0 * image_pos * s.co, w_cols, cols);
-        float *d_group = dinp.data + n0 * s.h * s.w * s.ci;
-#pragma omp parallel for collapse(2) schedule(static)
-        for (size_t n = 0; n < group; n++) {
-            for (size_t iy = 0; iy < s.h; iy++) {
-                for (size_t ix = 0; ix < s.w; ix++) {
-                    float acc[NARROW_CI] = {0};
-                    for (size_t ky = 0; ky < s.kh; ky++) {
-                        ptrdiff_t oy = conv2d_out_index(iy, ky, p.stride, p.pad_top, s.ho);
-                        if (oy < 0) continue;
-                        for (size_t kx = 0; kx < s.kw; kx++) {
-                            ptrdiff_t ox = conv2d_out_index(ix, kx, p.stride, p.pad_left, s.wo);
-                            if (ox < 0) continue;
-                            const float *c = cols + ((n * s.ho + (size_t)oy) * s.wo + (size_t)ox) * n_cols +
-                                             (ky * s.kw + kx) * s.ci;
-                            for (size_t i = 0; i < s.ci; i++) acc[i] += c[i];
-                        }
-                    }
-                    float *d = d_group + ((n * s.h + iy) * s.w + ix) * s.ci;
-                    for (size_t i = 0; i < s.ci; i++) d[i] += acc[i];
-                }
+/* A narrow plan's pass (see plan_create_narrow): the weights as a (K x taps width) matrix, then per group
+ * of images the matmul and the gather. Forward (K = Ci, width = Co): out = bias + the gathered sums;
+ * backward-data (K = Co, width = Ci): dinp += the gathered sums. */
+static void narrow_run(const Plan *plan, float *result, const float *src, Tensor weight, const float *bias,
+                       Conv2dShape s, Conv2dParams p) {
+    const bool forward = plan->key.kind == PLAN_FORWARD;
+    const size_t taps = s.kh * s.kw, k_dim = forward ? s.ci : s.co, width = forward ? s.co : s.ci;
+    const size_t n_cols = taps * width, group = plan->narrow_images;
+    const size_t src_pos = forward ? s.h * s.w : s.ho * s.wo, rows = forward ? s.ho : s.h, row_len = forward ? s.wo : s.w;
+    float *w_cols = ws.cols.data, *cols = (float *)ws.cols.data + k_dim * n_cols;
+    for (size_t kd = 0; kd < k_dim; kd++)
+        for (size_t k = 0; k < taps; k++)
+            for (size_t c = 0; c < width; c++) {
+                const size_t o = forward ? c : kd, i = forward ? kd : c;
+                w_cols[kd * n_cols + k * width + c] = weight.data[(o * s.ci + i) * taps + k];
             }
-        }
+    for (size_t n0 = 0; n0 < s.n; n0 += group) {
+        narrow_matmul(plan, src + n0 * src_pos * k_dim, w_cols, cols);
+        float *result_group = result + n0 * rows * row_len * width;
+#pragma omp parallel for collapse(3) schedule(static)
+        for (size_t n = 0; n < group; n++)
+            for (size_t y = 0; y < rows; y++)
+                for (size_t x = 0; x < row_len; x++) {
+                    float acc[NARROW_CI > NARROW_CO ? NARROW_CI : NARROW_CO];
+                    narrow_gather(acc, cols, forward, s, p, n, y, x, width);
+                    float *r = result_group + ((n * rows + y) * row_len + x) * width;
+                    for (size_t c = 0; c < width; c++) r[c] = forward ? (bias ? bias[c] : 0.0f) + acc[c] : r[c] + acc[c];
+                }
     }
 }
 
@@ -769,7 +753,7 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
     Plan *plan = plan_get(&key);
     if (plan->narrow_images) {
-        forward_narrow(plan, out, inp, weight, bias, s, p);
+        narrow_run(plan, out.data, inp, weight, bias.data, s, p);
         return;
     }
     dnnl_memory_t wei = weights_in(plan, weight.data);
@@ -924,7 +908,7 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         weights = plan_get(&key);
     }
     if (data && data->narrow_images) {
-        backward_data_narrow(data, dinp, dout, weight, s, p);
+        narrow_run(data, dinp.data, dout.data, weight, NULL, s, p);
         data = NULL;
     }
     dnnl_memory_t data_wei = data ? backward_data_weights(data, weight.data, s) : NULL;
