@@ -134,9 +134,7 @@ static void *matmul_create(const void *key_ptr) {
     Matmul *mm = xcalloc(1, sizeof *mm);
     mm->key = *key;
     DNNL_CALL(dnnl_primitive_create(&mm->prim, pd));
-    const dnnl_memory_desc_t *pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    grow_buffer(&matmul_scratchpad, dnnl_memory_desc_get_size(pad_md));
-    mm->scratchpad = dnnl_runtime_memory(pad_md);
+    mm->scratchpad = dnnl_runtime_scratchpad(pd, &matmul_scratchpad);
     mm->src = dnnl_runtime_memory(&src);
     mm->wei = dnnl_runtime_memory(&wei);
     mm->dst = dnnl_runtime_memory(&dst);

@@ -168,12 +168,6 @@ static dnnl_primitive_desc_t pd_create(const PlanKey *key, const_dnnl_op_desc_t 
     return pd;
 }
 
-static dnnl_memory_t scratchpad_memory(const_dnnl_primitive_desc_t pd) {
-    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    grow_buffer(&ws.scratchpad, dnnl_memory_desc_get_size(md));
-    return dnnl_runtime_memory(md);
-}
-
 /* A oneDNN reorder from layout `from` to layout `to` (accumulate: added to what `to` holds), and the
  * memory object of its scratchpad. */
 static dnnl_primitive_t reorder_create(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, bool accumulate,
@@ -183,7 +177,7 @@ static dnnl_primitive_t reorder_create(const dnnl_memory_desc_t *from, const dnn
     DNNL_CALL(dnnl_reorder_primitive_desc_create(&pd, from, dnnl_runtime_engine(), to, dnnl_runtime_engine(), attr));
     dnnl_primitive_t reorder;
     DNNL_CALL(dnnl_primitive_create(&reorder, pd));
-    *scratchpad = scratchpad_memory(pd);
+    *scratchpad = dnnl_runtime_scratchpad(pd, &ws.scratchpad);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));
     DNNL_CALL(dnnl_primitive_attr_destroy(attr));
     return reorder;
@@ -245,7 +239,7 @@ static Plan *plan_create_narrow(const PlanKey *key) {
     plan->key = *key;
     plan->narrow_images = group;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
-    plan->scratchpad = scratchpad_memory(pd);
+    plan->scratchpad = dnnl_runtime_scratchpad(pd, &ws.scratchpad);
     plan->act_in = dnnl_runtime_memory(&src_md);
     plan->wei_user = dnnl_runtime_memory(&wei_md);
     plan->act_out = dnnl_runtime_memory(&dst_md);
@@ -314,7 +308,7 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     plan->key = *key;
     plan->data_as_forward = true;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
-    plan->scratchpad = scratchpad_memory(pd);
+    plan->scratchpad = dnnl_runtime_scratchpad(pd, &ws.scratchpad);
     plan->act_in = dnnl_runtime_memory(&dout_md);
     plan->act_out = dnnl_runtime_memory(&dinp_md);
     if (key->bf16) {
@@ -458,7 +452,7 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
     plan->key = *key;
     plan->hint_pd = hint_pd;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
-    plan->scratchpad = scratchpad_memory(pd);
+    plan->scratchpad = dnnl_runtime_scratchpad(pd, &ws.scratchpad);
     plan->wei_user = dnnl_runtime_memory(&wei_user);
     const dnnl_memory_desc_t *kernel_wei = dnnl_primitive_desc_query_md(
         pd, key->kind == PLAN_BACKWARD_WEIGHTS ? dnnl_query_diff_weights_md : dnnl_query_weights_md, 0);

@@ -28,6 +28,12 @@ dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md) {
     return m;
 }
 
+dnnl_memory_t dnnl_runtime_scratchpad(const_dnnl_primitive_desc_t pd, GrowBuffer *buffer) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    grow_buffer(buffer, dnnl_memory_desc_get_size(md));
+    return dnnl_runtime_memory(md);
+}
+
 void dnnl_runtime_memory_free(dnnl_memory_t m) {
     if (m) DNNL_CALL(dnnl_memory_destroy(m));
 }

@@ -6,12 +6,16 @@
 
 #include <stdbool.h>
 
+#include "core/alloc.h"
 #include "ops/dnnl_call.h"
 
 dnnl_engine_t dnnl_runtime_engine(void);
 dnnl_stream_t dnnl_runtime_stream(void);
 /* A memory object described by md with no buffer: each call binds it to the tensor it reads or writes. */
 dnnl_memory_t dnnl_runtime_memory(const dnnl_memory_desc_t *md);
+/* The memory object of pd's scratchpad (user mode, dnnl_runtime_attr), with buffer grown to its size: the
+ * caller binds it to buffer's data on each call, so primitives that run one at a time share one buffer. */
+dnnl_memory_t dnnl_runtime_scratchpad(const_dnnl_primitive_desc_t pd, GrowBuffer *buffer);
 /* Destroys m (NULL: nothing to do). */
 void dnnl_runtime_memory_free(dnnl_memory_t m);
 /* Points m (NULL: nothing to do) at data; oneDNN takes non-const handles even for buffers it only reads. */

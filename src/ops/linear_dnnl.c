@@ -85,9 +85,7 @@ static void *matmul_create(const void *key_ptr) {
     Matmul *mm = xcalloc(1, sizeof *mm);
     mm->key = *key;
     DNNL_CALL(dnnl_primitive_create(&mm->prim, pd));
-    const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    grow_buffer(&buffers[2], dnnl_memory_desc_get_size(scratch));
-    mm->scratchpad = dnnl_runtime_memory(scratch);
+    mm->scratchpad = dnnl_runtime_scratchpad(pd, &buffers[2]);
     mm->src = dnnl_runtime_memory(&src), mm->wei = dnnl_runtime_memory(&wei), mm->dst = dnnl_runtime_memory(&dst);
     if (key->bias) mm->bias = dnnl_runtime_memory(&bias);
     DNNL_CALL(dnnl_primitive_desc_destroy(pd));

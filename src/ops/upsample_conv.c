@@ -145,12 +145,13 @@ void upsample_conv_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor do
     if (!tensor_is_none(dweight)) tensor_expect(dweight, __func__, "dweight", 4, weight.shape);
     CHECK(work, "%s: no work buffer", __func__);
     if (!upsample_conv_uses_phases(ci)) {
-        Tensor up = tensor_4d(work, n, 2 * h, 2 * w, ci), d_up = tensor_4d(work + tensor_numel(up), n, 2 * h, 2 * w, ci);
+        const bool data = !tensor_is_none(dinp);
+        Tensor up = tensor_4d(work, n, 2 * h, 2 * w, ci);
+        Tensor d_up = data ? tensor_4d(work + tensor_numel(up), n, 2 * h, 2 * w, ci) : tensor_none();
         upsample_nearest2x_forward(up, inp);
-        if (!tensor_is_none(dinp)) tensor_zero(d_up);
-        conv2d_backward(tensor_is_none(dinp) ? tensor_none() : d_up, dweight, dbias, dout, up, weight,
-                        conv2d_params(1, 1));
-        if (!tensor_is_none(dinp)) upsample_nearest2x_backward(dinp, d_up);
+        if (data) tensor_zero(d_up);
+        conv2d_backward(d_up, dweight, dbias, dout, up, weight, conv2d_params(1, 1));
+        if (data) upsample_nearest2x_backward(dinp, d_up);
         return;
     }
     CHECK(phase_weights, "%s: %zu input channels take the phases, but phase_weights is NULL", __func__, ci);
