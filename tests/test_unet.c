@@ -359,6 +359,45 @@ static void test_winograd_matches_direct(void) {
     unet_free(&net);
 }
 
+/* Once warmed up, a training step and a sampling step build no convolution plan: the plan cache holds
+ * all of them (ops/conv2d_dnnl.c, PLAN_CACHE_CAPACITY). ddpm-cifar10 uses more plans than the 64 the
+ * cache once had room for. */
+static void test_warm_steps_build_no_plans(void) {
+    const char *presets[] = {"fashion-mnist", "ddpm-cifar10"};
+    for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+        UNetConfig cfg;
+        Error err;
+        CHECK(unet_config_preset(&cfg, presets[p], &err) == 0, "%s", err.message);
+        const size_t n = 1, h = (size_t)cfg.sample_height, w = (size_t)cfg.sample_width;
+        const size_t n_in = n * h * w * (size_t)cfg.in_channels, n_out = n * h * w * (size_t)cfg.out_channels;
+        UNet train, sample;
+        CHECK(unet_init(&train, &cfg, true, &err) == 0, "%s", err.message);
+        CHECK(unet_init(&sample, &cfg, false, &err) == 0, "%s", err.message);
+        unet_init_weights(&train, 1);
+        memcpy(sample.params, train.params, train.n_params * sizeof(float));
+        unet_plan(&train, n, h, w);
+        unet_plan(&sample, n, h, w);
+        float *x = xmalloc(n_in * sizeof(float)), *dx = xmalloc(n_in * sizeof(float));
+        float *out = xmalloc(n_out * sizeof(float)), t[1] = {500};
+        fill_normal(x, n_in, 7);
+        const size_t before = conv2d_fast_plans_built();
+        size_t built[3];
+        for (int step = 0; step < 3; step++) {
+            unet_zero_grads(&train);
+            unet_forward(&train, out, x, t, NULL, NULL);
+            unet_backward(&train, dx, out);
+            unet_forward(&sample, out, x, t, NULL, NULL);
+            built[step] = conv2d_fast_plans_built();
+        }
+        printf("  %s: %zu plans built in the first step, %zu in the second, %zu in the third\n", presets[p],
+               built[0] - before, built[1] - built[0], built[2] - built[1]);
+        EXPECT(built[2] == built[1], "%s: a warmed-up training and sampling step built %zu plans", presets[p],
+               built[2] - built[1]);
+        free(x), free(dx), free(out);
+        unet_free(&train), unet_free(&sample);
+    }
+}
+
 int main(void) {
     fx = fixture_open("unet");
     RUN(test_ddpm_config_matches_diffusers);
@@ -371,6 +410,7 @@ int main(void) {
     RUN(test_dropout_follows_samples);
     RUN(test_winograd_matches_direct);
     RUN(test_plans_share_memory);
+    RUN(test_warm_steps_build_no_plans);
     fixture_close(fx);
     return harness_finish();
 }

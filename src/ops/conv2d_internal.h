@@ -43,6 +43,8 @@ void conv2d_fast_use_own_weight_moves(bool on);
  * Winograd call's activations (WINOGRAD_CALL_BYTES; 0: that default), so small tests run in several
  * calls. Frees the plan cache. */
 void conv2d_fast_use_winograd(bool on, size_t call_bytes);
+/* Tests only: how many plans the fast path has built (cache misses) since the program started. */
+size_t conv2d_fast_plans_built(void);
 /* Tests only: whether oneDNN offers Winograd kernels on this CPU (AVX-512); without them those plans fall
  * back to the direct kernels. */
 bool conv2d_fast_has_winograd(void);

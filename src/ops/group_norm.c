@@ -723,17 +723,15 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
     double *sums = (double *)(scratch + partial_bytes);            /* (N, 2, C): A, B of each sample */
     float *coef = (float *)(scratch + partial_bytes + sums_bytes); /* (N, 6, C): mu, alpha, beta, gamma, ya, yb */
     float *blocks = (float *)(scratch + partial_bytes + sums_bytes + coef_bytes);
-    for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
-        float *mu = coef + ng / pl->g * 6 * c_all + ng % pl->g * pl->cg;
-        for (size_t j = 0; j < pl->cg; j++) mu[j] = b->mean.data[ng];
-    }
-    if (b->silu)
-        for (size_t n = 0; n < pl->n; n++)
-            recompute_coefficients(coef + n * 6 * c_all + 4 * c_all, coef + n * 6 * c_all + 5 * c_all, b, pl, n, 0,
-                                   c_all);
 #pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
     {
         float *buf = blocks + (size_t)omp_get_thread_num() * block_floats;
+#pragma omp for schedule(static)
+        for (size_t n = 0; n < pl->n; n++) {
+            float *mu = coef + n * 6 * c_all;
+            for (size_t c = 0; c < c_all; c++) mu[c] = b->mean.data[n * pl->g + c / pl->cg];
+            if (b->silu) recompute_coefficients(mu + 4 * c_all, mu + 5 * c_all, b, pl, n, 0, c_all);
+        }
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);

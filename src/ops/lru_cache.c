@@ -17,6 +17,7 @@ void *lru_cache_get(LruCache *cache, const void *key) {
     }
     if (cache->entries[slot]) cache->destroy(cache->entries[slot]);
     cache->entries[slot] = cache->create(key);
+    cache->created++;
     cache->last_use[slot] = cache->clock;
     return cache->entries[slot];
 }

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum { LRU_CACHE_MAX_ENTRIES = 64 };
+enum { LRU_CACHE_MAX_ENTRIES = 256 };
 
 typedef struct LruCache {
     size_t capacity; /* <= LRU_CACHE_MAX_ENTRIES */
@@ -18,6 +18,7 @@ typedef struct LruCache {
     void *entries[LRU_CACHE_MAX_ENTRIES];
     unsigned long last_use[LRU_CACHE_MAX_ENTRIES];
     unsigned long clock;
+    unsigned long created; /* entries built so far (misses) */
 } LruCache;
 
 /* The entry for key, created on first use. */
