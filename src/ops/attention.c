@@ -5,8 +5,8 @@
  * run attention_bf16.c's kernels instead (bf16 products on AMX), which do their own pre-passes.
  *
  * Pre-passes, each one read of an input:
- *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk), so score tiles are GEMMs
- *                            whose rows are contiguous keys;
+ *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk) in rows of attention_kt_stride,
+ *                            so score tiles are GEMMs whose rows are contiguous keys;
  *   backward:                lse2 = lse * log2(e) and delta_i = dout_i . out_i per head, (N, n_heads, Lq);
  *                            lanes kernels: q * scale * log2(e); tile kernels: kt and vt (V transposed
  *                            likewise).
@@ -79,9 +79,9 @@ static AttentionArgs attention_args(AttentionShape s, float scale) {
  * (16 keys by 16 channels) transposed in registers, the channels past the last tile and the keys of a
  * short block one by one. */
 static void transpose_key_block(float *dst, const float *src, AttentionShape s, size_t n, size_t j0, size_t nj) {
-    const size_t Lk = s.Lk, C = s.C, D = s.D;
+    const size_t Lk = s.Lk, C = s.C, D = s.D, ld = attention_kt_stride(Lk);
     const float *rows = src + (n * Lk + j0) * C;
-    float *head0 = dst + n * s.n_heads * D * Lk + j0;
+    float *head0 = dst + n * s.n_heads * D * ld + j0;
     size_t c0 = 0;
     if (nj == 16) {
         float tile[256], transposed[256];
@@ -93,15 +93,15 @@ static void transpose_key_block(float *dst, const float *src, AttentionShape s, 
             vecp_transpose16(transposed, tile);
 #endif
             for (size_t c = c0; c < c0 + 16; c++)
-                memcpy(head0 + (c / D) * D * Lk + (c % D) * Lk, transposed + 16 * (c - c0), 16 * sizeof(float));
+                memcpy(head0 + (c / D) * D * ld + (c % D) * ld, transposed + 16 * (c - c0), 16 * sizeof(float));
         }
     }
     for (size_t c = c0; c < C; c++)
-        for (size_t j = 0; j < nj; j++) head0[(c / D) * D * Lk + (c % D) * Lk + j] = rows[j * C + c];
+        for (size_t j = 0; j < nj; j++) head0[(c / D) * D * ld + (c % D) * ld + j] = rows[j * C + c];
 }
 
-/* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values; the same
- * for vt and v when vt is not NULL. */
+/* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values (rows
+ * attention_kt_stride(Lk) apart); the same for vt and v when vt is not NULL. */
 static void attention_transpose_heads(float *kt, float *vt, const float *k, const float *v, AttentionShape s) {
     const size_t n_blocks = (s.Lk + 15) / 16;
 #pragma omp parallel for schedule(static)
@@ -153,7 +153,7 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
     AttentionArgs a = attention_args(s, scale);
     a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
     if (!attention_uses_lanes(s.D)) {
-        float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
+        float *kt = scratch_reserve(&keys_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
         attention_transpose_heads(kt, NULL, k.data, NULL, s);
         a.kt = kt;
     }
@@ -219,8 +219,8 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     attention_backward_prepass(lse2, delta, q_scaled, lse.data, dout.data, out.data, q.data, scale, s);
     a.lse2 = lse2, a.delta = delta, a.q_scaled = q_scaled;
     if (!attention_uses_lanes(s.D)) {
-        float *kt = scratch_reserve(&keys_transposed, s.N * s.Lk * s.C);
-        float *vt = scratch_reserve(&values_transposed, s.N * s.Lk * s.C);
+        float *kt = scratch_reserve(&keys_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
+        float *vt = scratch_reserve(&values_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
         attention_transpose_heads(kt, vt, k.data, v.data, s);
         a.kt = kt, a.vt = vt;
     }
