@@ -270,6 +270,12 @@ static const Case odd_cases[] = {
     {1, 6, 5, 16, 5, 3, 1, {.stride = 1, PAD(1, 0, 0, 0)}, true},
     /* Narrow input, large images: backward-data's GEMM path goes in groups of 4 images (7 MB each). */
     {5, 256, 256, 3, 4, 3, 3, S1P1, true},
+    /* Narrow outputs at 3x3, stride 1 (conv2d_narrow_weights.c): padding different on every side, a
+     * last block of 4 input channels, 1 to 5 outputs (two passes of up to three), more images than the
+     * 16 image groups. */
+    {2, 12, 10, 20, 3, 3, 3, {.stride = 1, PAD(0, 2, 2, 1)}, true},
+    {20, 5, 6, 36, 5, 3, 3, S1P1, true},
+    {3, 9, 8, 16, 1, 3, 3, {.stride = 1, PAD(2, 0, 0, 2)}, false},
 };
 
 /* The two paths sum float32 products in different orders: up to K = Ci kH kW = 4032 terms per output

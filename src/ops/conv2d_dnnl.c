@@ -15,7 +15,8 @@
  *     writes a scratch buffer that is added to dinp in one pass. The bias gradient (Co floats) is
  *     added from scratch too.
  *   - Inputs with fewer than 16 channels (conv_in) take backward-data as a matmul and a gather, and
- *     outputs with fewer than 16 (conv_out) the forward (plan_create_narrow): oneDNN's convolution
+ *     outputs with fewer than 16 (conv_out) the forward (plan_create_narrow) and, in fp32 at 3x3 and
+ *     stride 1, the weight gradient from our own loops (conv2d_narrow_weights.c): oneDNN's convolution
  *     kernels waste most of each vector there.
  *   - fp32 3x3 convolutions at stride 1 with enough channels and positions (most of a U-Net's FLOPs) run
  *     as Winograd F(4x4, 3x3), about twice as fast, on channel-blocked copies of the activations
@@ -213,7 +214,7 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
  * cols holds kH kW copies of the result, so images go in equal groups (a divisor of N) of at most
  * NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
  * element in a fixed order into a local row first, so repeated calls add identical values. */
-enum { NARROW_CI = 16, NARROW_CO = 16 };
+enum { NARROW_CI = 16, NARROW_CO = CONV2D_NARROW_CO };
 #define NARROW_COLS_BYTES ((size_t)32 << 20)
 
 static bool plan_is_narrow(const PlanKey *key) {
@@ -888,8 +889,14 @@ static void backward_weights(Plan *plan, Tensor dweight, Tensor dbias, const flo
  * accumulation stays one addition per element. */
 static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const float *inp,
                      const uint16_t *inp_bf16, Tensor weight, Conv2dParams p) {
-    const bool want_dinp = !tensor_is_none(dinp), want_dweight = !tensor_is_none(dweight);
-    if (!want_dweight && !tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
+    const bool want_dinp = !tensor_is_none(dinp);
+    bool want_dweight = !tensor_is_none(dweight);
+    if (want_dweight && inp && ops_precision() == OPS_PRECISION_FP32 && conv2d_narrow_weights_fit(s, p)) {
+        conv2d_narrow_weight_grad(dweight, dbias, dout.data, inp, s, p);
+        want_dweight = false;
+    } else if (!want_dweight && !tensor_is_none(dbias)) {
+        backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
+    }
     if (!want_dinp && !want_dweight) return;
     /* In bf16, both passes read the same rounded copy of dout. */
     const uint16_t *dout_bf16 = NULL;

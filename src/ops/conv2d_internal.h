@@ -35,6 +35,15 @@ static inline ptrdiff_t conv2d_out_index(size_t in, size_t k, int stride, int pa
     return t < (ptrdiff_t)out_size ? t : -1;
 }
 
+/* Output channels below this count leave oneDNN's kernels mostly idle (conv2d_dnnl.c, plan_is_narrow). */
+enum { CONV2D_NARROW_CO = 16 };
+/* dweight (and dbias, unless none) += the gradients of a convolution from dout and its fp32 input, where
+ * conv2d_narrow_weights_fit: 3x3 kernels at stride 1 with fewer than CONV2D_NARROW_CO outputs
+ * (conv2d_narrow_weights.c). */
+bool conv2d_narrow_weights_fit(Conv2dShape s, Conv2dParams p);
+void conv2d_narrow_weight_grad(Tensor dweight, Tensor dbias, const float *dout, const float *inp, Conv2dShape s,
+                               Conv2dParams p);
+
 /* Tests only: false makes the fast path move weights with oneDNN's reorders instead of our own loops
  * (conv2d_weights.c), so both stay tested. Frees the plan cache. */
 void conv2d_fast_use_own_weight_moves(bool on);
