@@ -82,8 +82,8 @@ void conv2d_narrow_weight_grad(Tensor dweight, Tensor dbias, const float *dout, 
         for (size_t t = 0; t < tasks; t++) {
             const size_t g = t / blocks, i0 = t % blocks * LANES, n0 = g * s.n / groups, n1 = (g + 1) * s.n / groups;
             const int lanes = s.ci - i0 < LANES ? (int)(s.ci - i0) : LANES;
+            float *task_part = part + t * task_floats;
             for (size_t o0 = 0; o0 < s.co; o0 += CO_STEP) {
-                float *task_part = part + t * task_floats;
                 switch (s.co - o0 < CO_STEP ? s.co - o0 : CO_STEP) {
                 case 1: channel_sums(task_part, dout, inp, s, p, n0, n1, i0, lanes, o0, 1); break;
                 case 2: channel_sums(task_part, dout, inp, s, p, n0, n1, i0, lanes, o0, 2); break;
