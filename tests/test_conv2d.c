@@ -276,6 +276,10 @@ static const Case odd_cases[] = {
     {2, 12, 10, 20, 3, 3, 3, {.stride = 1, PAD(0, 2, 2, 1)}, true},
     {20, 5, 6, 36, 5, 3, 3, S1P1, true},
     {3, 9, 8, 16, 1, 3, 3, {.stride = 1, PAD(2, 0, 0, 2)}, false},
+    /* 16 outputs, whose forward takes oneDNN's direct kernels (conv2d_dnnl.c, prefers_direct): three input
+     * channel blocks, and stride 2. */
+    {2, 14, 13, 48, 16, 3, 3, S1P1, true},
+    {2, 14, 14, 16, 16, 3, 3, {.stride = 2, PAD(1, 1, 1, 1)}, true},
 };
 
 /* The two paths sum float32 products in different orders: up to K = Ci kH kW = 4032 terms per output
