@@ -4,12 +4,9 @@
  * are in attention.h and attention_reference.c. In bf16 precision, shapes where attention_bf16_applies
  * run attention_bf16.c's kernels instead (bf16 products on AMX), which do their own pre-passes.
  *
- * Pre-passes, each one read of an input:
- *   forward, tile kernels:   kt = K transposed per head, (N, n_heads, D, Lk) in rows of attention_kt_stride,
- *                            so score tiles are GEMMs whose rows are contiguous keys;
- *   backward:                lse2 = lse * log2(e) and delta_i = dout_i . out_i per head, (N, n_heads, Lq);
- *                            lanes kernels: q * scale * log2(e); tile kernels: kt and vt (V transposed
- *                            likewise).
+ * Pre-pass of the backward, one read of its inputs: lse2 = lse * log2(e) and delta_i = dout_i . out_i per
+ * head, (N, n_heads, Lq); for the lanes kernels also q * scale * log2(e). (The tile kernels transpose each
+ * head's keys and values themselves, in cache: attention_kernels.c, HeadKeys.)
  * Scratch grows to the largest shape seen and is kept, so a warmed-up call allocates nothing. */
 #include <math.h>
 #include <omp.h>
@@ -21,7 +18,6 @@
 #include "ops/attention.h"
 #include "ops/attention_internal.h"
 #include "ops/precision.h"
-#include "ops/vec16.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Argument checks (shared with the reference path) */
@@ -59,7 +55,7 @@ AttentionShape attention_check_backward(const char *where, Tensor dq, Tensor dk,
 /* Cached scratch */
 
 /* Ops run from one thread at a time (ops.h), so file-level buffers are safe. */
-static GrowBuffer thread_scratch, keys_transposed, values_transposed, lse2_buffer, delta_buffer, q_scaled_buffer;
+static GrowBuffer thread_scratch, lse2_buffer, delta_buffer, q_scaled_buffer;
 static AttentionTuning tuning;
 
 void attention_set_tuning(AttentionTuning t) { tuning = t; }
@@ -74,43 +70,6 @@ static AttentionArgs attention_args(AttentionShape s, float scale) {
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Pre-passes */
-
-/* dst[(n, h)][d][j] = src[n][j][h * D + d] for the keys j0 .. j0+nj-1 of sample n: whole 16 x 16 tiles
- * (16 keys by 16 channels) transposed in registers, the channels past the last tile and the keys of a
- * short block one by one. */
-static void transpose_key_block(float *dst, const float *src, AttentionShape s, size_t n, size_t j0, size_t nj) {
-    const size_t Lk = s.Lk, C = s.C, D = s.D, ld = attention_kt_stride(Lk);
-    const float *rows = src + (n * Lk + j0) * C;
-    float *head0 = dst + n * s.n_heads * D * ld + j0;
-    size_t c0 = 0;
-    if (nj == 16) {
-        float tile[256], transposed[256];
-        for (; c0 + 16 <= C; c0 += 16) {
-            for (size_t j = 0; j < 16; j++) memcpy(tile + 16 * j, rows + j * C + c0, 16 * sizeof(float));
-#if defined(VEC16_HAVE_AVX512)
-            veca_transpose16(transposed, tile);
-#else
-            vecp_transpose16(transposed, tile);
-#endif
-            for (size_t c = c0; c < c0 + 16; c++)
-                memcpy(head0 + (c / D) * D * ld + (c % D) * ld, transposed + 16 * (c - c0), 16 * sizeof(float));
-        }
-    }
-    for (size_t c = c0; c < C; c++)
-        for (size_t j = 0; j < nj; j++) head0[(c / D) * D * ld + (c % D) * ld + j] = rows[j * C + c];
-}
-
-/* kt[(n, h)][d][j] = k[n][j][h * D + d]: every head's channels as rows of Lk contiguous values (rows
- * attention_kt_stride(Lk) apart); the same for vt and v when vt is not NULL. */
-static void attention_transpose_heads(float *kt, float *vt, const float *k, const float *v, AttentionShape s) {
-    const size_t n_blocks = (s.Lk + 15) / 16;
-#pragma omp parallel for schedule(static)
-    for (size_t u = 0; u < s.N * n_blocks; u++) {
-        const size_t n = u / n_blocks, j0 = (u % n_blocks) * 16, nj = s.Lk - j0 < 16 ? s.Lk - j0 : 16;
-        transpose_key_block(kt, k, s, n, j0, nj);
-        if (vt) transpose_key_block(vt, v, s, n, j0, nj);
-    }
-}
 
 /* lse2 = lse * log2(e); delta[(n, h)][i] = sum_d dout[n][i][h*D + d] * out[n][i][h*D + d]; when
  * q_scaled is not NULL also q_scaled = q * scale * log2(e) (the lanes backward broadcasts every query row
@@ -152,11 +111,6 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, int
     }
     AttentionArgs a = attention_args(s, scale);
     a.out = out.data, a.lse = lse.data, a.q = q.data, a.k = k.data, a.v = v.data;
-    if (!attention_uses_lanes(s.D)) {
-        float *kt = scratch_reserve(&keys_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
-        attention_transpose_heads(kt, NULL, k.data, NULL, s);
-        a.kt = kt;
-    }
 #if defined(__AVX512F__)
     if (!tuning.portable) {
         attention_forward_fused_avx512(&a);
@@ -218,12 +172,6 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     float *q_scaled = attention_uses_lanes(s.D) ? scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C) : NULL;
     attention_backward_prepass(lse2, delta, q_scaled, lse.data, dout.data, out.data, q.data, scale, s);
     a.lse2 = lse2, a.delta = delta, a.q_scaled = q_scaled;
-    if (!attention_uses_lanes(s.D)) {
-        float *kt = scratch_reserve(&keys_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
-        float *vt = scratch_reserve(&values_transposed, s.N * attention_kt_stride(s.Lk) * s.C);
-        attention_transpose_heads(kt, vt, k.data, v.data, s);
-        a.kt = kt, a.vt = vt;
-    }
     /* One pass computes each score once rather than twice (5 of the 7 tile products), but parallelises
      * over (n, head) only; both give the same bits, so the choice may depend on the thread count. */
     const size_t heads = s.N * s.n_heads, threads = (size_t)omp_get_max_threads();

@@ -58,11 +58,6 @@ void attention_set_tuning(AttentionTuning tuning);
 #define ATTENTION_TILE_K 64
 #define ATTENTION_FORWARD_TILE_K 256
 
-/* Row stride of the transposed keys and values (kt, vt): Lk rounded up to whole 64-byte lines, so that the
- * tile GEMMs' vector loads of their rows never straddle two lines (the score GEMM of 64 queries x 196 keys,
- * heads of 32: 5.7 -> 5.3 us at 1 thread). */
-static inline size_t attention_kt_stride(size_t Lk) { return (Lk + 15) / 16 * 16; }
-
 /* Head sizes with a lanes kernel. */
 static inline bool attention_uses_lanes(size_t D) { return D == 2 || D == 4 || D == 8; }
 
@@ -80,9 +75,6 @@ typedef struct AttentionArgs {
     /* backward pre-pass results, (N, n_heads, Lq): lse * log2(e) and D_i = dout_i . out_i per head;
      * lanes kernels: q * scale * log2(e), (N, Lq, C) */
     const float *lse2, *delta, *q_scaled;
-    /* tile kernels: keys and values transposed per head, (N, n_heads, D, Lk) in rows attention_kt_stride(Lk)
-     * apart (vt in backward only) */
-    const float *kt, *vt;
     /* backward in one pass per head (dk, dv and dq together) rather than a dk, dv pass over key blocks
      * and a dq pass over query blocks; the same results either way */
     bool one_pass;
