@@ -338,9 +338,11 @@ typedef struct FusedRun {
     float *y, *mean, *rstd, *dx, *dw, *db;
 } FusedRun;
 
-/* The unfused ops (fused = false) or the fused op, forward and backward; dx, dw, db start at 0.5 so that
- * accumulation is checked too. */
-static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *dy, const float *w, const float *b) {
+/* The unfused ops (fused = false) or the fused op, forward and backward, on x + shift (shift (N, C) or NULL:
+ * the fused op takes it as its shift argument, the unfused ones get x + shift formed); dx, dw, db start at
+ * 0.5 so that accumulation is checked too. */
+static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *shift, const float *dy, const float *w,
+                          const float *b) {
     size_t numel = sh.n * sh.s * sh.c;
     FusedRun r = {alloc_floats(numel), alloc_floats(sh.n * sh.g), alloc_floats(sh.n * sh.g), alloc_floats(numel),
                   alloc_floats(sh.c), alloc_floats(sh.c)};
@@ -350,17 +352,24 @@ static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *
     Tensor wt = tensor_1d((float *)w, sh.c), bt = tensor_1d((float *)b, sh.c), dwt = tensor_1d(r.dw, sh.c);
     Tensor dbt = tensor_1d(r.db, sh.c);
     if (fused) {
-        group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, wt, bt, (int)sh.g, 1e-5f);
-        group_norm_silu_backward(act3(r.dx, sh), dwt, dbt, act3((float *)dy, sh), xt, mt, rt, wt, bt, (int)sh.g);
+        Tensor st = shift ? tensor_2d((float *)shift, sh.n, sh.c) : tensor_none();
+        group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, st, wt, bt, (int)sh.g, 1e-5f);
+        group_norm_silu_backward(act3(r.dx, sh), dwt, dbt, act3((float *)dy, sh), xt, st, mt, rt, wt, bt, (int)sh.g);
         return r;
     }
-    float *n = alloc_floats(numel), *dn = alloc_floats(numel);
+    float *n = alloc_floats(numel), *dn = alloc_floats(numel), *summed = NULL;
+    if (shift) {
+        summed = alloc_floats(numel);
+        for (size_t i = 0; i < numel; i++) summed[i] = x[i] + shift[i / (sh.s * sh.c) * sh.c + i % sh.c];
+        xt = act3(summed, sh);
+    }
     memset(dn, 0, numel * sizeof(float));
     group_norm_forward(act3(n, sh), mt, rt, xt, wt, bt, (int)sh.g, 1e-5f);
     silu_forward(act3(r.y, sh), act3(n, sh));
     silu_backward(act3(dn, sh), act3((float *)dy, sh), act3(n, sh));
     group_norm_backward(act3(r.dx, sh), dwt, dbt, act3(dn, sh), xt, mt, rt, wt, (int)sh.g);
     alloc_free(n), alloc_free(dn);
+    if (summed) alloc_free(summed);
     return r;
 }
 
@@ -400,9 +409,9 @@ static void test_group_norm_thread_count_independent(void) {
         }
         /* The fused GroupNorm + SiLU too. */
         threads_set(1);
-        FusedRun one = fused_run(true, sh, x, dy, w, b);
+        FusedRun one = fused_run(true, sh, x, NULL, dy, w, b);
         threads_set(3);
-        FusedRun three = fused_run(true, sh, x, dy, w, b);
+        FusedRun three = fused_run(true, sh, x, NULL, dy, w, b);
         threads_set(saved);
         bool same = memcmp(one.y, three.y, numel * sizeof(float)) == 0 &&
                     memcmp(one.dx, three.dx, numel * sizeof(float)) == 0 &&
@@ -421,7 +430,7 @@ static void check_fused(RefShape sh) {
     float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
     fill_normal(x, numel, 61), fill_normal(dy, numel, 62);
     fill_uniform(w, sh.c, 63, 0.5f, 1.5f), fill_normal(b, sh.c, 64);
-    FusedRun want = fused_run(false, sh, x, dy, w, b), got = fused_run(true, sh, x, dy, w, b);
+    FusedRun want = fused_run(false, sh, x, NULL, dy, w, b), got = fused_run(true, sh, x, NULL, dy, w, b);
     char what[96];
     snprintf(what, sizeof what, "(%zu, %zu, %zu) G=%zu", sh.n, sh.s, sh.c, sh.g);
     bool ok = memcmp(got.y, want.y, numel * sizeof(float)) == 0 &&
@@ -431,7 +440,7 @@ static void check_fused(RefShape sh) {
     /* The bf16 output is that output rounded to bf16. */
     uint16_t *y16 = xmalloc(numel * sizeof(uint16_t));
     group_norm_silu_forward_bf16(y16, tensor_2d(got.mean, sh.n, sh.g), tensor_2d(got.rstd, sh.n, sh.g), act3(x, sh),
-                                 tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+                                 tensor_none(), tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
     size_t wrong = 0;
     for (size_t i = 0; i < numel; i++) wrong += y16[i] != float_to_bfloat16(want.y[i]);
     EXPECT(wrong == 0, "%s: %zu bf16 outputs are not the fp32 output rounded", what, wrong);
@@ -467,16 +476,47 @@ static void test_group_norm_silu_matches_unfused(void) {
     check_fused((RefShape){1, 37, 20, 4});              /* positions not a multiple of 8 */
 }
 
+/* With a shift (diffusers' time embedding before norm2), the fused op on x and shift against the unfused
+ * ops on x + shift formed in float: the same up to that sum's rounding, forward and backward. */
+static void check_shifted(RefShape sh) {
+    size_t numel = sh.n * sh.s * sh.c;
+    float *x = xmalloc(numel * sizeof(float)), *dy = xmalloc(numel * sizeof(float));
+    float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
+    float *shift = xmalloc(sh.n * sh.c * sizeof(float));
+    fill_normal(x, numel, 81), fill_normal(dy, numel, 82), fill_normal(shift, sh.n * sh.c, 85);
+    fill_uniform(w, sh.c, 83, 0.5f, 1.5f), fill_normal(b, sh.c, 84);
+    for (size_t i = 0; i < sh.n * sh.c; i++) shift[i] *= 3.0f; /* offsets of the size of x's spread and more */
+    FusedRun want = fused_run(false, sh, x, shift, dy, w, b), got = fused_run(true, sh, x, shift, dy, w, b);
+    char what[96];
+    snprintf(what, sizeof what, "(%zu, %zu, %zu) G=%zu, shifted", sh.n, sh.s, sh.c, sh.g);
+    bool ok = expect_close("shifted y", got.y, want.y, numel, 2e-5, 2e-5);
+    ok = expect_close("shifted mean", got.mean, want.mean, sh.n * sh.g, 1e-6, 1e-6) && ok;
+    ok = expect_close("shifted rstd", got.rstd, want.rstd, sh.n * sh.g, 1e-6, 1e-6) && ok;
+    ok = expect_close("shifted dx", got.dx, want.dx, numel, 2e-5, 2e-5) && ok;
+    ok = expect_close_scaled("shifted dweight", got.dw, want.dw, sh.c, 1e-5) && ok;
+    ok = expect_close_scaled("shifted dbias", got.db, want.db, sh.c, 1e-5) && ok;
+    if (!ok) printf("  (failures above are for %s)\n", what);
+    fused_free(&want), fused_free(&got);
+    free(x), free(dy), free(w), free(b), free(shift);
+}
+
+static void test_group_norm_silu_shift(void) {
+    check_shifted((RefShape){2, 1024, 96, 32}); /* chunks */
+    check_shifted((RefShape){2, 8 * 8, 256, 32}); /* slabs */
+    check_shifted((RefShape){3, 37, 20, 4});     /* positions not a multiple of 8 */
+}
+
 typedef struct FusedGradCtx {
     RefShape sh;
-    float *x, *y, *dy, *w, *b, *mean, *rstd;
+    float *x, *y, *dy, *w, *b, *mean, *rstd, *shift;
 } FusedGradCtx;
 
 static double fused_grad_loss(void *ctx) {
     FusedGradCtx *g = ctx;
     RefShape sh = g->sh;
     group_norm_silu_forward(act3(g->y, sh), tensor_2d(g->mean, sh.n, sh.g), tensor_2d(g->rstd, sh.n, sh.g),
-                            act3(g->x, sh), tensor_1d(g->w, sh.c), tensor_1d(g->b, sh.c), (int)sh.g, 1e-5f);
+                            act3(g->x, sh), tensor_2d(g->shift, sh.n, sh.c), tensor_1d(g->w, sh.c),
+                            tensor_1d(g->b, sh.c), (int)sh.g, 1e-5f);
     return dot_double(g->y, g->dy, sh.n * sh.s * sh.c);
 }
 
@@ -489,18 +529,23 @@ static void fused_gradcheck_shape(RefShape sh) {
                       xmalloc(sh.c * sizeof(float)),
                       xmalloc(sh.c * sizeof(float)),
                       xmalloc(sh.n * sh.g * sizeof(float)),
-                      xmalloc(sh.n * sh.g * sizeof(float))};
+                      xmalloc(sh.n * sh.g * sizeof(float)),
+                      xmalloc(sh.n * sh.c * sizeof(float))};
     fill_normal(g.x, numel, 71), fill_normal(g.dy, numel, 72);
-    fill_uniform(g.w, sh.c, 73, 0.5f, 1.5f), fill_normal(g.b, sh.c, 74);
+    fill_uniform(g.w, sh.c, 73, 0.5f, 1.5f), fill_normal(g.b, sh.c, 74), fill_normal(g.shift, sh.n * sh.c, 75);
     float *dx = xcalloc(numel, sizeof(float)), *dw = xcalloc(sh.c, sizeof(float)), *db = xcalloc(sh.c, sizeof(float));
     fused_grad_loss(&g);
     group_norm_silu_backward(act3(dx, sh), tensor_1d(dw, sh.c), tensor_1d(db, sh.c), act3(g.dy, sh), act3(g.x, sh),
-                             tensor_2d(g.mean, sh.n, sh.g), tensor_2d(g.rstd, sh.n, sh.g), tensor_1d(g.w, sh.c),
-                             tensor_1d(g.b, sh.c), (int)sh.g);
+                             tensor_2d(g.shift, sh.n, sh.c), tensor_2d(g.mean, sh.n, sh.g),
+                             tensor_2d(g.rstd, sh.n, sh.g), tensor_1d(g.w, sh.c), tensor_1d(g.b, sh.c), (int)sh.g);
+    /* The shift's gradient is dx summed over positions (the op's input is x + shift). */
+    float *dshift = xcalloc(sh.n * sh.c, sizeof(float));
+    for (size_t i = 0; i < numel; i++) dshift[i / (sh.s * sh.c) * sh.c + i % sh.c] += dx[i];
     gradcheck("group_norm_silu dinp", fused_grad_loss, &g, g.x, dx, numel, 200, 1e-2, 2e-3, 1e-2);
+    gradcheck("group_norm_silu dshift", fused_grad_loss, &g, g.shift, dshift, sh.n * sh.c, 200, 1e-2, 2e-3, 1e-2);
     gradcheck("group_norm_silu dweight", fused_grad_loss, &g, g.w, dw, sh.c, 200, 1e-2, 2e-3, 1e-2);
     gradcheck("group_norm_silu dbias", fused_grad_loss, &g, g.b, db, sh.c, 200, 1e-2, 2e-3, 1e-2);
-    void *owned[] = {g.x, g.y, g.dy, g.w, g.b, g.mean, g.rstd, dx, dw, db};
+    void *owned[] = {g.x, g.y, g.dy, g.w, g.b, g.mean, g.rstd, g.shift, dx, dw, db, dshift};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
 }
 
@@ -597,9 +642,12 @@ static void bad_call(void *ctx) {
     case 6: group_norm_backward(tensor_3d(y, 2, 3, 8), tensor_1d(w, 8), tensor_none(), xt, xt, mt, rt, tensor_none(), 4);
         break;
     case 7: group_norm_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt, mt, rt, wt, 4); break;
+    case 8:
+        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), xt, xt, tensor_none(), mt, rt,
+                                 wt, tensor_1d(w, 4), 4);
+        break;
     default:
-        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), xt, xt, mt, rt, wt,
-                                 tensor_1d(w, 4), 4);
+        group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, xt, tensor_2d(b, 1, 8), wt, bt, 4, 1e-5f);
         break;
     }
 }
@@ -611,6 +659,7 @@ static void test_group_norm_check_failures(void) {
         "eps is -1",                                    "inp has shape (8), expected (N, ..., C)",
         "dweight is requested but weight is none",      "dinp has shape (2, 3, 4), expected (2, 3, 8)",
         "group_norm_silu_backward: bias has shape (4), expected (8)",
+        "group_norm_silu_forward: shift has shape (1, 8), expected (2, 8)",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
         expect_check_failure(expected[i], bad_call, &(BadCall){i}, expected[i]);
@@ -623,6 +672,7 @@ int main(void) {
     RUN(test_group_norm_thread_count_independent);
     RUN(test_group_norm_streamed_output);
     RUN(test_group_norm_silu_matches_unfused);
+    RUN(test_group_norm_silu_shift);
     RUN(test_group_norm_silu_gradcheck);
     RUN(test_group_norm_robust_to_offset);
     RUN(test_group_norm_constant_group);

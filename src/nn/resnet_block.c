@@ -2,7 +2,7 @@
  *   x = concat(h, skip)                     (up blocks)
  *   a1 = silu(norm1(x));  a1, x = resample(a1), resample(x)     ("resnet" up/down sampling only)
  *   c1 = conv1(a1)
- *   default:      c1 += time_emb_proj(silu(emb));   n = norm2(c1)
+ *   default:      n = norm2(c1 + time_emb_proj(silu(emb)))    (the sum fused into the norm, never stored)
  *   scale_shift:  n = norm2(c1) * (1 + scale) + shift, (scale, shift) = time_emb_proj(silu(emb))
  *   a2 = dropout(silu(n));  out = (shortcut(x) + conv2(a2)) / output_scale_factor
  * shortcut is a 1x1 conv when the channel count changes, else the identity. A norm straight before a SiLU
@@ -141,8 +141,8 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     ResnetActs *a = &s->resnet;
     const Tensor *p = s->p;
     Tensor x_cat = concat_input(s, in, skip, scratch);
-    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, x_cat, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
-                         l->norm_groups, (float)l->norm_eps);
+    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, x_cat, tensor_none(), p[UNET_RESNET_NORM1_WEIGHT],
+                         p[UNET_RESNET_NORM1_BIAS], l->norm_groups, (float)l->norm_eps);
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
     if (resample) {
         resample_forward(l->resample, a->a1r.f32, a->a1.f32);
@@ -152,9 +152,9 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     conv_input_forward(a->c1, &a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
     linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
     if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) {
-        add_channel_forward(a->c1, a->c1, a->temb);
-        conv_input_norm_silu(&a->a2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
-                             l->norm_groups, (float)l->norm_eps);
+        /* a2 = silu(norm2(c1 + temb)), the sum never formed: c1 keeps conv1's output */
+        conv_input_norm_silu(&a->a2, a->mean2, a->rstd2, a->c1, a->temb, p[UNET_RESNET_NORM2_WEIGHT],
+                             p[UNET_RESNET_NORM2_BIAS], l->norm_groups, (float)l->norm_eps);
     } else {
         group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
                            l->norm_groups, (float)l->norm_eps);
@@ -209,9 +209,10 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
     Tensor d_c1 = SCRATCH4(scratch, 3, n, oh, ow, c_out);
     if (!scale_shift) {
-        group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->mean2,
-                                 a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS], l->norm_groups);
-        /* c1 = conv1(a1r) + temb */
+        group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->temb,
+                                 a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
+                                 l->norm_groups);
+        /* norm2's input is c1 + temb */
         add_channel_backward(tensor_none(), d_temb, d_c1);
     } else {
         Tensor d_pre_act = SCRATCH4(scratch, 2, n, oh, ow, c_out);
@@ -247,8 +248,9 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         resample_backward(l->resample, dx_cat, dxr);
     }
     /* a1 = silu(norm1(x_cat)) */
-    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, x_cat, a->mean1,
-                             a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS], l->norm_groups);
+    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, x_cat, tensor_none(),
+                             a->mean1, a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
+                             l->norm_groups);
     /* x_cat = concat(in, skip) */
     if (l->skip_channels > 0) concat_channels_backward(d_in, d_skip, dx_cat);
 }

@@ -298,7 +298,7 @@ static void time_backward(UNet *net, LayerState *s) {
 
 static void head_forward(LayerState *s, Tensor in) {
     const UNetLayer *l = s->layer;
-    conv_input_norm_silu(&s->head.act, s->head.mean, s->head.rstd, in, s->p[UNET_OUT_NORM_WEIGHT],
+    conv_input_norm_silu(&s->head.act, s->head.mean, s->head.rstd, in, tensor_none(), s->p[UNET_OUT_NORM_WEIGHT],
                          s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
     conv_input_forward(s->out, &s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
 }
@@ -308,7 +308,7 @@ static void head_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, co
     Tensor d_act = SCRATCH4(scratch, 0, in.shape[0], in.shape[1], in.shape[2], in.shape[3]);
     conv_input_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, &s->head.act,
                         s->p[UNET_OUT_CONV_WEIGHT], conv2d_params(1, 1));
-    group_norm_silu_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_act, in, s->head.mean,
+    group_norm_silu_backward(d_in, s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_act, in, tensor_none(), s->head.mean,
                              s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], s->p[UNET_OUT_NORM_BIAS], l->norm_groups);
 }
 

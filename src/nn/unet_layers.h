@@ -52,9 +52,9 @@ typedef struct ConvInput {
 } ConvInput;
 
 void conv_input_plan(ConvInput *in, Arena *arena, bool bf16, size_t n, size_t h, size_t w, size_t c);
-/* in = silu(group_norm(x)) */
-void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor weight, Tensor bias, int groups,
-                          float eps);
+/* in = silu(group_norm(x + shift)), shift (N, C) per sample and channel or none (group_norm.h) */
+void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor shift, Tensor weight, Tensor bias,
+                          int groups, float eps);
 void conv_input_forward(Tensor out, const ConvInput *in, Tensor weight, Tensor bias, Conv2dParams p);
 void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const ConvInput *in, Tensor weight,
                          Conv2dParams p);

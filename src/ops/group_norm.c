@@ -259,18 +259,25 @@ static void fold_groups(Moments *moments, const double *mean_c, const double *m2
 /* Forward */
 
 /* From a group's moments: its saved mean and rstd, and the output coefficients a, b of its cg channels
- * (offset c0) such that y = x a + b. */
+ * (offset c0) such that y = x a + b; with the sample's shift (C floats, or NULL), y = (x + shift) a + b'
+ * written as x a + b. */
 static void group_output_coefficients(float *mean, float *rstd, float *a, float *b, Moments m, float eps,
-                                      const float *w, const float *bias, size_t c0, size_t cg) {
+                                      const float *w, const float *bias, const float *shift, size_t c0, size_t cg) {
     double var = m.m2 > 0 ? m.m2 / m.count : 0; /* M2 of a constant group may round below 0 */
     double r = 1.0 / sqrt(var + (double)eps);
     *mean = (float)m.mean;
     *rstd = (float)r;
     for (size_t j = 0; j < cg; j++) {
-        double ac = r * (w ? (double)w[c0 + j] : 1.0);
+        double ac = r * (w ? (double)w[c0 + j] : 1.0), centre = m.mean - (shift ? (double)shift[c0 + j] : 0.0);
         a[j] = (float)ac;
-        b[j] = (float)((bias ? (double)bias[c0 + j] : 0.0) - m.mean * ac);
+        b[j] = (float)((bias ? (double)bias[c0 + j] : 0.0) - centre * ac);
     }
+}
+
+/* The moments of x + shift from those of x, per channel: the means move by the shift, M2 stays. */
+static void shift_means(double *mean_c, const float *shift, size_t width) {
+    if (shift)
+        for (size_t c = 0; c < width; c++) mean_c[c] += (double)shift[c];
 }
 
 #if defined(__AVX512F__)
@@ -371,7 +378,7 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
 
 typedef struct ForwardArgs {
     Tensor out, mean, rstd, inp;
-    const float *w, *bias;
+    const float *w, *bias, *shift; /* shift (N, C) or NULL */
     float eps;
     bool silu;
     uint16_t *out_bf16; /* the bf16 output, in place of out */
@@ -402,11 +409,13 @@ static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
             size_t offset = n * pl->s * pl->c + c0;
             double count = 0;
             for (size_t c = 0; c < width; c++) mean_c[c] = 0, m2_c[c] = 0;
+            const float *shift = f->shift ? f->shift + n * pl->c : NULL;
             block_moments(mean_c, m2_c, &count, block_work, f->inp.data + offset, pl->s, width, pl->c, NULL);
+            shift_means(mean_c, shift ? shift + c0 : NULL, width);
             fold_groups(moments, mean_c, m2_c, count, k, pl->cg, fold_work);
             for (size_t j = 0; j < k; j++)
                 group_output_coefficients(&f->mean.data[n * pl->g + g0 + j], &f->rstd.data[n * pl->g + g0 + j],
-                                          a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias,
+                                          a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias, shift,
                                           c0 + j * pl->cg, pl->cg);
             write_rows(f, offset, pl->s, width, pl->c, a, b, false);
         }
@@ -442,6 +451,7 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
                 block_moments(mean_c, m2_c, &count, block_work, x, rows, c_all, c_all,
                               r + rows < r1 && large ? x + rows * c_all : NULL);
             }
+            shift_means(mean_c, f->shift ? f->shift + n * c_all : NULL, c_all);
             fold_groups(chunk_moments + task * n_groups, mean_c, m2_c, count, n_groups, pl->cg, fold_work);
         }
 #pragma omp for schedule(static)
@@ -452,7 +462,7 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
                 moments_merge(&total, chunk_moments[(n * pl->n_chunks + k) * n_groups + g]);
             float *a = coef + n * 2 * c_all + g * pl->cg;
             group_output_coefficients(&f->mean.data[ng], &f->rstd.data[ng], a, a + c_all, total, f->eps, f->w, f->bias,
-                                      g * pl->cg, pl->cg);
+                                      f->shift ? f->shift + n * c_all : NULL, g * pl->cg, pl->cg);
         }
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
@@ -463,10 +473,16 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
     }
 }
 
-static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
-                    int n_groups, float eps, bool silu, const char *where) {
+/* shift (N, C): the per-sample channel offsets of the fused ops (see group_norm.h), or none. */
+static void expect_shift(Tensor shift, const GroupNormPlan *pl, const char *where) {
+    if (!tensor_is_none(shift)) tensor_expect(shift, where, "shift", 2, (size_t[]){pl->n, pl->c});
+}
+
+static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
+                    Tensor bias, int n_groups, float eps, bool silu, const char *where) {
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
+    expect_shift(shift, &pl, where);
     if (out_bf16) CHECK(tensor_is_none(out), "%s: two outputs", where);
     else tensor_expect(out, where, "out", inp.ndim, inp.shape);
     tensor_expect(mean, where, "mean", 2, stats_shape);
@@ -474,31 +490,31 @@ static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Te
     if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
     if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, channels);
     CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", where, (double)eps);
-    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, eps, silu, out_bf16};
+    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, shift.data, eps, silu, out_bf16};
     if (pl.slabs) forward_slabs(&pl, &f);
     else forward_chunks(&pl, &f);
 }
 
 void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
                         float eps) {
-    forward(out, NULL, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
+    forward(out, NULL, mean, rstd, inp, tensor_none(), weight, bias, n_groups, eps, false, __func__);
 }
 
-void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
-                             int n_groups, float eps) {
-    forward(out, NULL, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
+                             Tensor bias, int n_groups, float eps) {
+    forward(out, NULL, mean, rstd, inp, shift, weight, bias, n_groups, eps, true, __func__);
 }
 
 void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps) {
     CHECK(out, "%s: out is NULL", __func__);
-    forward(tensor_none(), out, mean, rstd, inp, weight, bias, n_groups, eps, false, __func__);
+    forward(tensor_none(), out, mean, rstd, inp, tensor_none(), weight, bias, n_groups, eps, false, __func__);
 }
 
-void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
-                                  int n_groups, float eps) {
+void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
+                                  Tensor bias, int n_groups, float eps) {
     CHECK(out, "%s: out is NULL", __func__);
-    forward(tensor_none(), out, mean, rstd, inp, weight, bias, n_groups, eps, true, __func__);
+    forward(tensor_none(), out, mean, rstd, inp, shift, weight, bias, n_groups, eps, true, __func__);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -537,9 +553,11 @@ static void grad_sums(double *restrict a_sum, double *restrict b_sum, const floa
 
 /* The input-gradient coefficients of one group (channels c0 .. c0 + cg - 1) from its sums A, B:
  * y = (x - mean) rstd w + bias, with mean and rstd functions of every x of the group, gives
- * dx = rstd w dy - rstd SA / M - (x - mean) rstd^3 SB / M = dy alpha + x beta + gamma. */
+ * dx = rstd w dy - rstd SA / M - (x - mean) rstd^3 SB / M = dy alpha + x beta + gamma; with the sample's
+ * shift (C floats, or NULL) x + shift stands for x, so gamma takes shift beta. */
 static void group_grad_coefficients(float *alpha, float *beta, float *gamma, const double *a_sum, const double *b_sum,
-                                    const float *w, size_t c0, size_t cg, double mean, double rstd, double count) {
+                                    const float *w, const float *shift, size_t c0, size_t cg, double mean, double rstd,
+                                    double count) {
     double sa = 0, sb = 0;
     for (size_t j = 0; j < cg; j++) {
         double wc = w ? (double)w[c0 + j] : 1.0;
@@ -549,7 +567,7 @@ static void group_grad_coefficients(float *alpha, float *beta, float *gamma, con
     for (size_t j = 0; j < cg; j++) {
         alpha[j] = (float)(rstd * (w ? (double)w[c0 + j] : 1.0));
         beta[j] = (float)be;
-        gamma[j] = (float)ga;
+        gamma[j] = (float)(ga + (shift ? (double)shift[c0 + j] * be : 0.0));
     }
 }
 
@@ -567,19 +585,26 @@ static void input_grad_rows(float *restrict dx, const float *restrict dy, size_t
 
 typedef struct BackwardArgs {
     Tensor dinp, dweight, dbias, dout, inp, mean, rstd;
-    const float *w, *bias;
+    const float *w, *bias, *shift; /* shift (N, C) or NULL */
     bool silu; /* the fused op: dout is the gradient of silu(y) */
 } BackwardArgs;
 
+/* The centre mu = mean - shift that x's values deviate from, for channels [c0, c0 + width) of sample n. */
+static void centres(float *restrict mu, const BackwardArgs *args, const GroupNormPlan *pl, size_t n, size_t c0,
+                    size_t width) {
+    for (size_t c = 0; c < width; c++)
+        mu[c] = args->mean.data[n * pl->g + (c0 + c) / pl->cg] - (args->shift ? args->shift[n * pl->c + c0 + c] : 0.0f);
+}
+
 /* The fused op's y = x a + b coefficients of channels [c0, c0 + width) of sample n, from the saved
- * statistics. */
-static void recompute_coefficients(float *restrict a, float *restrict b, const BackwardArgs *args,
-                                   const GroupNormPlan *pl, size_t n, size_t c0, size_t width) {
+ * statistics and the centres mu. */
+static void recompute_coefficients(float *restrict a, float *restrict b, const float *restrict mu,
+                                   const BackwardArgs *args, const GroupNormPlan *pl, size_t n, size_t c0,
+                                   size_t width) {
     for (size_t c = 0; c < width; c++) {
-        size_t ng = n * pl->g + (c0 + c) / pl->cg;
-        float r = args->rstd.data[ng];
+        float r = args->rstd.data[n * pl->g + (c0 + c) / pl->cg];
         a[c] = args->w ? r * args->w[c0 + c] : r;
-        b[c] = (args->bias ? args->bias[c0 + c] : 0.0f) - args->mean.data[ng] * a[c];
+        b[c] = (args->bias ? args->bias[c0 + c] : 0.0f) - mu[c] * a[c];
     }
 }
 
@@ -687,12 +712,10 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
             size_t offset = n * pl->s * c_all + c0, ld_dy = c_all;
             const float *x = b->inp.data + offset, *dy = b->dout.data + offset;
             double *a_sum = sums + n * 2 * c_all + c0, *b_sum = a_sum + c_all;
-            for (size_t c = 0; c < width; c++) {
-                mu[c] = b->mean.data[n * pl->g + g0 + c / pl->cg];
-                a_sum[c] = 0, b_sum[c] = 0;
-            }
+            centres(mu, b, pl, n, c0, width);
+            for (size_t c = 0; c < width; c++) a_sum[c] = 0, b_sum[c] = 0;
             if (b->silu) {
-                recompute_coefficients(ya, yb, b, pl, n, c0, width);
+                recompute_coefficients(ya, yb, mu, b, pl, n, c0, width);
                 silu_grad_rows(yb + width, dy, x, pl->s, width, c_all, ya, yb);
                 dy = yb + width, ld_dy = width;
             }
@@ -700,9 +723,9 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
             if (!b->dinp.data) continue;
             for (size_t j = 0; j < pl->slab_groups; j++) {
                 size_t g = g0 + j, at = j * pl->cg;
-                group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w, c0 + at,
-                                        pl->cg, b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g],
-                                        (double)count);
+                group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w,
+                                        b->shift ? b->shift + n * c_all : NULL, c0 + at, pl->cg,
+                                        b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g], (double)count);
             }
             input_grad_rows(b->dinp.data + offset, dy, ld_dy, x, pl->s, width, c_all, alpha, beta, gamma);
         }
@@ -729,8 +752,8 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
 #pragma omp for schedule(static)
         for (size_t n = 0; n < pl->n; n++) {
             float *mu = coef + n * 6 * c_all;
-            for (size_t c = 0; c < c_all; c++) mu[c] = b->mean.data[n * pl->g + c / pl->cg];
-            if (b->silu) recompute_coefficients(mu + 4 * c_all, mu + 5 * c_all, b, pl, n, 0, c_all);
+            centres(mu, b, pl, n, 0, c_all);
+            if (b->silu) recompute_coefficients(mu + 4 * c_all, mu + 5 * c_all, mu, b, pl, n, 0, c_all);
         }
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
@@ -758,7 +781,8 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
                 size_t n = ng / pl->g, c0 = ng % pl->g * pl->cg;
                 float *alpha = coef + n * 6 * c_all + c_all + c0;
                 group_grad_coefficients(alpha, alpha + c_all, alpha + 2 * c_all, sums + n * 2 * c_all + c0,
-                                        sums + n * 2 * c_all + c_all + c0, b->w, c0, pl->cg, b->mean.data[ng],
+                                        sums + n * 2 * c_all + c_all + c0, b->w,
+                                        b->shift ? b->shift + n * c_all : NULL, c0, pl->cg, b->mean.data[ng],
                                         b->rstd.data[ng], (double)count);
             }
 #pragma omp for schedule(static)
@@ -773,10 +797,11 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
     }
 }
 
-static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
-                     Tensor weight, Tensor bias, int n_groups, bool silu, const char *where) {
+static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift, Tensor mean,
+                     Tensor rstd, Tensor weight, Tensor bias, int n_groups, bool silu, const char *where) {
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
+    expect_shift(shift, &pl, where);
     tensor_expect(dout, where, "dout", inp.ndim, inp.shape);
     if (!tensor_is_none(dinp)) tensor_expect(dinp, where, "dinp", inp.ndim, inp.shape);
     tensor_expect(mean, where, "mean", 2, stats_shape);
@@ -789,17 +814,18 @@ static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
     }
     if (!tensor_is_none(dbias)) tensor_expect(dbias, where, "dbias", 1, channels);
     if (tensor_is_none(dinp) && tensor_is_none(dweight) && tensor_is_none(dbias)) return;
-    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data, bias.data, silu};
+    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data, bias.data, shift.data, silu};
     if (pl.slabs) backward_slabs(&pl, &b);
     else backward_chunks(&pl, &b);
 }
 
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups) {
-    backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, tensor_none(), n_groups, false, __func__);
+    backward(dinp, dweight, dbias, dout, inp, tensor_none(), mean, rstd, weight, tensor_none(), n_groups, false,
+             __func__);
 }
 
-void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean,
-                              Tensor rstd, Tensor weight, Tensor bias, int n_groups) {
-    backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, bias, n_groups, true, __func__);
+void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift,
+                              Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups) {
+    backward(dinp, dweight, dbias, dout, inp, shift, mean, rstd, weight, bias, n_groups, true, __func__);
 }

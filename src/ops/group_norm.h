@@ -14,7 +14,11 @@
  * group_norm_silu_forward_bf16 writes that output rounded to bf16 (core/half.h), inp's shape, for a bf16
  * convolution to read (conv2d_*_bf16_input); its backward is group_norm_silu_backward.
  * group_norm_forward_bf16 likewise writes group_norm_forward's output rounded to bf16, for bf16 linear
- * products to read (linear_forward_bf16_input); its backward is group_norm_backward. */
+ * products to read (linear_forward_bf16_input); its backward is group_norm_backward.
+ * shift, (N, C) or tensor_none(): the fused ops normalise inp + shift[n, c] (added at every position), as
+ * if that sum were their input, without forming it; backward reads the same inp and shift, and dinp is
+ * the gradient with respect to that sum (so also to shift, summed over positions). This is diffusers'
+ * ResnetBlock2D adding the time embedding before norm2, with one pass over the activation fewer. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 
@@ -26,13 +30,13 @@ void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor
                         float eps);
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups);
-void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
-                             int n_groups, float eps);
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
+                             Tensor bias, int n_groups, float eps);
 void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps);
-void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
-                                  int n_groups, float eps);
-void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean,
-                              Tensor rstd, Tensor weight, Tensor bias, int n_groups);
+void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
+                                  Tensor bias, int n_groups, float eps);
+void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift,
+                              Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups);
 
 #endif
