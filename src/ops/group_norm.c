@@ -44,7 +44,11 @@
  * are never stored; backward recomputes them from x and the saved statistics (y = x a + b with a = rstd w,
  * b = bias - mean a, in float) and turns the SiLU's output gradient into the dy = dout silu'(y) that the two
  * passes above read: a slab's whole dy once, into a per-thread buffer (it fits in L2); a chunk's a block of
- * rows at a time, in each pass. */
+ * rows at a time, in each pass.
+ *
+ * Shift (the fused ops, group_norm.h): the input is x + shift[n, c], never formed. Its channel means are x's
+ * moved by the shift before channels fold into groups (M2 is unchanged), the output offset b takes
+ * shift a, and backward's centres become mean - shift and its constant term gamma + shift beta. */
 #include "ops/group_norm.h"
 
 #if defined(__AVX512F__)
