@@ -11,7 +11,6 @@
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
-#include <string.h>
 
 #include "core/alloc.h"
 #include "core/check.h"

@@ -18,6 +18,8 @@
  *     outputs with fewer than 16 (conv_out) the forward (plan_create_narrow) and, in fp32 at 3x3 and
  *     stride 1, the weight gradient from our own loops (conv2d_narrow_weights.c): oneDNN's convolution
  *     kernels waste most of each vector there.
+ *   - fp32 forward convolutions with 16 outputs or fewer take oneDNN's direct kernels rather than the
+ *     brgemm ones it offers first (prefers_direct).
  *   - fp32 3x3 convolutions at stride 1 with enough channels and positions (most of a U-Net's FLOPs) run
  *     as Winograd F(4x4, 3x3), about twice as fast, on channel-blocked copies of the activations
  *     (winograd_fits), a few images per call in large batches (images_per_call).
