@@ -90,7 +90,9 @@ typedef struct HeadKeys {
     size_t nh; /* the head they hold, SIZE_MAX for none */
 } HeadKeys;
 
+/* A thread's HeadKeys in its scratch (none for the lanes kernels, whose scratch has no room for them). */
 static HeadKeys head_keys_in(float *scratch, AttentionShape s) {
+    if (attention_uses_lanes(s.D)) return (HeadKeys){.nh = SIZE_MAX};
     float *kt = scratch + attention_tile_scratch_floats(s.D) + attention_dq_head_floats(s);
     return (HeadKeys){.kt = kt, .vt = kt + s.D * attention_kt_stride(s.Lk), .nh = SIZE_MAX};
 }
