@@ -353,7 +353,7 @@ static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *
     Tensor dbt = tensor_1d(r.db, sh.c);
     if (fused) {
         Tensor st = shift ? tensor_2d((float *)shift, sh.n, sh.c) : tensor_none();
-        group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, st, wt, bt, (int)sh.g, 1e-5f);
+        group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, tensor_none(), st, wt, bt, (int)sh.g, 1e-5f);
         group_norm_silu_backward(act3(r.dx, sh), dwt, dbt, act3((float *)dy, sh), xt, st, mt, rt, wt, bt, (int)sh.g);
         return r;
     }
@@ -440,7 +440,8 @@ static void check_fused(RefShape sh) {
     /* The bf16 output is that output rounded to bf16. */
     uint16_t *y16 = xmalloc(numel * sizeof(uint16_t));
     group_norm_silu_forward_bf16(y16, tensor_2d(got.mean, sh.n, sh.g), tensor_2d(got.rstd, sh.n, sh.g), act3(x, sh),
-                                 tensor_none(), tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g, 1e-5f);
+                                 tensor_none(), tensor_none(), tensor_1d(w, sh.c), tensor_1d(b, sh.c), (int)sh.g,
+                                 1e-5f);
     size_t wrong = 0;
     for (size_t i = 0; i < numel; i++) wrong += y16[i] != float_to_bfloat16(want.y[i]);
     EXPECT(wrong == 0, "%s: %zu bf16 outputs are not the fp32 output rounded", what, wrong);
@@ -506,6 +507,55 @@ static void test_group_norm_silu_shift(void) {
     check_shifted((RefShape){3, 37, 20, 4});     /* positions not a multiple of 8 */
 }
 
+/* An input in two parts (an up block's hidden state and skip): the fused forward ops on (x[.., :ca],
+ * x[.., ca:]) give the same bits as on x, with and without a shift, fp32 and bf16, wherever the split falls
+ * (inside a group, inside a slab, off a vector boundary). */
+static void check_two_parts(RefShape sh, size_t ca) {
+    const size_t numel = sh.n * sh.s * sh.c, rows = sh.n * sh.s, cb = sh.c - ca;
+    float *x = xmalloc(numel * sizeof(float)), *xa = xmalloc(rows * ca * sizeof(float));
+    float *xb = xmalloc(rows * cb * sizeof(float)), *shift = xmalloc(sh.n * sh.c * sizeof(float));
+    float *w = xmalloc(sh.c * sizeof(float)), *b = xmalloc(sh.c * sizeof(float));
+    fill_normal(x, numel, 91), fill_normal(shift, sh.n * sh.c, 92);
+    fill_uniform(w, sh.c, 93, 0.5f, 1.5f), fill_normal(b, sh.c, 94);
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(xa + r * ca, x + r * sh.c, ca * sizeof(float));
+        memcpy(xb + r * cb, x + r * sh.c + ca, cb * sizeof(float));
+    }
+    float *y[2], *mean[2], *rstd[2];
+    uint16_t *y16[2];
+    const RefShape sha = {sh.n, sh.s, ca, sh.g}, shb = {sh.n, sh.s, cb, sh.g};
+    for (int shifted = 0; shifted < 2; shifted++) {
+        Tensor st = shifted ? tensor_2d(shift, sh.n, sh.c) : tensor_none();
+        for (int k = 0; k < 2; k++) {
+            y[k] = xmalloc(numel * sizeof(float)), y16[k] = xmalloc(numel * sizeof(uint16_t));
+            mean[k] = xmalloc(sh.n * sh.g * sizeof(float)), rstd[k] = xmalloc(sh.n * sh.g * sizeof(float));
+            Tensor mt = tensor_2d(mean[k], sh.n, sh.g), rt = tensor_2d(rstd[k], sh.n, sh.g);
+            Tensor in = k ? act3(xa, sha) : act3(x, sh), in2 = k ? act3(xb, shb) : tensor_none();
+            group_norm_silu_forward(act3(y[k], sh), mt, rt, in, in2, st, tensor_1d(w, sh.c), tensor_1d(b, sh.c),
+                                    (int)sh.g, 1e-5f);
+            group_norm_silu_forward_bf16(y16[k], mt, rt, in, in2, st, tensor_1d(w, sh.c), tensor_1d(b, sh.c),
+                                         (int)sh.g, 1e-5f);
+        }
+        bool same = memcmp(y[0], y[1], numel * sizeof(float)) == 0 &&
+                    memcmp(mean[0], mean[1], sh.n * sh.g * sizeof(float)) == 0 &&
+                    memcmp(rstd[0], rstd[1], sh.n * sh.g * sizeof(float)) == 0;
+        EXPECT(same, "(%zu, %zu, %zu + %zu) G=%zu%s: two parts differ from their concatenation", sh.n, sh.s, ca, cb,
+               sh.g, shifted ? ", shifted" : "");
+        EXPECT(memcmp(y16[0], y16[1], numel * sizeof(uint16_t)) == 0,
+               "(%zu, %zu, %zu + %zu)%s: two parts' bf16 output differs", sh.n, sh.s, ca, cb, shifted ? ", shifted" : "");
+        for (int k = 0; k < 2; k++) free(y[k]), free(y16[k]), free(mean[k]), free(rstd[k]);
+    }
+    free(x), free(xa), free(xb), free(shift), free(w), free(b);
+}
+
+static void test_group_norm_silu_two_parts(void) {
+    check_two_parts((RefShape){3, 28 * 28, 48, 8}, 32); /* slabs of whole rows; group 5 split 2 + 4 */
+    check_two_parts((RefShape){2, 14 * 14, 96, 8}, 64); /* chunks */
+    check_two_parts((RefShape){2, 8 * 8, 896, 32}, 500); /* slabs of 112 channels, one split at 52 */
+    check_two_parts((RefShape){2, 4096, 256, 32}, 160); /* chunks of a large input: the next blocks prefetched */
+    check_two_parts((RefShape){1, 37, 20, 4}, 7);       /* positions not a multiple of 8, odd widths */
+}
+
 typedef struct FusedGradCtx {
     RefShape sh;
     float *x, *y, *dy, *w, *b, *mean, *rstd, *shift;
@@ -515,7 +565,7 @@ static double fused_grad_loss(void *ctx) {
     FusedGradCtx *g = ctx;
     RefShape sh = g->sh;
     group_norm_silu_forward(act3(g->y, sh), tensor_2d(g->mean, sh.n, sh.g), tensor_2d(g->rstd, sh.n, sh.g),
-                            act3(g->x, sh), tensor_2d(g->shift, sh.n, sh.c), tensor_1d(g->w, sh.c),
+                            act3(g->x, sh), tensor_none(), tensor_2d(g->shift, sh.n, sh.c), tensor_1d(g->w, sh.c),
                             tensor_1d(g->b, sh.c), (int)sh.g, 1e-5f);
     return dot_double(g->y, g->dy, sh.n * sh.s * sh.c);
 }
@@ -646,8 +696,12 @@ static void bad_call(void *ctx) {
         group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), xt, xt, tensor_none(), mt, rt,
                                  wt, tensor_1d(w, 4), 4);
         break;
-    default:
-        group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, xt, tensor_2d(b, 1, 8), wt, bt, 4, 1e-5f);
+    case 9:
+        group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, xt, tensor_none(), tensor_2d(b, 1, 8), wt, bt, 4, 1e-5f);
+        break;
+    default: /* a second part of 3 samples next to the first's 2 */
+        group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, tensor_3d(x, 2, 3, 4), tensor_3d(x, 3, 3, 4),
+                                tensor_none(), wt, bt, 4, 1e-5f);
         break;
     }
 }
@@ -660,6 +714,7 @@ static void test_group_norm_check_failures(void) {
         "dweight is requested but weight is none",      "dinp has shape (2, 3, 4), expected (2, 3, 8)",
         "group_norm_silu_backward: bias has shape (4), expected (8)",
         "group_norm_silu_forward: shift has shape (1, 8), expected (2, 8)",
+        "group_norm_silu_forward: inp2 has shape (3, 3, 4), expected (2, 3, 4)",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
         expect_check_failure(expected[i], bad_call, &(BadCall){i}, expected[i]);
@@ -673,6 +728,7 @@ int main(void) {
     RUN(test_group_norm_streamed_output);
     RUN(test_group_norm_silu_matches_unfused);
     RUN(test_group_norm_silu_shift);
+    RUN(test_group_norm_silu_two_parts);
     RUN(test_group_norm_silu_gradcheck);
     RUN(test_group_norm_robust_to_offset);
     RUN(test_group_norm_constant_group);

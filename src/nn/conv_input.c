@@ -16,12 +16,12 @@ void conv_input_plan(ConvInput *in, Arena *arena, bool bf16, size_t n, size_t h,
     }
 }
 
-void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor shift, Tensor weight, Tensor bias,
-                          int groups, float eps) {
+void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor x2, Tensor shift, Tensor weight,
+                          Tensor bias, int groups, float eps) {
     if (in->bf16.data)
-        group_norm_silu_forward_bf16((uint16_t *)in->bf16.data, mean, rstd, x, shift, weight, bias, groups, eps);
+        group_norm_silu_forward_bf16((uint16_t *)in->bf16.data, mean, rstd, x, x2, shift, weight, bias, groups, eps);
     else
-        group_norm_silu_forward(in->f32, mean, rstd, x, shift, weight, bias, groups, eps);
+        group_norm_silu_forward(in->f32, mean, rstd, x, x2, shift, weight, bias, groups, eps);
 }
 
 void conv_input_forward(Tensor out, const ConvInput *in, Tensor weight, Tensor bias, Conv2dParams p) {

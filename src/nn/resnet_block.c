@@ -1,5 +1,5 @@
 /* diffusers' ResnetBlock2D (models/resnet.py), forward and backward, on channels-last activations:
- *   x = concat(h, skip)                     (up blocks)
+ *   x = concat(h, skip)                     (up blocks; forward reads h and skip where they lie)
  *   a1 = silu(norm1(x));  a1, x = resample(a1), resample(x)     ("resnet" up/down sampling only)
  *   c1 = conv1(a1)
  *   default:      n = norm2(c1 + time_emb_proj(silu(emb)))    (the sum fused into the norm, never stored)
@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "nn/unet_layers.h"
 #include "ops/ops.h"
+#include "ops/shortcut_add.h"
 
 static Tensor act4(Arena *arena, size_t n, size_t h, size_t w, size_t c) {
     return tensor_4d(arena_floats(arena, n * h * w * c), n, h, w, c);
@@ -69,8 +70,9 @@ void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N
     if (l->skip_channels > 0) unet_scratch_need(need, 5, in_image);
 }
 
-/* x_cat = concat(in, skip) in scratch buffer 6, or `in` itself without a skip. The concatenation is not
- * kept for backward, which concatenates again: both halves are saved anyway (the previous layer's output
+/* x_cat = concat(in, skip) in scratch buffer 6, or `in` itself without a skip. Forward forms it only to
+ * resample it or for a shortcut that shortcut_add does not serve (norm1 and shortcut_add read in and skip
+ * where they lie); backward concatenates again: both halves are saved anyway (the previous layer's output
  * and the skip), and the copy is cheap next to the memory it would hold through the whole pass. */
 static Tensor concat_input(const LayerState *s, Tensor in, Tensor skip, const UNetScratch *scratch) {
     if (s->layer->skip_channels == 0) return in;
@@ -140,20 +142,18 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     const UNetLayer *l = s->layer;
     ResnetActs *a = &s->resnet;
     const Tensor *p = s->p;
-    Tensor x_cat = concat_input(s, in, skip, scratch);
-    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, x_cat, tensor_none(), p[UNET_RESNET_NORM1_WEIGHT],
+    conv_input_norm_silu(&a->a1, a->mean1, a->rstd1, in, skip, tensor_none(), p[UNET_RESNET_NORM1_WEIGHT],
                          p[UNET_RESNET_NORM1_BIAS], l->norm_groups, (float)l->norm_eps);
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
     if (resample) {
         resample_forward(l->resample, a->a1r.f32, a->a1.f32);
-        resample_forward(l->resample, a->xr, x_cat);
+        resample_forward(l->resample, a->xr, concat_input(s, in, skip, scratch));
     }
-    Tensor xr = resample ? a->xr : x_cat;
     conv_input_forward(a->c1, &a->a1r, p[UNET_RESNET_CONV1_WEIGHT], p[UNET_RESNET_CONV1_BIAS], conv2d_params(1, 1));
     linear_forward(a->temb, silu_emb, p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], p[UNET_RESNET_TIME_EMB_PROJ_BIAS]);
     if (l->time_scale_shift == UNET_TIME_SCALE_SHIFT_DEFAULT) {
         /* a2 = silu(norm2(c1 + temb)), the sum never formed: c1 keeps conv1's output */
-        conv_input_norm_silu(&a->a2, a->mean2, a->rstd2, a->c1, a->temb, p[UNET_RESNET_NORM2_WEIGHT],
+        conv_input_norm_silu(&a->a2, a->mean2, a->rstd2, a->c1, tensor_none(), a->temb, p[UNET_RESNET_NORM2_WEIGHT],
                              p[UNET_RESNET_NORM2_BIAS], l->norm_groups, (float)l->norm_eps);
     } else {
         group_norm_forward(a->n2, a->mean2, a->rstd2, a->c1, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
@@ -165,12 +165,22 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     }
     if (dropout_on(l, keys)) dropout_per_sample(a->a2.f32, a->a2.f32, l->dropout, keys, layer_index);
     conv_input_forward(s->out, &a->a2, p[UNET_RESNET_CONV2_WEIGHT], p[UNET_RESNET_CONV2_BIAS], conv2d_params(1, 1));
-    Tensor shortcut = xr;
-    if (!tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT])) {
-        shortcut = tensor_4d(scratch->buf[0], s->n, s->out_h, s->out_w, (size_t)l->out_channels);
-        conv2d_forward(shortcut, xr, p[UNET_RESNET_SHORTCUT_WEIGHT], p[UNET_RESNET_SHORTCUT_BIAS], conv2d_params(1, 0));
+    /* out = (shortcut(x) + out) / output_scale, x = xr or concat(in, skip): in one pass where it serves */
+    const Tensor weight = p[UNET_RESNET_SHORTCUT_WEIGHT], bias = p[UNET_RESNET_SHORTCUT_BIAS];
+    const float inv_scale = (float)(1.0 / l->output_scale);
+    const Tensor x_a = resample ? a->xr : in, x_b = resample ? tensor_none() : skip;
+    if (shortcut_add_fused(x_a.shape[3], tensor_is_none(x_b) ? 0 : x_b.shape[3], (size_t)l->out_channels,
+                           !tensor_is_none(weight))) {
+        shortcut_add_forward(s->out, x_a, x_b, weight, bias, inv_scale);
+        return;
     }
-    add_scaled_forward(s->out, shortcut, s->out, (float)(1.0 / l->output_scale));
+    Tensor shortcut = resample ? a->xr : concat_input(s, in, skip, scratch);
+    if (!tensor_is_none(weight)) {
+        Tensor x = shortcut;
+        shortcut = tensor_4d(scratch->buf[0], s->n, s->out_h, s->out_w, (size_t)l->out_channels);
+        conv2d_forward(shortcut, x, weight, bias, conv2d_params(1, 0));
+    }
+    add_scaled_forward(s->out, shortcut, s->out, inv_scale);
 }
 
 void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor in, Tensor skip,

@@ -298,8 +298,8 @@ static void time_backward(UNet *net, LayerState *s) {
 
 static void head_forward(LayerState *s, Tensor in) {
     const UNetLayer *l = s->layer;
-    conv_input_norm_silu(&s->head.act, s->head.mean, s->head.rstd, in, tensor_none(), s->p[UNET_OUT_NORM_WEIGHT],
-                         s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
+    conv_input_norm_silu(&s->head.act, s->head.mean, s->head.rstd, in, tensor_none(), tensor_none(),
+                         s->p[UNET_OUT_NORM_WEIGHT], s->p[UNET_OUT_NORM_BIAS], l->norm_groups, (float)l->norm_eps);
     conv_input_forward(s->out, &s->head.act, s->p[UNET_OUT_CONV_WEIGHT], s->p[UNET_OUT_CONV_BIAS], conv2d_params(1, 1));
 }
 

@@ -52,16 +52,17 @@ typedef struct ConvInput {
 } ConvInput;
 
 void conv_input_plan(ConvInput *in, Arena *arena, bool bf16, size_t n, size_t h, size_t w, size_t c);
-/* in = silu(group_norm(x + shift)), shift (N, C) per sample and channel or none (group_norm.h) */
-void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor shift, Tensor weight, Tensor bias,
-                          int groups, float eps);
+/* in = silu(group_norm(concat(x, x2) + shift)): x2 more channels or none, shift (N, C) per sample and channel
+ * or none (group_norm.h) */
+void conv_input_norm_silu(ConvInput *in, Tensor mean, Tensor rstd, Tensor x, Tensor x2, Tensor shift, Tensor weight,
+                          Tensor bias, int groups, float eps);
 void conv_input_forward(Tensor out, const ConvInput *in, Tensor weight, Tensor bias, Conv2dParams p);
 void conv_input_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const ConvInput *in, Tensor weight,
                          Conv2dParams p);
 
 /* Group norms followed by SiLU run fused (ops/group_norm.h): their normalised values are not stored but
  * recomputed by backward from the norm's input and statistics. x_cat, the input concatenated with the
- * skip, is not saved either (see resnet_block.c). */
+ * skip, is not saved either, nor in most blocks formed by forward (see resnet_block.c). */
 typedef struct ResnetActs {
     Tensor mean1, rstd1; /* norm1 statistics */
     ConvInput a1, a1r;   /* silu(norm1(x_cat)) (fp32 when the block resamples), and conv1's input: a1

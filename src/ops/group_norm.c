@@ -305,24 +305,26 @@ static bool can_stream(const float *out, size_t c_all) {
 #endif
 }
 
-/* out = x a + b for n_rows rows of `width` channels (row stride ld), with per-channel a = rstd w and
+/* out = x a + b for n_rows rows of `width` channels (row strides ld for out, ld_x for x), with per-channel a = rstd w and
  * b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below the
  * rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
- * the sum separately, so they give the same bits. stream needs width == ld and can_stream(). With silu,
+ * the sum separately, so they give the same bits. stream needs width == ld == ld_x and can_stream(). With silu,
  * out = silu(x a + b): the fused GroupNorm + SiLU, whose output a convolution reads next, so it is never
  * streamed past the cache. */
-static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
-                           const float *restrict a, const float *restrict b, bool silu, bool stream);
+static void normalize_rows(float *restrict out, size_t ld, const float *restrict x, size_t ld_x, size_t n_rows,
+                           size_t width, const float *restrict a, const float *restrict b, bool silu, bool stream);
 
 /* out = bf16(silu(x a + b)), or bf16(x a + b) without silu: the output rounded to bf16 as it is written,
- * for a bf16 convolution or projection to read (group_norm_silu_forward_bf16, group_norm_forward_bf16). */
-static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x, size_t n_rows, size_t width,
-                                size_t ld, const float *restrict a, const float *restrict b, bool silu) {
+ * for a bf16 convolution or projection to read (group_norm_silu_forward_bf16, group_norm_forward_bf16).
+ * Row strides ld (out) and ld_x (x). */
+static void normalize_rows_bf16(uint16_t *restrict out, size_t ld, const float *restrict x, size_t ld_x,
+                                size_t n_rows, size_t width, const float *restrict a, const float *restrict b,
+                                bool silu) {
 #if defined(__AVX512F__)
     for (size_t r = 0; r < n_rows; r++)
         for (size_t c = 0; c < width; c += 16) {
             const __mmask16 m = silu16_lanes(width - c);
-            const __m512 y32 = affine16(x + r * ld + c, a + c, b + c, m);
+            const __m512 y32 = affine16(x + r * ld_x + c, a + c, b + c, m);
             __m256i y = bfloat16_round16(silu ? silu_value16(y32) : y32);
             if (m == 0xFFFF) _mm256_storeu_si256((__m256i *)(out + r * ld + c), y);
             else {
@@ -334,7 +336,7 @@ static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x,
     return;
 #endif
     for (size_t r = 0; r < n_rows; r++) {
-        const float *row = x + r * ld;
+        const float *row = x + r * ld_x;
         uint16_t *orow = out + r * ld;
 #pragma omp simd
         for (size_t c = 0; c < width; c++) {
@@ -344,8 +346,8 @@ static void normalize_rows_bf16(uint16_t *restrict out, const float *restrict x,
     }
 }
 
-static void normalize_rows(float *restrict out, const float *restrict x, size_t n_rows, size_t width, size_t ld,
-                           const float *restrict a, const float *restrict b, bool silu, bool stream) {
+static void normalize_rows(float *restrict out, size_t ld, const float *restrict x, size_t ld_x, size_t n_rows,
+                           size_t width, const float *restrict a, const float *restrict b, bool silu, bool stream) {
 #if defined(__AVX512F__)
     if (stream && !silu) {
         for (size_t r = 0; r < n_rows; r++)
@@ -360,7 +362,7 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
         for (size_t r = 0; r < n_rows; r++)
             for (size_t c = 0; c < width; c += 16) {
                 const __mmask16 m = silu16_lanes(width - c);
-                _mm512_mask_storeu_ps(out + r * ld + c, m, silu_value16(affine16(x + r * ld + c, a + c, b + c, m)));
+                _mm512_mask_storeu_ps(out + r * ld + c, m, silu_value16(affine16(x + r * ld_x + c, a + c, b + c, m)));
             }
         return;
     }
@@ -368,7 +370,7 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
     (void)stream;
 #endif
     for (size_t r = 0; r < n_rows; r++) {
-        const float *row = x + r * ld;
+        const float *row = x + r * ld_x;
         float *orow = out + r * ld;
         if (silu) {
 #pragma omp simd
@@ -380,19 +382,67 @@ static void normalize_rows(float *restrict out, const float *restrict x, size_t 
     }
 }
 
+/* The forward's input, channels [0, C): part 0's c[0] channels, then part 1's c[1] (0 for a one-part input). */
+typedef struct Input {
+    const float *x[2];
+    size_t c[2];
+} Input;
+
+/* Where channels [c0, c0 + width) of the input's row `row` (of all N S rows) lie: a run in each part they
+ * reach, each with its data, row stride, first channel within [c0, c0 + width) and width. */
+typedef struct Run {
+    const float *x;
+    size_t ld, first, width;
+} Run;
+
+static int input_runs(const Input *in, size_t row, size_t c0, size_t width, Run runs[2]) {
+    int n_runs = 0;
+    size_t lo = 0;
+    for (int p = 0; p < 2; p++) {
+        const size_t hi = lo + in->c[p];
+        const size_t from = c0 > lo ? c0 : lo, to = c0 + width < hi ? c0 + width : hi;
+        if (from < to) runs[n_runs++] = (Run){in->x[p] + row * in->c[p] + (from - lo), in->c[p], from - c0, to - from};
+        lo = hi;
+    }
+    return n_runs;
+}
+
+/* block_moments over each run of n_rows rows, into the per-channel moments of channels [c0, c0 + width);
+ * with prefetch, each run's next block of n_rows rows is pulled in. */
+static void runs_moments(double *mean_c, double *m2_c, double *count, double *work, const Run *runs, int n_runs,
+                         size_t n_rows, bool prefetch) {
+    const double before = *count;
+    for (int i = 0; i < n_runs; i++) {
+        double c = before;
+        block_moments(mean_c + runs[i].first, m2_c + runs[i].first, &c, work, runs[i].x, n_rows, runs[i].width,
+                      runs[i].ld, prefetch ? runs[i].x + n_rows * runs[i].ld : NULL);
+        *count = c;
+    }
+}
+
 typedef struct ForwardArgs {
-    Tensor out, mean, rstd, inp;
+    Tensor out, mean, rstd;
+    Input in;
     const float *w, *bias, *shift; /* shift (N, C) or NULL */
     float eps;
     bool silu;
     uint16_t *out_bf16; /* the bf16 output, in place of out */
 } ForwardArgs;
 
-/* The output rows [offset, offset + n_rows ld) of a forward task. */
-static void write_rows(const ForwardArgs *f, size_t offset, size_t n_rows, size_t width, size_t ld, const float *a,
-                       const float *b, bool stream) {
-    if (f->out_bf16) normalize_rows_bf16(f->out_bf16 + offset, f->inp.data + offset, n_rows, width, ld, a, b, f->silu);
-    else normalize_rows(f->out.data + offset, f->inp.data + offset, n_rows, width, ld, a, b, f->silu, stream);
+/* Rows [row, row + n_rows) of the output's channels [c0, c0 + width) (of C), from their coefficients a, b. */
+static void write_rows(const ForwardArgs *f, size_t row, size_t n_rows, size_t c0, size_t width, size_t c_all,
+                       const float *a, const float *b, bool stream) {
+    Run runs[2];
+    const int n_runs = input_runs(&f->in, row, c0, width, runs);
+    for (int i = 0; i < n_runs; i++) {
+        const size_t at = row * c_all + c0 + runs[i].first, first = runs[i].first;
+        if (f->out_bf16)
+            normalize_rows_bf16(f->out_bf16 + at, c_all, runs[i].x, runs[i].ld, n_rows, runs[i].width, a + first,
+                                b + first, f->silu);
+        else
+            normalize_rows(f->out.data + at, c_all, runs[i].x, runs[i].ld, n_rows, runs[i].width, a + first,
+                           b + first, f->silu, stream);
+    }
 }
 
 /* Slab split: each task owns k groups of one sample from statistics to output. */
@@ -410,18 +460,19 @@ static void forward_slabs(const GroupNormPlan *pl, const ForwardArgs *f) {
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
-            size_t offset = n * pl->s * pl->c + c0;
             double count = 0;
             for (size_t c = 0; c < width; c++) mean_c[c] = 0, m2_c[c] = 0;
             const float *shift = f->shift ? f->shift + n * pl->c : NULL;
-            block_moments(mean_c, m2_c, &count, block_work, f->inp.data + offset, pl->s, width, pl->c, NULL);
+            Run runs[2];
+            const int n_runs = input_runs(&f->in, n * pl->s, c0, width, runs);
+            runs_moments(mean_c, m2_c, &count, block_work, runs, n_runs, pl->s, false);
             shift_means(mean_c, shift ? shift + c0 : NULL, width);
             fold_groups(moments, mean_c, m2_c, count, k, pl->cg, fold_work);
             for (size_t j = 0; j < k; j++)
                 group_output_coefficients(&f->mean.data[n * pl->g + g0 + j], &f->rstd.data[n * pl->g + g0 + j],
                                           a + j * pl->cg, b + j * pl->cg, moments[j], f->eps, f->w, f->bias, shift,
                                           c0 + j * pl->cg, pl->cg);
-            write_rows(f, offset, pl->s, width, pl->c, a, b, false);
+            write_rows(f, n * pl->s, pl->s, c0, width, pl->c, a, b, false);
         }
     }
 }
@@ -439,7 +490,7 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
     size_t block_rows = GN_BLOCK_ELEMS / c_all / 8 * 8;
     if (block_rows < 8) block_rows = 8;
     const bool large = pl->n * pl->s * c_all * sizeof(float) >= GN_LARGE_BYTES;
-    const bool stream = large && !f->out_bf16 && can_stream(f->out.data, c_all);
+    const bool stream = large && !f->out_bf16 && f->in.c[1] == 0 && can_stream(f->out.data, c_all);
 #pragma omp parallel if (pl->n_tasks > 1 && pl->n * pl->s * c_all >= GN_PARALLEL_ELEMS)
     {
         double *mean_c = work + (size_t)omp_get_thread_num() * work_doubles, *m2_c = mean_c + c_all;
@@ -451,9 +502,9 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
             for (size_t c = 0; c < c_all; c++) mean_c[c] = 0, m2_c[c] = 0;
             for (size_t r = r0; r < r1; r += block_rows) {
                 size_t rows = r1 - r < block_rows ? r1 - r : block_rows;
-                const float *x = f->inp.data + (n * pl->s + r) * c_all;
-                block_moments(mean_c, m2_c, &count, block_work, x, rows, c_all, c_all,
-                              r + rows < r1 && large ? x + rows * c_all : NULL);
+                Run runs[2];
+                const int n_runs = input_runs(&f->in, n * pl->s + r, 0, c_all, runs);
+                runs_moments(mean_c, m2_c, &count, block_work, runs, n_runs, rows, r + rows < r1 && large);
             }
             shift_means(mean_c, f->shift ? f->shift + n * c_all : NULL, c_all);
             fold_groups(chunk_moments + task * n_groups, mean_c, m2_c, count, n_groups, pl->cg, fold_work);
@@ -470,9 +521,9 @@ static void forward_chunks(const GroupNormPlan *pl, const ForwardArgs *f) {
         }
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
-            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1), offset = (n * pl->s + r0) * c_all;
+            size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
             const float *a = coef + n * 2 * c_all;
-            write_rows(f, offset, r1 - r0, c_all, c_all, a, a + c_all, stream);
+            write_rows(f, n * pl->s + r0, r1 - r0, 0, c_all, c_all, a, a + c_all, stream);
         }
     }
 }
@@ -482,8 +533,21 @@ static void expect_shift(Tensor shift, const GroupNormPlan *pl, const char *wher
     if (!tensor_is_none(shift)) tensor_expect(shift, where, "shift", 2, (size_t[]){pl->n, pl->c});
 }
 
-static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
-                    Tensor bias, int n_groups, float eps, bool silu, const char *where) {
+/* The input concat(inp, inp2) along channels (inp2 may be none), CHECKed, and its whole shape. */
+static Input input_of(Tensor inp, Tensor inp2, Tensor *whole, const char *where) {
+    tensor_expect(inp, where, "inp", inp.ndim, NULL);
+    *whole = inp;
+    if (tensor_is_none(inp2)) return (Input){{inp.data, NULL}, {inp.shape[inp.ndim - 1], 0}};
+    Tensor want = inp;
+    want.shape[inp.ndim - 1] = inp2.ndim == inp.ndim ? inp2.shape[inp.ndim - 1] : 0;
+    tensor_expect(inp2, where, "inp2", inp.ndim, want.shape);
+    whole->shape[inp.ndim - 1] += inp2.shape[inp.ndim - 1];
+    return (Input){{inp.data, inp2.data}, {inp.shape[inp.ndim - 1], inp2.shape[inp.ndim - 1]}};
+}
+
+static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
+                    Tensor weight, Tensor bias, int n_groups, float eps, bool silu, const char *where) {
+    const Input in = input_of(inp, inp2, &inp, where); /* inp now has the whole shape */
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
     expect_shift(shift, &pl, where);
@@ -494,31 +558,32 @@ static void forward(Tensor out, uint16_t *out_bf16, Tensor mean, Tensor rstd, Te
     if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
     if (!tensor_is_none(bias)) tensor_expect(bias, where, "bias", 1, channels);
     CHECK(eps >= 0 && isfinite(eps), "%s: eps is %g, expected a finite value >= 0", where, (double)eps);
-    const ForwardArgs f = {out, mean, rstd, inp, weight.data, bias.data, shift.data, eps, silu, out_bf16};
+    const ForwardArgs f = {out, mean, rstd, in, weight.data, bias.data, shift.data, eps, silu, out_bf16};
     if (pl.slabs) forward_slabs(&pl, &f);
     else forward_chunks(&pl, &f);
 }
 
 void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias, int n_groups,
                         float eps) {
-    forward(out, NULL, mean, rstd, inp, tensor_none(), weight, bias, n_groups, eps, false, __func__);
+    forward(out, NULL, mean, rstd, inp, tensor_none(), tensor_none(), weight, bias, n_groups, eps, false, __func__);
 }
 
-void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
-                             Tensor bias, int n_groups, float eps) {
-    forward(out, NULL, mean, rstd, inp, shift, weight, bias, n_groups, eps, true, __func__);
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
+                             Tensor weight, Tensor bias, int n_groups, float eps) {
+    forward(out, NULL, mean, rstd, inp, inp2, shift, weight, bias, n_groups, eps, true, __func__);
 }
 
 void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps) {
     CHECK(out, "%s: out is NULL", __func__);
-    forward(tensor_none(), out, mean, rstd, inp, tensor_none(), weight, bias, n_groups, eps, false, __func__);
+    forward(tensor_none(), out, mean, rstd, inp, tensor_none(), tensor_none(), weight, bias, n_groups, eps, false,
+            __func__);
 }
 
-void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
-                                  Tensor bias, int n_groups, float eps) {
+void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
+                                  Tensor weight, Tensor bias, int n_groups, float eps) {
     CHECK(out, "%s: out is NULL", __func__);
-    forward(tensor_none(), out, mean, rstd, inp, shift, weight, bias, n_groups, eps, true, __func__);
+    forward(tensor_none(), out, mean, rstd, inp, inp2, shift, weight, bias, n_groups, eps, true, __func__);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

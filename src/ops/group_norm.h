@@ -18,7 +18,10 @@
  * shift, (N, C) or tensor_none(): the fused ops normalise inp + shift[n, c] (added at every position), as
  * if that sum were their input, without forming it; backward reads the same inp and shift, and dinp is
  * the gradient with respect to that sum (so also to shift, summed over positions). This is diffusers'
- * ResnetBlock2D adding the time embedding before norm2, with one pass over the activation fewer. */
+ * ResnetBlock2D adding the time embedding before norm2, with one pass over the activation fewer.
+ * inp2, (N, ..., C2) or tensor_none(): the fused forward ops normalise concat(inp, inp2) along channels
+ * (C + C2 of them, shift (N, C + C2)) without forming it, as an up block's resnet does with its hidden
+ * state and skip; same bits as on the concatenation, which backward then takes as inp. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 
@@ -30,12 +33,12 @@ void group_norm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor
                         float eps);
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups);
-void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
-                             Tensor bias, int n_groups, float eps);
+void group_norm_silu_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
+                             Tensor weight, Tensor bias, int n_groups, float eps);
 void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                              int n_groups, float eps);
-void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor shift, Tensor weight,
-                                  Tensor bias, int n_groups, float eps);
+void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
+                                  Tensor weight, Tensor bias, int n_groups, float eps);
 void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift,
                               Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups);
 
