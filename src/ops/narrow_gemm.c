@@ -1,0 +1,127 @@
+/* Rows times a narrow weight, plus bias and residual, scaled (narrow_gemm.h).
+ *
+ * The weight is transposed once per call to (K, co), K = ca + cb. A register block holds R rows x J
+ * vectors of 16 output channels (R J <= 24 accumulators): for each input channel it loads J weight vectors
+ * and broadcasts one input value per row, R J fused multiply-adds; a's channels, then b's. Output channels
+ * go in blocks of 64 (J = 4), the last block narrower. Each output element is bias + one multiply-add
+ * chain over the input channels in order, then (residual + it) scale: the same bits for any thread count.
+ * The caller's measurements say where it beats oneDNN (shortcut_add.c, linear.c); the limits below are
+ * the widest shapes measured. */
+#include "ops/narrow_gemm.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "core/alloc.h"
+#include "core/check.h"
+
+/* Below this many output elements one thread does the work. */
+#define NARROW_PARALLEL_ELEMS 32768
+#define NARROW_MAX_IN 512
+#define NARROW_MAX_OUT 128
+
+bool narrow_gemm_can(size_t co) {
+#if defined(__AVX512F__)
+    return co > 0 && co % 16 == 0;
+#else
+    (void)co;
+    return false;
+#endif
+}
+
+bool narrow_gemm_serves(size_t k, size_t co) { return narrow_gemm_can(co) && k <= NARROW_MAX_IN && co <= NARROW_MAX_OUT; }
+
+#if defined(__AVX512F__)
+#define NARROW_INLINE static inline __attribute__((always_inline))
+
+/* What every block of a call reads and writes. */
+typedef struct Product {
+    float *out;
+    const float *residual, *x[2], *wt, *bias; /* wt: the weight transposed, (K, co) */
+    size_t c[2], co;
+    float scale;
+} Product;
+
+/* Rows [row, row + R), output channels [j0, j0 + 16 J). */
+NARROW_INLINE void block(const Product *p, size_t row, size_t j0, const int R, const int J) {
+    const size_t co = p->co;
+    __m512 acc[24][4];
+#pragma GCC unroll 24
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) acc[r][j] = p->bias ? _mm512_loadu_ps(p->bias + j0 + 16 * j) : _mm512_setzero_ps();
+    const float *w = p->wt + j0;
+    for (int s = 0; s < 2; s++) {
+        const size_t c = p->c[s];
+        const float *x = p->x[s] + row * c;
+        for (size_t k = 0; k < c; k++, w += co) {
+            __m512 wv[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < J; j++) wv[j] = _mm512_loadu_ps(w + 16 * j);
+#pragma GCC unroll 24
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[r * c + k]);
+#pragma GCC unroll 4
+                for (int j = 0; j < J; j++) acc[r][j] = _mm512_fmadd_ps(xb, wv[j], acc[r][j]);
+            }
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(p->scale);
+#pragma GCC unroll 24
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) {
+            const size_t at = (row + r) * co + j0 + 16 * j;
+            __m512 v = acc[r][j];
+            if (p->residual) v = _mm512_add_ps(_mm512_loadu_ps(p->residual + at), v);
+            _mm512_storeu_ps(p->out + at, p->scale == 1.0f ? v : _mm512_mul_ps(v, scale));
+        }
+}
+
+/* Rows per register block: R J <= 24, with J the vectors of the first (widest) channel block. */
+static int block_rows(size_t co) { return (int)(24 / (co >= 64 ? 4 : co / 16)); }
+
+/* Rows [row, row + n_rows) (n_rows = block_rows, or 1 for the last rows), every output channel. */
+static void rows_block(const Product *p, size_t row, int n_rows) {
+    for (size_t j0 = 0; j0 < p->co; j0 += 64) {
+        const int j = p->co - j0 >= 64 ? 4 : (int)((p->co - j0) / 16);
+#define NARROW_CASE(R, J)                                                                                      \
+    case (R) * 8 + (J):                                                                                        \
+        block(p, row, j0, R, J);                                                                               \
+        break
+        switch (n_rows * 8 + j) {
+            NARROW_CASE(24, 1); NARROW_CASE(12, 2); NARROW_CASE(8, 3); NARROW_CASE(6, 4);
+            NARROW_CASE(6, 1); NARROW_CASE(6, 2); NARROW_CASE(6, 3);
+            NARROW_CASE(1, 1); NARROW_CASE(1, 2); NARROW_CASE(1, 3); NARROW_CASE(1, 4);
+            default: CHECK(0, "narrow_gemm: no block for %d rows x %d vectors", n_rows, j);
+        }
+#undef NARROW_CASE
+    }
+}
+
+static GrowBuffer transposed;
+#endif
+
+void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
+                 const float *weight, const float *bias, size_t co, size_t rows, float scale) {
+    CHECK(narrow_gemm_can(co), "narrow_gemm: %zu output channels, expected a multiple of 16 on an AVX-512 build", co);
+#if defined(__AVX512F__)
+    const size_t k_all = ca + cb;
+    float *wt = grow_buffer(&transposed, k_all * co * sizeof(float));
+    for (size_t o = 0; o < co; o++)
+        for (size_t k = 0; k < k_all; k++) wt[k * co + o] = weight[o * k_all + k];
+    const Product p = {out, residual, {a, cb ? b : NULL}, wt, bias, {ca, cb}, co, scale};
+    const int r_block = block_rows(co);
+    const size_t n_blocks = rows / (size_t)r_block, tail = n_blocks * (size_t)r_block;
+#pragma omp parallel if (rows * co >= NARROW_PARALLEL_ELEMS)
+    {
+#pragma omp for schedule(static) nowait
+        for (size_t blk = 0; blk < n_blocks; blk++) rows_block(&p, blk * (size_t)r_block, r_block);
+#pragma omp for schedule(static)
+        for (size_t row = tail; row < rows; row++) rows_block(&p, row, 1);
+    }
+#else
+    (void)out, (void)residual, (void)a, (void)ca, (void)b, (void)cb, (void)weight, (void)bias, (void)rows, (void)scale;
+#endif
+}
