@@ -253,7 +253,10 @@ static void plan_reorder(Plan *plan, const dnnl_memory_desc_t *user_md, const dn
  *   out[n, oy, ox, o] = bias[o] + sum, over the taps k (in order), of cols[input read by tap k, k, o]
  * cols holds kH kW copies of the result, so images go in equal groups (a divisor of N) of at most
  * NARROW_COLS_BYTES of it where they can (a single image may exceed that). The gather sums each
- * element in a fixed order into a local row first, so repeated calls add identical values. */
+ * element in a fixed order into a local row first, so repeated calls add identical values. The forward's
+ * outputs whose taps all lie inside the image take the same sums vectorised across a row
+ * (narrow_forward_inside): in fashion-mnist's sampling step its gather fell from 1.5 % to 0.4 % of the
+ * step's samples (perf). */
 enum { NARROW_CI = 16, NARROW_CO = CONV2D_NARROW_CO };
 #define NARROW_COLS_BYTES ((size_t)32 << 20)
 
@@ -649,6 +652,27 @@ static void narrow_gather(float *acc, const float *cols, bool forward, Conv2dSha
     }
 }
 
+/* narrow_gather's forward for the outputs [x0, x1) of row (n, y) whose taps all lie inside the input's row
+ * (stride 1): the same sums in the same order, vectorised across outputs, into r_row = bias + the sums. */
+static void narrow_forward_inside(float *r_row, const float *cols, const float *bias, Conv2dShape s, Conv2dParams p,
+                                  size_t n, size_t y, size_t x0, size_t x1, size_t width) {
+    const size_t n_cols = s.kh * s.kw * width;
+    for (size_t c = 0; c < width; c++) {
+        const float b = bias ? bias[c] : 0.0f;
+#pragma omp simd
+        for (size_t x = x0; x < x1; x++) {
+            float acc = 0;
+            for (size_t ky = 0; ky < s.kh; ky++) {
+                const ptrdiff_t py = (ptrdiff_t)(y + ky) - p.pad_top;
+                if (py < 0 || py >= (ptrdiff_t)s.h) continue;
+                const float *row = cols + ((n * s.h + (size_t)py) * s.w + x - (size_t)p.pad_left) * n_cols + c;
+                for (size_t kx = 0; kx < s.kw; kx++) acc += row[kx * n_cols + (ky * s.kw + kx) * width];
+            }
+            r_row[x * width + c] = b + acc;
+        }
+    }
+}
+
 /* A narrow plan's pass (see plan_create_narrow): the weights as a (K x taps width) matrix, then per group
  * of images the matmul and the gather. Forward (K = Ci, width = Co): out = bias + the gathered sums;
  * backward-data (K = Co, width = Ci): dinp += the gathered sums. */
@@ -665,18 +689,32 @@ static void narrow_run(const Plan *plan, float *result, const float *src, Tensor
                 const size_t o = forward ? c : kd, i = forward ? kd : c;
                 w_cols[kd * n_cols + k * width + c] = weight.data[(o * s.ci + i) * taps + k];
             }
+    /* Forward at stride 1: the outputs [x_in, x_end) of a row read every tap inside the image's row */
+    size_t x_in = 0, x_end = 0;
+    if (forward && p.stride == 1 && (size_t)p.pad_left + s.w >= s.kw - 1) {
+        x_in = (size_t)p.pad_left < row_len ? (size_t)p.pad_left : row_len;
+        x_end = s.w + (size_t)p.pad_left + 1 - s.kw < row_len ? s.w + (size_t)p.pad_left + 1 - s.kw : row_len;
+        if (x_end < x_in) x_end = x_in;
+    }
     for (size_t n0 = 0; n0 < s.n; n0 += group) {
         narrow_matmul(plan, src + n0 * src_pos * k_dim, w_cols, cols);
         float *result_group = result + n0 * rows * row_len * width;
-#pragma omp parallel for collapse(3) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static)
         for (size_t n = 0; n < group; n++)
-            for (size_t y = 0; y < rows; y++)
+            for (size_t y = 0; y < rows; y++) {
+                float *r_row = result_group + (n * rows + y) * row_len * width;
                 for (size_t x = 0; x < row_len; x++) {
+                    if (x == x_in && x_end > x_in) {
+                        narrow_forward_inside(r_row, cols, bias, s, p, n, y, x_in, x_end, width);
+                        x = x_end - 1;
+                        continue;
+                    }
                     float acc[NARROW_CI > NARROW_CO ? NARROW_CI : NARROW_CO];
                     narrow_gather(acc, cols, forward, s, p, n, y, x, width);
-                    float *r = result_group + ((n * rows + y) * row_len + x) * width;
+                    float *r = r_row + x * width;
                     for (size_t c = 0; c < width; c++) r[c] = forward ? (bias ? bias[c] : 0.0f) + acc[c] : r[c] + acc[c];
                 }
+            }
     }
 }
 
