@@ -584,13 +584,39 @@ static void held_weights_case(const Case *c, OpsPrecision precision, bool moved)
     ops_set_precision(OPS_PRECISION_FP32);
 }
 
+/* fp32 copies are held only while they all fit in 64 MB: of two 38 MB weight tensors the first is held,
+ * the second read on every call. */
+static void test_held_weights_fp32_budget(void) {
+    const Case wide = {1, 16, 16, 1024, 1024, 3, 3, S1P1, false}; /* enough positions for blocked weights */
+    const size_t n = n_out(&wide);
+    Conv a = conv_alloc(&wide), b = conv_alloc(&wide);
+    conv_fill(&a, 9);
+    conv_fill(&b, 10);
+    float *want_a = xmalloc(n * sizeof(float)), *want_b = xmalloc(n * sizeof(float));
+    conv2d_hold_weights(true);
+    run_forward(&a, true);
+    memcpy(want_a, a.out.data, n * sizeof(float));
+    run_forward(&b, true);
+    memcpy(want_b, b.out.data, n * sizeof(float));
+    for (size_t i = 0; i < n_weight(&wide); i++) a.weight.data[i] *= 2, b.weight.data[i] *= 2;
+    run_forward(&a, true);
+    run_forward(&b, true);
+    EXPECT(same_bits(a.out.data, want_a, n), "the first 38 MB of fp32 weights should be held");
+    EXPECT(!same_bits(b.out.data, want_b, n), "the second 38 MB of fp32 weights should be read again");
+    conv2d_hold_weights(false);
+    free(want_a), free(want_b);
+    conv_free(&a);
+    conv_free(&b);
+}
+
 static void test_held_weights(void) {
     const Case blocked = {2, 16, 16, 32, 48, 3, 3, S1P1, true}, few_positions = {2, 4, 4, 64, 64, 3, 3, S1P1, false};
-    /* bf16 forwards hold their rounded weights; fp32 ones hold nothing, whether our own loops, oneDNN's
-     * reorder or nothing (the channels-first forward of few positions) moves them. */
-    held_weights_case(&blocked, OPS_PRECISION_FP32, false);
+    /* bf16 forwards hold their rounded weights, fp32 ones their moved weights, whether our own loops or
+     * oneDNN's reorder moves them; nothing is held where nothing moves them (the channels-first forward of
+     * few positions). */
+    held_weights_case(&blocked, OPS_PRECISION_FP32, true);
     conv2d_fast_use_own_weight_moves(false);
-    held_weights_case(&blocked, OPS_PRECISION_FP32, false);
+    held_weights_case(&blocked, OPS_PRECISION_FP32, true);
     conv2d_fast_use_own_weight_moves(true);
     held_weights_case(&few_positions, OPS_PRECISION_FP32, false);
     if (ops_bf16_supported()) {
@@ -832,6 +858,7 @@ int main(void) {
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
     RUN(test_held_weights);
+    RUN(test_held_weights_fp32_budget);
     RUN(test_thread_count_dependence);
     RUN(test_lru_cache_order);
     RUN(test_plan_cache_eviction);

@@ -122,8 +122,8 @@ typedef struct Workspace {
         grad_sums;
 } Workspace;
 
-/* Held weights (conv2d_hold_weights): a bf16 forward plan's rounded weights in its kernel's layout, by the
- * address of the oihw tensor they came from and that layout. */
+/* Held weights (conv2d_hold_weights): a forward plan's weights in its kernel's layout (bf16 plans: rounded),
+ * by the address of the oihw tensor they came from and that layout. */
 typedef struct HeldWeights {
     const float *weight;
     dnnl_memory_desc_t layout;
@@ -136,7 +136,10 @@ static bool hold_weights;
 static bool use_winograd = true;
 static size_t winograd_call_bytes; /* 0: WINOGRAD_CALL_BYTES */
 static HeldWeights *held;
-static size_t n_held, held_capacity;
+static size_t n_held, held_capacity, held_bytes;
+/* fp32 forward weights are held too while all held copies stay within this many bytes (conv2d.h):
+ * fashion-mnist's all, the first layers of the larger presets. */
+#define HOLD_FP32_MAX_BYTES ((size_t)64 << 20)
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Plans */
@@ -594,7 +597,7 @@ static void held_weights_free(void) {
     for (size_t i = 0; i < n_held; i++) alloc_free(held[i].data);
     free(held);
     held = NULL;
-    n_held = held_capacity = 0;
+    n_held = held_capacity = held_bytes = 0;
 }
 
 void conv2d_hold_weights(bool hold) {
@@ -739,8 +742,8 @@ static const uint16_t *bf16_copy(GrowBuffer *b, const float *src, size_t n) {
     return copy;
 }
 
-/* The held copy of weight in plan's kernel layout, made on first use (see conv2d_hold_weights); *fresh
- * tells whether it still has to be filled. */
+/* The held copy of weight in plan's kernel layout, made on first use (see conv2d_hold_weights), or NULL
+ * for an fp32 plan past the budget; *fresh tells whether it still has to be filled. */
 static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh) {
     const dnnl_memory_desc_t *layout;
     DNNL_CALL(dnnl_memory_get_memory_desc(plan->wei, &layout));
@@ -749,25 +752,29 @@ static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh)
             *fresh = false;
             return held[i].data;
         }
+    const size_t bytes = dnnl_memory_desc_get_size(layout);
+    if (!plan->key.bf16 && held_bytes + bytes > HOLD_FP32_MAX_BYTES) return NULL;
+    held_bytes += bytes;
     if (n_held == held_capacity) {
         held_capacity = held_capacity ? 2 * held_capacity : 64;
         held = xrealloc(held, held_capacity * sizeof *held);
     }
-    held[n_held] = (HeldWeights){.weight = weight, .layout = *layout, .data = alloc_aligned(dnnl_memory_desc_get_size(layout))};
+    held[n_held] = (HeldWeights){.weight = weight, .layout = *layout, .data = alloc_aligned(bytes)};
     *fresh = true;
     return held[n_held++].data;
 }
 
-/* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a bf16 forward
- * plan while weights are held, moved only on first use) and returns the memory to use. */
+/* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a forward plan
+ * while weights are held and the budget allows, moved only on first use) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
+    bool fresh_held = true;
     if (!plan->wei) {
         dnnl_runtime_bind(plan->wei_user, weight);
         return plan->wei_user;
     }
-    void *dst = ws.wei.data;
-    bool fresh = true;
-    if (hold_weights && plan->key.kind == PLAN_FORWARD && plan->key.bf16) dst = held_weights_of(plan, weight, &fresh);
+    void *dst = hold_weights && plan->key.kind == PLAN_FORWARD ? held_weights_of(plan, weight, &fresh_held) : NULL;
+    bool fresh = dst ? fresh_held : true;
+    if (!dst) dst = ws.wei.data;
     dnnl_runtime_bind(plan->wei, dst);
     if (!fresh) return plan->wei;
     if (plan->own_layout.ok) {
