@@ -317,6 +317,33 @@ static void test_linear_bf16_rows(void) {
     free(inp), free(weight), free(bias), free(dout), free(out), free(inp16), free(out16);
 }
 
+/* linear_residual_forward: (inp Wᵀ + bias + residual) scale against the reference linear and the sum formed,
+ * narrow (one pass of narrow_gemm on AVX-512) and wide (linear_forward, then add_scaled_forward). */
+static void check_linear_residual(size_t M, size_t Fi, size_t Fo, float scale) {
+    float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
+    float *bias = xmalloc(Fo * sizeof(float)), *residual = xmalloc(M * Fo * sizeof(float));
+    float *want = xmalloc(M * Fo * sizeof(float)), *got = guarded_alloc(M * Fo);
+    fill_normal(inp, M * Fi, 31), fill_uniform(weight, Fo * Fi, 32, -0.2f, 0.2f);
+    fill_normal(bias, Fo, 33), fill_normal(residual, M * Fo, 34);
+    linear_forward_reference(tensor_2d(want, M, Fo), tensor_2d(inp, M, Fi), tensor_2d(weight, Fo, Fi),
+                             tensor_1d(bias, Fo));
+    for (size_t i = 0; i < M * Fo; i++) want[i] = (want[i] + residual[i]) * scale;
+    linear_residual_forward(tensor_2d(got, M, Fo), tensor_2d(inp, M, Fi), tensor_2d(weight, Fo, Fi),
+                            tensor_1d(bias, Fo), tensor_2d(residual, M, Fo), scale);
+    char what[96];
+    snprintf(what, sizeof what, "linear_residual_forward M %zu, %zu -> %zu, scale %g", M, Fi, Fo, (double)scale);
+    expect_close_scaled(what, got, want, M * Fo, 1e-5);
+    guarded_check(what, got);
+    guarded_free(got);
+    free(inp), free(weight), free(bias), free(residual), free(want);
+}
+
+static void test_linear_residual(void) {
+    check_linear_residual(12544, 32, 32, 1.0f); /* fashion-mnist's attention output at 14x14 */
+    check_linear_residual(99, 64, 64, 0.5f);    /* leftover rows */
+    check_linear_residual(300, 200, 200, 1.0f); /* wide: linear_forward and add_scaled */
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* CHECK failures */
 
@@ -335,6 +362,8 @@ static void call_bad_linear(void *ctx) {
     case 4: linear_backward(tensor_none(), tensor_2d(weight, 4, 3), tensor_none(), tout, tinp, tweight); break;
     case 5: linear_backward_reference(tensor_2d(inp, 2, 6), tensor_none(), tensor_none(), tout, tinp, tweight); break;
     case 6: linear_forward_bf16((uint16_t *)out, (uint16_t *)inp, 3, tweight, tensor_none()); break;
+    case 7: linear_residual_forward(tout, tinp, tweight, tensor_none(), tensor_2d(out + 3, 3, 3), 1.0f); break;
+    case 8: linear_residual_forward(tout, tinp, tweight, tensor_none(), tensor_2d(inp, 4, 3), 1.0f); break;
     default: linear_forward_reference(tout, tinp, tensor_1d(weight, 12), tensor_none()); break;
     }
 }
@@ -348,6 +377,8 @@ static void test_linear_rejects_bad_arguments(void) {
         "linear_backward: dweight has shape (4, 3), expected (3, 4)",
         "linear_backward_reference: dinp has shape (2, 6), expected (3, 4)",
         "linear_forward_bf16: M 3, 4 -> 3 does not take the bf16 products",
+        "linear_residual_forward: residual overlaps out",
+        "linear_residual_forward: residual has shape (4, 3), expected (3, 3)",
         "linear_forward_reference: weight has shape (12), expected 2 dimensions",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++) {
@@ -363,6 +394,7 @@ int main(void) {
     RUN(test_linear_bias_gradient_thread_independent);
     RUN(test_linear_bf16_matches_rounded_reference);
     RUN(test_linear_bf16_rows);
+    RUN(test_linear_residual);
     RUN(test_linear_rejects_bad_arguments);
     return harness_finish();
 }

@@ -88,8 +88,8 @@ void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratc
         for (int i = 0; i < 3; i++) linear_forward(a->qkv[i], normed, p[QKV_WEIGHT[i]], p[QKV_BIAS[i]]);
         attention_forward(a->o, a->lse, a->qkv[0], a->qkv[1], a->qkv[2], l->n_heads, attention_scale(l));
     }
-    linear_forward(out, a->o, p[UNET_ATTN_TO_OUT_WEIGHT], p[UNET_ATTN_TO_OUT_BIAS]);
-    add_scaled_forward(out, out, x, (float)(1.0 / l->output_scale));
+    linear_residual_forward(out, a->o, p[UNET_ATTN_TO_OUT_WEIGHT], p[UNET_ATTN_TO_OUT_BIAS], x,
+                            (float)(1.0 / l->output_scale));
 }
 
 void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch) {

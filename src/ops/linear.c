@@ -31,10 +31,12 @@
  * OpenBLAS's own pthreads did not, next to OpenMP loops whose idle workers spin on the same two cores
  * (and lost a factor of up to 100 when the machine was loaded). Hence oneDNN for every shape. */
 #include <oneapi/dnnl/dnnl.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/check.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/linear_internal.h"
 #include "ops/narrow_gemm.h"
@@ -115,6 +117,19 @@ void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
             for (size_t o = 0; o < Fo; o++) out.data[m * Fo + o] = bias.data[o];
     }
     linear_sgemm('N', 'T', M, Fo, s.Fi, inp.data, s.Fi, weight.data, s.Fi, bias.data ? 1.0f : 0.0f, out.data, Fo);
+}
+
+void linear_residual_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Tensor residual, float scale) {
+    LinearShape s = linear_check_forward(__func__, out, inp, weight, bias);
+    tensor_expect(residual, __func__, "residual", out.ndim, out.shape);
+    const uintptr_t r0 = (uintptr_t)residual.data, o0 = (uintptr_t)out.data, bytes = s.M * s.Fo * sizeof(float);
+    CHECK(r0 + bytes <= o0 || o0 + bytes <= r0, "%s: residual overlaps out", __func__);
+    if (!takes_bf16(s) && narrow_gemm_serves(s.Fi, s.Fo)) {
+        narrow_gemm(out.data, residual.data, inp.data, s.Fi, NULL, 0, weight.data, bias.data, s.Fo, s.M, scale);
+        return;
+    }
+    linear_forward(out, inp, weight, bias);
+    add_scaled_forward(out, out, residual, scale);
 }
 
 bool linear_takes_bf16(size_t M, size_t Fi, size_t Fo) { return takes_bf16((LinearShape){M, Fi, Fo}); }

@@ -17,6 +17,11 @@
 #include "core/tensor.h"
 
 void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
+/* out = (inp weightᵀ + bias + residual) scale, residual shaped as out and apart from it: a linear layer that
+ * ends a residual block (diffusers' attention: to_out, + the block's input, / rescale_output_factor), in
+ * one pass where narrow_gemm serves. Its backward is linear_backward's with dout scale, and dout scale for
+ * the residual. */
+void linear_residual_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Tensor residual, float scale);
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
 
 /* bf16 precision: whether linear_forward takes the bf16 products at these sizes (M rows, Fi -> Fo); then
