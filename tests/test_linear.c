@@ -216,17 +216,19 @@ static void check_linear_fast_vs_reference(size_t M, size_t Fi, size_t Fo, OpsPr
 static void test_linear_fast_matches_reference(void) {
     /* Narrow layers take narrow_gemm on AVX-512 builds: fashion-mnist's time embedding (64 rows, 16 -> 64) and
      * a resnet's projection of it (64 -> 16), 37 rows (one register block and leftover rows), 80 outputs
-     * (channel blocks of 64 and 16). */
+     * (channel blocks of 64 and 16); their weight gradients narrow_weight_grad, also over chunks of rows
+     * with a short last one and 48 inputs (blocks of 3 vectors), and 128 inputs (two blocks of 64). */
 #ifdef __SANITIZE_ADDRESS__
     const size_t shapes[][3] = {{512, 224, 224}, {128, 448, 448}, {2, 224, 896}, {16, 896, 896},
-                                {64, 16, 64},   {37, 40, 80},    {64, 64, 16}};
+                                {64, 16, 64},   {37, 40, 80},    {64, 64, 16},  {1000, 48, 32},
+                                {300, 128, 16}};
 #else
     /* Attention projections at 64x64, 32x32, 16x16 and 8x8 (N = 2) and fashion-mnist's at 14x14 (N = 64),
      * the time-embedding MLP at batch 2. Wider layers: from 256 rows the forward is a oneDNN matmul,
      * below it sgemm. */
     const size_t shapes[][3] = {{8192, 224, 224}, {2048, 448, 448}, {512, 672, 672}, {128, 896, 896},
                                 {12544, 32, 32},  {2, 224, 896},    {2, 896, 896},   {64, 16, 64},
-                                {37, 40, 80},     {64, 64, 16}};
+                                {37, 40, 80},     {64, 64, 16},     {1000, 48, 32},  {300, 128, 16}};
 #endif
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_linear_fast_vs_reference(shapes[i][0], shapes[i][1], shapes[i][2], OPS_PRECISION_FP32);
@@ -255,6 +257,24 @@ static void test_linear_bias_gradient_thread_independent(void) {
     }
     EXPECT(worst < 1e-4, "dbias off a double-precision sum by %.3g (sums of 1000 normal values)", worst);
     free(inp), free(weight), free(dout);
+}
+
+/* So are the narrow weight gradients (narrow_weight_grad: chunks of rows added in order). */
+static void test_linear_narrow_weight_gradient_thread_independent(void) {
+    const size_t M = 3000, Fi = 32, Fo = 48;
+    float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
+    float *dout = xmalloc(M * Fo * sizeof(float)), *dweight[2];
+    fill_normal(inp, M * Fi, 24), fill_normal(weight, Fo * Fi, 25), fill_normal(dout, M * Fo, 26);
+    const int saved = threads_get();
+    for (int t = 0; t < 2; t++) {
+        dweight[t] = xcalloc(Fo * Fi, sizeof(float));
+        threads_set(2 * t + 1);
+        linear_backward(tensor_none(), tensor_2d(dweight[t], Fo, Fi), tensor_none(), tensor_2d(dout, M, Fo),
+                        tensor_2d(inp, M, Fi), tensor_2d(weight, Fo, Fi));
+    }
+    threads_set(saved);
+    EXPECT(memcmp(dweight[0], dweight[1], Fo * Fi * sizeof(float)) == 0, "dweight differs between 1 and 3 threads");
+    free(inp), free(weight), free(dout), free(dweight[0]), free(dweight[1]);
 }
 
 /* bf16 precision on the shapes that take the bf16 products (linear_bf16_applies): the attention
@@ -392,6 +412,7 @@ int main(void) {
     RUN(test_linear_matches_pytorch);
     RUN(test_linear_fast_matches_reference);
     RUN(test_linear_bias_gradient_thread_independent);
+    RUN(test_linear_narrow_weight_gradient_thread_independent);
     RUN(test_linear_bf16_matches_rounded_reference);
     RUN(test_linear_bf16_rows);
     RUN(test_linear_residual);

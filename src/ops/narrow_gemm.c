@@ -100,8 +100,32 @@ static void rows_block(const Product *p, size_t row, int n_rows) {
     }
 }
 
+static void run(const Product *p, size_t rows) {
+    const int r_block = block_rows(p->co);
+    const size_t n_blocks = rows / (size_t)r_block, tail = n_blocks * (size_t)r_block;
+#pragma omp parallel if (rows * p->co >= NARROW_PARALLEL_ELEMS)
+    {
+#pragma omp for schedule(static) nowait
+        for (size_t blk = 0; blk < n_blocks; blk++) rows_block(p, blk * (size_t)r_block, r_block);
+#pragma omp for schedule(static)
+        for (size_t row = tail; row < rows; row++) rows_block(p, row, 1);
+    }
+}
+
 static GrowBuffer transposed;
 #endif
+
+void narrow_gemm_kco(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
+                     const float *weight_kco, const float *bias, size_t co, size_t rows, float scale) {
+    CHECK(narrow_gemm_can(co), "narrow_gemm: %zu output channels, expected a multiple of 16 on an AVX-512 build", co);
+#if defined(__AVX512F__)
+    const Product p = {out, residual, {a, cb ? b : NULL}, weight_kco, bias, {ca, cb}, co, scale};
+    run(&p, rows);
+#else
+    (void)out, (void)residual, (void)a, (void)ca, (void)b, (void)cb, (void)weight_kco, (void)bias, (void)rows,
+        (void)scale;
+#endif
+}
 
 void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
                  const float *weight, const float *bias, size_t co, size_t rows, float scale) {
@@ -111,17 +135,85 @@ void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, c
     float *wt = grow_buffer(&transposed, k_all * co * sizeof(float));
     for (size_t o = 0; o < co; o++)
         for (size_t k = 0; k < k_all; k++) wt[k * co + o] = weight[o * k_all + k];
-    const Product p = {out, residual, {a, cb ? b : NULL}, wt, bias, {ca, cb}, co, scale};
-    const int r_block = block_rows(co);
-    const size_t n_blocks = rows / (size_t)r_block, tail = n_blocks * (size_t)r_block;
-#pragma omp parallel if (rows * co >= NARROW_PARALLEL_ELEMS)
-    {
-#pragma omp for schedule(static) nowait
-        for (size_t blk = 0; blk < n_blocks; blk++) rows_block(&p, blk * (size_t)r_block, r_block);
-#pragma omp for schedule(static)
-        for (size_t row = tail; row < rows; row++) rows_block(&p, row, 1);
-    }
+    narrow_gemm_kco(out, residual, a, ca, b, cb, wt, bias, co, rows, scale);
 #else
     (void)out, (void)residual, (void)a, (void)ca, (void)b, (void)cb, (void)weight, (void)bias, (void)rows, (void)scale;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The weight gradient */
+
+/* Rows per chunk of the weight gradient's partial sums: the chunks, not the threads, fix the order. */
+#define GRAD_CHUNK_ROWS 256
+
+bool narrow_weight_grad_serves(size_t co, size_t ci) {
+    return narrow_gemm_can(ci) && co % 16 == 0 && ci <= NARROW_MAX_OUT && co <= NARROW_MAX_OUT;
+}
+
+#if defined(__AVX512F__)
+/* part[o][i] = the sums over rows [r0, r1) of dout[r][o0 + o] inp[r][i0 + i], o < R, i < 16 J (row stride ci). */
+NARROW_INLINE void grad_block(float *part, const float *dout, size_t co, const float *inp, size_t ci, size_t r0,
+                              size_t r1, size_t o0, size_t i0, const int R, const int J) {
+    __m512 acc[16][4];
+#pragma GCC unroll 16
+    for (int o = 0; o < R; o++)
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) acc[o][j] = _mm512_setzero_ps();
+    for (size_t r = r0; r < r1; r++) {
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) x[j] = _mm512_loadu_ps(inp + r * ci + i0 + 16 * j);
+#pragma GCC unroll 16
+        for (int o = 0; o < R; o++) {
+            const __m512 g = _mm512_set1_ps(dout[r * co + o0 + o]);
+#pragma GCC unroll 4
+            for (int j = 0; j < J; j++) acc[o][j] = _mm512_fmadd_ps(g, x[j], acc[o][j]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int o = 0; o < R; o++)
+#pragma GCC unroll 4
+        for (int j = 0; j < J; j++) _mm512_storeu_ps(part + (o0 + o) * ci + i0 + 16 * j, acc[o][j]);
+}
+
+/* One chunk's partial sums, every (o, i), into part (co, ci): blocks of 64 input channels (J = 4, 4 outputs
+ * at a time) and a narrower last one (J <= 3, 8 or 16 outputs at a time). */
+static void grad_chunk(float *part, const float *dout, size_t co, const float *inp, size_t ci, size_t r0, size_t r1) {
+    for (size_t i0 = 0; i0 < ci; i0 += 64) {
+        const int j = ci - i0 >= 64 ? 4 : (int)((ci - i0) / 16), r = j == 4 ? 4 : j == 1 ? 16 : 8;
+        for (size_t o0 = 0; o0 < co; o0 += (size_t)r) switch (j) {
+            case 1: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 16, 1); break;
+            case 2: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 8, 2); break;
+            case 3: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 8, 3); break;
+            default: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 4, 4); break;
+            }
+    }
+}
+
+static GrowBuffer grad_partials;
+#endif
+
+void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *inp, size_t ci, size_t rows) {
+    CHECK(narrow_weight_grad_serves(co, ci), "narrow_weight_grad: %zu x %zu is not served here", co, ci);
+#if defined(__AVX512F__)
+    const size_t n_chunks = (rows + GRAD_CHUNK_ROWS - 1) / GRAD_CHUNK_ROWS, size = co * ci;
+    float *partial = grow_buffer(&grad_partials, n_chunks * size * sizeof(float));
+#pragma omp parallel if (rows * size >= 64 * NARROW_PARALLEL_ELEMS)
+    {
+#pragma omp for schedule(static)
+        for (size_t c = 0; c < n_chunks; c++) {
+            const size_t r1 = (c + 1) * GRAD_CHUNK_ROWS < rows ? (c + 1) * GRAD_CHUNK_ROWS : rows;
+            grad_chunk(partial + c * size, dout, co, inp, ci, c * GRAD_CHUNK_ROWS, r1);
+        }
+#pragma omp for schedule(static)
+        for (size_t x = 0; x < size; x += 16) {
+            __m512 sum = _mm512_loadu_ps(partial + x);
+            for (size_t c = 1; c < n_chunks; c++) sum = _mm512_add_ps(sum, _mm512_loadu_ps(partial + c * size + x));
+            _mm512_storeu_ps(dweight + x, _mm512_add_ps(_mm512_loadu_ps(dweight + x), sum));
+        }
+    }
+#else
+    (void)dweight, (void)dout, (void)inp, (void)rows;
 #endif
 }

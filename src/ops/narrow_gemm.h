@@ -1,10 +1,16 @@
-/* The product of activation rows with a narrow weight, plus bias and an optional residual, scaled:
- *   out[r, :] = (residual[r, :] + concat(a[r, :], b[r, :]) weightᵀ + bias) scale     for r < rows
- * with a (rows, ca), b (rows, cb) or NULL (cb = 0), weight (co, ca + cb) in PyTorch's layout (a linear
- * layer's, or a 1x1 convolution's), bias (co) or NULL, residual (rows, co) or NULL, which may be out.
- * For the layers with so few channels that oneDNN's kernels stay far from the machine's peak: the 1x1
- * shortcuts of narrow resnet blocks (shortcut_add.c) and narrow attention projections (linear.c).
- * Internal to the ops; narrow_gemm_serves says which shapes it takes (none without AVX-512). */
+/* Products of activation rows with a narrow weight, for the layers with so few channels that oneDNN's
+ * kernels stay far from the machine's peak: the 1x1 shortcuts of narrow resnet blocks (shortcut_add.c)
+ * and narrow linear layers (linear.c). Internal to the ops; the _serves functions say which shapes they
+ * take (none without AVX-512).
+ *
+ * narrow_gemm: out[r, :] = (residual[r, :] + concat(a[r, :], b[r, :]) weightᵀ + bias) scale    for r < rows
+ *   with a (rows, ca), b (rows, cb) or NULL (cb = 0), weight (co, ca + cb) in PyTorch's layout (a linear
+ *   layer's, or a 1x1 convolution's), bias (co) or NULL, residual (rows, co) or NULL, which may be out.
+ * narrow_gemm_kco: the same with the weight given transposed, (ca + cb, co): a linear layer's weight
+ *   (Fo, Fi) for its input gradient, dinp += dout weight (co = Fi, residual = out = dinp).
+ * narrow_weight_grad: dweight (co, ci) += doutᵀ inp over the rows, dout (rows, co), inp (rows, ci): in
+ *   fixed chunks of rows whose partial sums add up in chunk order, so the result does not depend on the
+ *   thread count. */
 #ifndef DIFFUSE_NARROW_GEMM_H
 #define DIFFUSE_NARROW_GEMM_H
 
@@ -17,5 +23,10 @@ bool narrow_gemm_can(size_t co);
 
 void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
                  const float *weight, const float *bias, size_t co, size_t rows, float scale);
+void narrow_gemm_kco(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
+                     const float *weight_kco, const float *bias, size_t co, size_t rows, float scale);
+
+bool narrow_weight_grad_serves(size_t co, size_t ci);
+void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *inp, size_t ci, size_t rows);
 
 #endif
