@@ -32,6 +32,21 @@ static inline double bench_median_seconds(void (*run)(void *ctx), void *ctx, int
     return median;
 }
 
+/* The median over at least `repeats` calls and at least `min_seconds` of them (counted from the last
+ * warm-up call's time), after `warmup` uncounted ones: a short step measured over a second or two is not
+ * all caught by one slow moment of a busy machine. */
+static inline double bench_median_seconds_over(void (*run)(void *ctx), void *ctx, int warmup, int repeats,
+                                               double min_seconds) {
+    double last = 0;
+    for (int i = 0; i < warmup; i++) {
+        double start = time_now();
+        run(ctx);
+        last = time_now() - start;
+    }
+    if (last > 0 && min_seconds / last > repeats) repeats = (int)(min_seconds / last) + 1;
+    return bench_median_seconds(run, ctx, 0, repeats);
+}
+
 /* The fastest of `repeats` runs after `warmup` untimed ones: for a machine's capacity, which a busy moment
  * can only hide. */
 static inline double bench_best_seconds(void (*run)(void *ctx), void *ctx, int warmup, int repeats) {

@@ -6,7 +6,9 @@
  * peak RSS of the process; tools/bench_pytorch.py measures diffusers on the same configuration and
  * scripts/bench-train prints the two side by side.
  *   build/bench/train --model ddpm-cifar10 --batch 16 [--steps 5] [--threads N] [--sample-only]
- *                     [--precision fp32|bf16]
+ *                     [--precision fp32|bf16] [--min-seconds S]
+ * --steps is the least number of steps measured, --min-seconds the least time they take (more steps when
+ * the warm-up step says they would take less).
  * Run one configuration per process: peak RSS is the process's. */
 #include <math.h>
 #include <stdio.h>
@@ -63,6 +65,7 @@ static void sample_step(void *ctx) {
 int main(int argc, char **argv) {
     const char *model = "ddpm-cifar10";
     int batch = 16, steps = 5, threads = 0, size = 0;
+    double min_seconds = 0;
     bool sample_only = false;
     const char *precision_name = "fp32";
     for (int i = 1; i < argc; i++) {
@@ -70,13 +73,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-seconds") && i + 1 < argc) min_seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sample-only")) sample_only = true;
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision_name = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--model M] [--batch N] [--steps N] [--threads N] [--size N] [--sample-only]"
-                    " [--precision fp32|bf16]\n",
+                    " [--precision fp32|bf16] [--min-seconds S]\n",
                     argv[0]);
             return 1;
         }
@@ -124,7 +128,7 @@ int main(int argc, char **argv) {
     snprintf(args, sizeof args, "{\"model\":\"%s\",\"size\":%zu,\"batch\":%zu,\"precision\":\"%s\"}", model, h,
              b.batch, ops_precision_name(precision));
     if (!sample_only) {
-        double seconds = bench_median_seconds(train_step, &b, 1, steps);
+        double seconds = bench_median_seconds_over(train_step, &b, 1, steps, min_seconds);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         printf("{\"op\":\"train_step\",\"shape\":\"%s\",\"args\":%s,\"threads\":%d,\"seconds\":%.6g,\"gflops\":%.4g,"
@@ -133,7 +137,7 @@ int main(int argc, char **argv) {
                (double)ru.ru_maxrss / 1024.0);
     }
     conv2d_hold_weights(true); /* as `diffuse sample` does */
-    double seconds = bench_median_seconds(sample_step, &b, 1, steps);
+    double seconds = bench_median_seconds_over(sample_step, &b, 1, steps, min_seconds);
     conv2d_hold_weights(false);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

@@ -5,7 +5,8 @@ pass plus DDPMScheduler.step), median seconds after a warm-up, and the process's
 same JSON lines as bench/train.c.
 
     python3 tools/bench_pytorch.py --config CONFIG.json --batch 16 [--steps 5] [--threads N] [--sample-only]
-        [--precision fp32|bf16] [--name MODEL]
+        [--precision fp32|bf16] [--name MODEL] [--min-seconds S]
+--steps is the least number of steps measured, --min-seconds the least time they take, as in bench/train.c.
 (scripts/bench-train writes CONFIG.json with `diffuse init PRESET FOLDER`.)
 
 --precision bf16 runs the forward passes under torch.autocast("cpu", dtype=torch.bfloat16), as a PyTorch
@@ -18,6 +19,7 @@ import json
 import pathlib
 import resource
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,16 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from torchref.timing import median_seconds  # noqa: E402
+
+
+def median_seconds_over(fn, steps, min_seconds):
+    """The median over at least `steps` calls and at least `min_seconds` of them (from a warm-up call's time)."""
+    start = time.perf_counter()
+    fn()
+    last = time.perf_counter() - start
+    if last > 0 and min_seconds / last > steps:
+        steps = int(min_seconds / last) + 1
+    return median_seconds(fn, 0, steps)
 
 
 
@@ -63,6 +75,7 @@ def main():
     p.add_argument("--config", required=True)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--sample-only", action="store_true")
     p.add_argument("--name", default="")
@@ -113,9 +126,9 @@ def main():
 
     if not a.sample_only:
         model.train()
-        report("train_step", median_seconds(train_step, 1, a.steps), 3 * flops)
+        report("train_step", median_seconds_over(train_step, a.steps, a.min_seconds), 3 * flops)
     model.eval()
-    report("sample_step", median_seconds(sample_step, 1, a.steps), flops)
+    report("sample_step", median_seconds_over(sample_step, a.steps, a.min_seconds), flops)
 
 
 if __name__ == "__main__":
