@@ -542,7 +542,8 @@ static void check_two_parts(RefShape sh, size_t ca) {
         EXPECT(same, "(%zu, %zu, %zu + %zu) G=%zu%s: two parts differ from their concatenation", sh.n, sh.s, ca, cb,
                sh.g, shifted ? ", shifted" : "");
         EXPECT(memcmp(y16[0], y16[1], numel * sizeof(uint16_t)) == 0,
-               "(%zu, %zu, %zu + %zu)%s: two parts' bf16 output differs", sh.n, sh.s, ca, cb, shifted ? ", shifted" : "");
+               "(%zu, %zu, %zu + %zu)%s: two parts' bf16 output differs", sh.n, sh.s, ca, cb,
+               shifted ? ", shifted" : "");
         for (int k = 0; k < 2; k++) free(y[k]), free(y16[k]), free(mean[k]), free(rstd[k]);
     }
     free(x), free(xa), free(xb), free(shift), free(w), free(b);

@@ -305,9 +305,9 @@ static bool can_stream(const float *out, size_t c_all) {
 #endif
 }
 
-/* out = x a + b for n_rows rows of `width` channels (row strides ld for out, ld_x for x), with per-channel a = rstd w and
- * b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below the
- * rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
+/* out = x a + b for n_rows rows of `width` channels (row strides ld for out, ld_x for x), with per-channel
+ * a = rstd w and b = bias - mean a. This is (x - mean) rstd w + bias up to the rounding of b, which is below
+ * the rounding the input x itself carries (both ~ ulp(mean) rstd |w|). Both paths round the product and
  * the sum separately, so they give the same bits. stream needs width == ld == ld_x and can_stream(). With silu,
  * out = silu(x a + b): the fused GroupNorm + SiLU, whose output a convolution reads next, so it is never
  * streamed past the cache. */

@@ -4,9 +4,10 @@
  * The forward overwrites out; the backward accumulates into dinp (..., Fi), dweight (Fo, Fi) and
  * dbias (Fo), any of which may be tensor_none().
  *
- * linear_forward / linear_backward run on oneDNN's sgemm and matmul, narrow forwards on our own kernel
- * (see linear.c for the measurements behind the choices), or in bf16 precision on AMX on bf16 operands with fp32 accumulation
- * (linear_dnnl.c); the _reference pair is plain loops for the tests. */
+ * linear_forward / linear_backward run on oneDNN's sgemm and matmul, narrow layers on our own kernels
+ * (ops/narrow_gemm.c; see linear.c for the measurements behind the choices), or in bf16 precision on AMX
+ * on bf16 operands with fp32 accumulation (linear_dnnl.c); the _reference pair is plain loops for the
+ * tests. */
 #ifndef DIFFUSE_LINEAR_H
 #define DIFFUSE_LINEAR_H
 

@@ -1,9 +1,9 @@
-/* Rows times a narrow weight, plus bias and residual, scaled (narrow_gemm.h).
+/* Rows times a narrow weight, plus bias and residual, scaled, and the weight gradient (narrow_gemm.h).
  *
- * The weight is transposed once per call to (K, co), K = ca + cb. A register block holds R rows x J
- * vectors of 16 output channels (R J <= 24 accumulators): for each input channel it loads J weight vectors
- * and broadcasts one input value per row, R J fused multiply-adds; a's channels, then b's. Output channels
- * go in blocks of 64 (J = 4), the last block narrower. Each output element is bias + one multiply-add
+ * narrow_gemm transposes the weight once per call to (K, co), K = ca + cb (narrow_gemm_kco is given it so).
+ * A register block holds R rows x J vectors of 16 output channels (R J <= 24 accumulators): for each input
+ * channel it loads J weight vectors and broadcasts one input value per row, R J fused multiply-adds; a's
+ * channels, then b's. Output channels go in blocks of 64 (J = 4), the last block narrower. Each output element is bias + one multiply-add
  * chain over the input channels in order, then (residual + it) scale: the same bits for any thread count.
  * The caller's measurements say where it beats oneDNN (shortcut_add.c, linear.c); the limits below are
  * the widest shapes measured. */
@@ -30,7 +30,9 @@ bool narrow_gemm_can(size_t co) {
 #endif
 }
 
-bool narrow_gemm_serves(size_t k, size_t co) { return narrow_gemm_can(co) && k <= NARROW_MAX_IN && co <= NARROW_MAX_OUT; }
+bool narrow_gemm_serves(size_t k, size_t co) {
+    return narrow_gemm_can(co) && k <= NARROW_MAX_IN && co <= NARROW_MAX_OUT;
+}
 
 #if defined(__AVX512F__)
 #define NARROW_INLINE static inline __attribute__((always_inline))
@@ -142,7 +144,8 @@ void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, c
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* The weight gradient */
+/* The weight gradient: a register block holds R output channels x J vectors of 16 input channels; for each
+ * row it loads J input vectors and broadcasts R values of dout, R J fused multiply-adds. */
 
 /* Rows per chunk of the weight gradient's partial sums: the chunks, not the threads, fix the order. */
 #define GRAD_CHUNK_ROWS 256
