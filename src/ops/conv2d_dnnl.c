@@ -707,16 +707,13 @@ static void narrow_run(const Plan *plan, float *result, const float *src, Tensor
             for (size_t y = 0; y < rows; y++) {
                 float *r_row = result_group + (n * rows + y) * row_len * width;
                 for (size_t x = 0; x < row_len; x++) {
-                    if (x == x_in && x_end > x_in) {
-                        narrow_forward_inside(r_row, cols, bias, s, p, n, y, x_in, x_end, width);
-                        x = x_end - 1;
-                        continue;
-                    }
+                    if (x >= x_in && x < x_end) continue; /* narrow_forward_inside's, below */
                     float acc[NARROW_CI > NARROW_CO ? NARROW_CI : NARROW_CO];
                     narrow_gather(acc, cols, forward, s, p, n, y, x, width);
                     float *r = r_row + x * width;
                     for (size_t c = 0; c < width; c++) r[c] = forward ? (bias ? bias[c] : 0.0f) + acc[c] : r[c] + acc[c];
                 }
+                if (x_end > x_in) narrow_forward_inside(r_row, cols, bias, s, p, n, y, x_in, x_end, width);
             }
     }
 }
@@ -767,13 +764,12 @@ static void *held_weights_of(const Plan *plan, const float *weight, bool *fresh)
 /* Moves the oihw weights into the kernel's layout (in the workspace, or in a held copy for a forward plan
  * while weights are held and the budget allows, moved only on first use) and returns the memory to use. */
 static dnnl_memory_t weights_in(Plan *plan, const float *weight) {
-    bool fresh_held = true;
     if (!plan->wei) {
         dnnl_runtime_bind(plan->wei_user, weight);
         return plan->wei_user;
     }
-    void *dst = hold_weights && plan->key.kind == PLAN_FORWARD ? held_weights_of(plan, weight, &fresh_held) : NULL;
-    bool fresh = dst ? fresh_held : true;
+    bool fresh = true; /* held_weights_of leaves it when it holds nothing */
+    void *dst = hold_weights && plan->key.kind == PLAN_FORWARD ? held_weights_of(plan, weight, &fresh) : NULL;
     if (!dst) dst = ws.wei.data;
     dnnl_runtime_bind(plan->wei, dst);
     if (!fresh) return plan->wei;

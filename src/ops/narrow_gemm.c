@@ -69,6 +69,9 @@ NARROW_INLINE void block(const Product *p, size_t row, size_t j0, const int R, c
             }
         }
     }
+    float *out = p->out;
+    const float *residual = p->residual;
+    const bool scaled = p->scale != 1.0f;
     const __m512 scale = _mm512_set1_ps(p->scale);
 #pragma GCC unroll 24
     for (int r = 0; r < R; r++)
@@ -76,8 +79,8 @@ NARROW_INLINE void block(const Product *p, size_t row, size_t j0, const int R, c
         for (int j = 0; j < J; j++) {
             const size_t at = (row + r) * co + j0 + 16 * j;
             __m512 v = acc[r][j];
-            if (p->residual) v = _mm512_add_ps(_mm512_loadu_ps(p->residual + at), v);
-            _mm512_storeu_ps(p->out + at, p->scale == 1.0f ? v : _mm512_mul_ps(v, scale));
+            if (residual) v = _mm512_add_ps(_mm512_loadu_ps(residual + at), v);
+            _mm512_storeu_ps(out + at, scaled ? _mm512_mul_ps(v, scale) : v);
         }
 }
 
@@ -200,6 +203,7 @@ static GrowBuffer grad_partials;
 void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *inp, size_t ci, size_t rows) {
     CHECK(narrow_weight_grad_serves(co, ci), "narrow_weight_grad: %zu x %zu is not served here", co, ci);
 #if defined(__AVX512F__)
+    if (rows == 0) return;
     const size_t n_chunks = (rows + GRAD_CHUNK_ROWS - 1) / GRAD_CHUNK_ROWS, size = co * ci;
     float *partial = grow_buffer(&grad_partials, n_chunks * size * sizeof(float));
 #pragma omp parallel if (rows * size >= 64 * NARROW_PARALLEL_ELEMS)
