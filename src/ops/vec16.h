@@ -95,6 +95,11 @@ VEC16_INLINE VecP vecp_load_n_or(const float *p, int n, float fill) {
     for (int i = 0; i < 16; i++) r.f[i] = i < n ? p[i] : fill;
     return r;
 }
+/* Lanes n..15 of x replaced by fill. */
+VEC16_INLINE VecP vecp_fill_from(VecP x, int n, float fill) {
+    for (int i = n; i < 16; i++) x.f[i] = fill;
+    return x;
+}
 VEC16_INLINE void vecp_store(float *p, VecP x) { memcpy(p, x.f, sizeof x.f); }
 VEC16_INLINE void vecp_store_n(float *p, VecP x, int n) {
     for (int i = 0; i < n; i++) p[i] = x.f[i];
@@ -165,6 +170,9 @@ VEC16_INLINE VecA veca_load(const float *p) { return _mm512_loadu_ps(p); }
 VEC16_INLINE VecA veca_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps(veca_mask(n), p); }
 VEC16_INLINE VecA veca_load_n_or(const float *p, int n, float fill) {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), veca_mask(n), p);
+}
+VEC16_INLINE VecA veca_fill_from(VecA x, int n, float fill) {
+    return _mm512_mask_mov_ps(_mm512_set1_ps(fill), veca_mask(n), x);
 }
 VEC16_INLINE void veca_store(float *p, VecA x) { _mm512_storeu_ps(p, x); }
 VEC16_INLINE void veca_store_n(float *p, VecA x, int n) { _mm512_mask_storeu_ps(p, veca_mask(n), x); }
