@@ -187,11 +187,12 @@ static void gradcheck_shape(int ndim, const size_t *shape, int groups) {
 }
 
 static void test_group_norm_gradcheck(void) {
-    /* The first three take the chunk split, the last the slab split (see group_norm.c). */
-    gradcheck_shape(4, (size_t[]){2, 3, 5, 8}, 4);  /* 15 positions: a partial 8-row step */
+    /* The first two take the chunk split (one sample), the others the slab split (see group_norm.c). */
+    gradcheck_shape(4, (size_t[]){1, 3, 5, 8}, 4);  /* 15 positions: a partial 8-row step */
     gradcheck_shape(3, (size_t[]){1, 20, 6}, 3);    /* tokens (N, L, C) */
-    gradcheck_shape(2, (size_t[]){3, 12}, 4);       /* one position per sample */
-    gradcheck_shape(4, (size_t[]){2, 3, 5, 32}, 8); /* slabs of 4 groups of 4 channels */
+    gradcheck_shape(2, (size_t[]){3, 12}, 4);       /* one position per sample, whole rows */
+    gradcheck_shape(4, (size_t[]){2, 3, 5, 32}, 8); /* slabs of whole rows */
+    gradcheck_shape(3, (size_t[]){2, 3, 128}, 2);   /* slabs of one group: 64 of 128 channels */
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -502,7 +503,7 @@ static void check_shifted(RefShape sh) {
 }
 
 static void test_group_norm_silu_shift(void) {
-    check_shifted((RefShape){2, 1024, 96, 32}); /* chunks */
+    check_shifted((RefShape){2, 2048, 96, 32}); /* chunks */
     check_shifted((RefShape){2, 8 * 8, 256, 32}); /* slabs */
     check_shifted((RefShape){3, 37, 20, 4});     /* positions not a multiple of 8 */
 }
@@ -551,7 +552,7 @@ static void check_two_parts(RefShape sh, size_t ca) {
 
 static void test_group_norm_silu_two_parts(void) {
     check_two_parts((RefShape){3, 28 * 28, 48, 8}, 32); /* slabs of whole rows; group 5 split 2 + 4 */
-    check_two_parts((RefShape){2, 14 * 14, 96, 8}, 64); /* chunks */
+    check_two_parts((RefShape){2, 14 * 14, 96, 8}, 64); /* slabs of whole rows, split at a group's end */
     check_two_parts((RefShape){2, 8 * 8, 896, 32}, 500); /* slabs of 112 channels, one split at 52 */
     check_two_parts((RefShape){2, 4096, 256, 32}, 160); /* chunks of a large input: the next blocks prefetched */
     check_two_parts((RefShape){1, 37, 20, 4}, 7);       /* positions not a multiple of 8, odd widths */
@@ -601,8 +602,9 @@ static void fused_gradcheck_shape(RefShape sh) {
 }
 
 static void test_group_norm_silu_gradcheck(void) {
-    fused_gradcheck_shape((RefShape){2, 15, 8, 4});  /* chunks, a partial 8-row step */
-    fused_gradcheck_shape((RefShape){2, 15, 32, 8}); /* slabs of 4 groups of 4 channels */
+    fused_gradcheck_shape((RefShape){1, 15, 8, 4});  /* chunks (one sample), a partial 8-row step */
+    fused_gradcheck_shape((RefShape){2, 15, 32, 8}); /* slabs of whole rows */
+    fused_gradcheck_shape((RefShape){2, 3, 128, 2}); /* slabs of one group: 64 of 128 channels */
 }
 
 
@@ -667,7 +669,7 @@ static void check_constant_group(RefShape sh) {
 }
 
 static void test_group_norm_constant_group(void) {
-    check_constant_group((RefShape){2, 100, 8, 2});  /* chunk split */
+    check_constant_group((RefShape){2, 16384, 8, 2}); /* chunk split: a sample is past the slab size */
     check_constant_group((RefShape){2, 100, 16, 4}); /* slab split */
 }
 
