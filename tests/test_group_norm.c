@@ -503,7 +503,7 @@ static void check_shifted(RefShape sh) {
 }
 
 static void test_group_norm_silu_shift(void) {
-    check_shifted((RefShape){2, 2048, 96, 32}); /* chunks */
+    check_shifted((RefShape){2, 4096, 96, 32}); /* chunks */
     check_shifted((RefShape){2, 8 * 8, 256, 32}); /* slabs */
     check_shifted((RefShape){3, 37, 20, 4});     /* positions not a multiple of 8 */
 }
@@ -637,7 +637,7 @@ static void check_offset(RefShape sh) {
 
 static void test_group_norm_robust_to_offset(void) {
     check_offset((RefShape){2, 4096, 16, 4}); /* slab split */
-    check_offset((RefShape){2, 8192, 16, 4}); /* chunk split */
+    check_offset((RefShape){2, 32768, 16, 4}); /* chunk split */
 }
 
 /* A group whose values are all equal has variance 0 (its M2 may round to a tiny negative): rstd must be
@@ -669,7 +669,7 @@ static void check_constant_group(RefShape sh) {
 }
 
 static void test_group_norm_constant_group(void) {
-    check_constant_group((RefShape){2, 16384, 8, 2}); /* chunk split: a sample is past the slab size */
+    check_constant_group((RefShape){2, 65536, 8, 2}); /* chunk split: a sample is past the slab size */
     check_constant_group((RefShape){2, 100, 16, 4}); /* slab split */
 }
 
