@@ -1,9 +1,11 @@
 /* Training and sampling speed of the U-Net on synthetic data: one training step is what `diffuse train`
  * runs (q_sample -> forward -> MSE -> backward -> AdamW step), one sampling step a forward pass plus a
- * DDPM update. Prints one JSON line per measurement with the median seconds of several steps after a
- * warm-up, images/s, achieved GFLOP/s (conv + linear + attention matmuls as direct computation counts
- * them, training = 3x forward: an effective rate, since Winograd convolutions do fewer multiplies) and the
- * peak RSS of the process; tools/bench_pytorch.py measures diffusers on the same configuration and
+ * DDPM update on a model without gradients, planned for forward only, as `diffuse sample` runs it (the
+ * training plan keeps every activation for backward: its forward was 5 % slower on fashion-mnist b64).
+ * Prints one JSON line per measurement with the median seconds of several steps after a warm-up,
+ * images/s, achieved GFLOP/s (conv + linear + attention matmuls as direct computation counts them,
+ * training = 3x forward: an effective rate, since Winograd convolutions do fewer multiplies) and the peak
+ * RSS of the process; tools/bench_pytorch.py measures diffusers on the same configuration and
  * scripts/bench-train prints the two side by side.
  *   build/bench/train --model ddpm-cifar10 --batch 16 [--steps 5] [--threads N] [--sample-only]
  *                     [--precision fp32|bf16] [--min-seconds S]
@@ -54,6 +56,14 @@ static void train_step(void *ctx) {
     adamw_step(b->net.params, b->net.grads, b->m, b->v, b->net.n_params, adamw_diffusers_defaults(), 1e-4f, b->step);
 }
 
+/* The model with the seed-1 weights, planned for b->batch images. */
+static int net_init(Bench *b, const UNetConfig *cfg, bool with_grads, Error *err) {
+    if (unet_init(&b->net, cfg, with_grads, err)) return -1;
+    unet_init_weights(&b->net, 1);
+    unet_plan(&b->net, b->batch, (size_t)cfg->sample_height, (size_t)cfg->sample_width);
+    return 0;
+}
+
 static void sample_step(void *ctx) {
     Bench *b = ctx;
     for (size_t i = 0; i < b->batch; i++) b->timesteps[i] = 500;
@@ -102,14 +112,12 @@ int main(int argc, char **argv) {
     if (size) cfg.sample_height = cfg.sample_width = size;
     Bench b = {.batch = (size_t)batch};
     ScheduleConfig schedule = schedule_config_default();
-    if (unet_init(&b.net, &cfg, !sample_only, &err) || schedule_init(&b.schedule, &schedule, &err)) {
+    if (net_init(&b, &cfg, !sample_only, &err) || schedule_init(&b.schedule, &schedule, &err)) {
         fprintf(stderr, "%s\n", err.message);
         return 1;
     }
-    unet_init_weights(&b.net, 1);
     size_t h = (size_t)cfg.sample_height, w = (size_t)cfg.sample_width;
     b.numel = h * w * (size_t)cfg.in_channels;
-    unet_plan(&b.net, b.batch, h, w);
     size_t n = b.batch * b.numel;
     b.x0 = alloc_floats(n), b.noise = alloc_floats(n), b.x_t = alloc_floats(n), b.pred = alloc_floats(n);
     b.dpred = alloc_floats(n), b.timesteps = alloc_floats(b.batch);
@@ -135,6 +143,13 @@ int main(int argc, char **argv) {
                "\"images_per_second\":%.4g,\"peak_rss_mb\":%.1f}\n",
                shape, args, threads_get(), seconds, 3 * forward_flops / seconds * 1e-9, (double)b.batch / seconds,
                (double)ru.ru_maxrss / 1024.0);
+    }
+    if (!sample_only) {
+        unet_free(&b.net);
+        if (net_init(&b, &cfg, false, &err)) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
     }
     conv2d_hold_weights(true); /* as `diffuse sample` does */
     double seconds = bench_median_seconds_over(sample_step, &b, 1, steps, min_seconds);
