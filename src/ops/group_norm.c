@@ -78,7 +78,8 @@
 #define GN_BLOCK_ELEMS 16384
 /* Slab split: when a slab (all positions of k groups) fits in this much of L2 (half of the 2 MB of the
  * machine measured below; 384 KB before, tuned for 1 MB: 128x32x32x128, whole rows of 512 KB, forward /
- * backward 8.0 / 24.3 -> 6.8 / 15.8 ms against the chunks; 2 MB slabs gained or lost),
+ * backward 8.0 / 24.3 -> 6.8 / 15.8 ms against the chunks; slabs of 2 and 3.6 MB gained in backward but
+ * lost in forward, 4x64x64x224 1.35 -> 1.69 ms),
  * and its part of a row is the whole row or at least GN_SLAB_MIN_WIDTH floats: a slab of one or two cache
  * lines out of every row of a wide sample costs more than the chunks' second pass over whole rows. Fused
  * op, 2 threads, forward / backward, slabs against chunks: 16x16x16x256 (16 of 256 floats a row)
