@@ -474,6 +474,8 @@ static void test_attention_fast_matches_reference(void) {
         {"Lq 100, Lk 300, 8 heads of 8", 2, 100, 300, 64, 8, 0, 0, true, true},
         {"Lq 150, Lk 70, 4 heads of 2", 2, 150, 70, 8, 4, 0, 0, true, true},
         {"Lq 90, Lk 130, 3 heads of 12", 2, 90, 130, 36, 3, 0, 0, true, true},
+        /* stored tiles of 256 keys, then 88 in registers, after the first (tile_softmax_rows) */
+        {"Lq 100, Lk 600, 2 heads of 32 (forward key tiles of 256, 256, 88)", 1, 100, 600, 64, 2, 0, 0, true, true},
 #endif
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
