@@ -39,7 +39,6 @@ def median_seconds_over(fn, steps, min_seconds):
     return median_seconds(fn, 0, steps)
 
 
-
 def forward_flops(model, x, t):
     """Multiply-adds of convs, linears and the attention matmuls, counted with hooks (as diffuse counts them)."""
     macs = 0

@@ -3,8 +3,9 @@
  * narrow_gemm transposes the weight once per call to (K, co), K = ca + cb (narrow_gemm_kco is given it so).
  * A register block holds R rows x J vectors of 16 output channels (R J <= 24 accumulators): for each input
  * channel it loads J weight vectors and broadcasts one input value per row, R J fused multiply-adds; a's
- * channels, then b's. Output channels go in blocks of 64 (J = 4), the last block narrower. Each output element is bias + one multiply-add
- * chain over the input channels in order, then (residual + it) scale: the same bits for any thread count.
+ * channels, then b's. Output channels go in blocks of 64 (J = 4), the last block narrower. Each output
+ * element is bias + one multiply-add chain over the input channels in order, then (residual + it) scale:
+ * the same bits for any thread count.
  * The caller's measurements say where it beats oneDNN (shortcut_add.c, linear.c); the limits below are
  * the widest shapes measured. */
 #include "ops/narrow_gemm.h"
