@@ -1,9 +1,12 @@
 /* Checked allocation (see alloc.h). */
+#define _DEFAULT_SOURCE /* madvise */
 #include "core/alloc.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/check.h"
 
@@ -34,11 +37,23 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+/* Buffers of two huge pages or more (the activation arena, parameters, gradients, optimizer state) are
+ * aligned to 2 MB and asked for transparent huge pages, which Linux gives only on request when
+ * /sys/kernel/mm/transparent_hugepage/enabled is "madvise" (Debian's default): fewer TLB misses in the
+ * passes that stream activations. Training step, paired medians: fashion-mnist b64 -3.8 %, ddpm-cifar10
+ * b16 -3.0 %; peak RSS +0.1 % and +0.7 %. Where huge pages are unavailable madvise fails harmlessly. */
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
 void *alloc_aligned(size_t n_bytes) {
-    size_t rounded = (n_bytes + 63) / 64 * 64;
+    const bool huge = n_bytes >= 2 * HUGE_PAGE_BYTES;
+    const size_t align = huge ? HUGE_PAGE_BYTES : 64;
+    size_t rounded = (n_bytes + align - 1) / align * align;
     CHECK(rounded >= n_bytes, "allocation size overflows: %zu bytes", n_bytes);
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    void *p = aligned_alloc(align, rounded ? rounded : 64);
     CHECK(p, "out of memory allocating %zu bytes", n_bytes);
+#ifdef MADV_HUGEPAGE
+    if (huge) (void)madvise(p, rounded, MADV_HUGEPAGE);
+#endif
     memset(p, 0, rounded ? rounded : 64);
     return p;
 }

@@ -1,5 +1,6 @@
 /* Checked allocation. Running out of memory is not recoverable for a trainer, so these CHECK instead of
- * returning NULL; large buffers are 64-byte aligned for AVX-512 loads and for oneDNN. */
+ * returning NULL; large buffers are 64-byte aligned for AVX-512 loads and for oneDNN (from 4 MB on, 2 MB
+ * aligned on transparent huge pages: alloc.c). */
 #ifndef DIFFUSE_ALLOC_H
 #define DIFFUSE_ALLOC_H
 
