@@ -178,9 +178,19 @@ static void test_rng_addressable_and_thread_independent(void) {
     rng_fill_normal(b, 1001, 7, 3, 12345);
     EXPECT(memcmp(a + 12345, b, 1001 * sizeof(float)) == 0, "windowed normal fill differs");
     EXPECT(rng_normal(7, 3, 777) == a[777], "rng_normal(777) differs from the fill");
-    rng_fill_uniform(a, 1000, 7, 3, 0);
-    rng_fill_uniform(b, 10, 7, 3, 501);
-    EXPECT(memcmp(a + 501, b, 10 * sizeof(float)) == 0, "windowed uniform fill differs");
+    /* The same for uniform draws (four per Philox block: windows that start and end inside a block). */
+    threads_set(1);
+    rng_fill_uniform(a, N, 7, 3, 0);
+    threads_set(2);
+    rng_fill_uniform(b, N, 7, 3, 0);
+    threads_set(saved);
+    EXPECT(memcmp(a, b, N * sizeof(float)) == 0, "uniform fill differs between 1 and 2 threads");
+    rng_fill_uniform(b, 1001, 7, 3, 12345);
+    EXPECT(memcmp(a + 12345, b, 1001 * sizeof(float)) == 0, "windowed uniform fill differs");
+    rng_fill_uniform(b, 2, 7, 3, 501);
+    EXPECT(memcmp(a + 501, b, 2 * sizeof(float)) == 0, "uniform fill inside one block differs");
+    EXPECT(rng_uniform(7, 3, 777) == a[777] && rng_uniform(7, 3, 12345 + 1000) == a[12345 + 1000],
+           "rng_uniform differs from the fill");
     /* Different seeds and streams differ. */
     EXPECT(rng_normal(7, 3, 0) != rng_normal(8, 3, 0) && rng_normal(7, 3, 0) != rng_normal(7, 4, 0),
            "seed or stream ignored");

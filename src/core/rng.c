@@ -86,8 +86,19 @@ uint64_t rng_below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t n) {
 }
 
 void rng_fill_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first_index) {
+    if (n == 0) return;
+    /* One Philox block per four draws (all its lanes), trimming the ends: a model's initial weights, 274 M
+     * for the default preset, in a quarter of the time that a block per draw took. */
+    uint64_t first_block = first_index / 4, last_block = (first_index + n - 1) / 4;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) out[i] = rng_uniform(seed, stream, first_index + i);
+    for (uint64_t block = first_block; block <= last_block; block++) {
+        uint32_t bits[4];
+        philox_block(seed, stream, block, bits);
+        for (int lane = 0; lane < 4; lane++) {
+            uint64_t index = block * 4 + (uint64_t)lane;
+            if (index >= first_index && index < first_index + n) out[index - first_index] = uniform_from_bits(bits[lane]);
+        }
+    }
 }
 
 void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first_index) {
