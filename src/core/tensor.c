@@ -22,6 +22,16 @@ Tensor tensor_4d(float *data, size_t d0, size_t d1, size_t d2, size_t d3) {
 }
 Tensor tensor_none(void) { return (Tensor){0}; }
 
+Tensor tensor_overwrite(Tensor t) {
+    t.overwrite = true;
+    return t;
+}
+
+Tensor tensor_accumulate(Tensor t) {
+    t.overwrite = false;
+    return t;
+}
+
 bool tensor_is_none(Tensor t) { return t.data == NULL && t.ndim == 0; }
 
 size_t tensor_numel(Tensor t) {

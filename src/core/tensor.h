@@ -16,6 +16,9 @@
 typedef struct Tensor {
     float *data;
     int ndim; /* 0 with data NULL: an absent optional tensor (e.g. no bias) */
+    /* A gradient whose contents are undefined, which its op writes instead of adding to (ops.h lists
+     * the ops that take one); set by tensor_overwrite, false everywhere else. */
+    bool overwrite;
     size_t shape[TENSOR_MAX_DIMS];
 } Tensor;
 
@@ -25,6 +28,9 @@ Tensor tensor_3d(float *data, size_t d0, size_t d1, size_t d2);
 Tensor tensor_4d(float *data, size_t d0, size_t d1, size_t d2, size_t d3);
 /* An absent optional tensor. */
 Tensor tensor_none(void);
+/* t marked to be overwritten by the op it is passed to as a gradient, and t as it was. */
+Tensor tensor_overwrite(Tensor t);
+Tensor tensor_accumulate(Tensor t);
 
 bool tensor_is_none(Tensor t);
 size_t tensor_numel(Tensor t);

@@ -67,7 +67,9 @@ static const uint16_t *normed_tokens_bf16(LayerState *s, Tensor x, const UNetScr
 }
 
 static Tensor as_tokens(Tensor image) {
-    return tensor_3d(image.data, image.shape[0], image.shape[1] * image.shape[2], image.shape[3]);
+    Tensor tokens = tensor_3d(image.data, image.shape[0], image.shape[1] * image.shape[2], image.shape[3]);
+    tokens.overwrite = image.overwrite;
+    return tokens;
 }
 
 static float attention_scale(const UNetLayer *l) { return 1.0f / sqrtf((float)l->head_dim); }
@@ -99,33 +101,37 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     const size_t n = s->n, len = s->in_h * s->in_w, c = (size_t)l->out_channels;
     Tensor x = as_tokens(in), dx = as_tokens(d_in), dy = as_tokens(dout);
     const float inv_scale = (float)(1.0 / l->output_scale);
-    /* out = (to_out(o) + x) * inv_scale */
+    /* out = (to_out(o) + x) * inv_scale; dx is written here first (it may arrive marked for overwriting:
+     * unet.c), then added to */
     Tensor d_proj = dy;
     if (inv_scale != 1.0f) {
-        d_proj = unet_scratch_zeroed(scratch, 0, 3, (size_t[]){n, len, c});
+        d_proj = unet_scratch_to_write(scratch, 0, 3, (size_t[]){n, len, c});
         add_scaled_backward(d_proj, tensor_none(), dy, inv_scale);
     }
     add_scaled_backward(dx, tensor_none(), dy, inv_scale);
-    Tensor d_o = unet_scratch_zeroed(scratch, 1, 3, (size_t[]){n, len, c});
+    dx = tensor_accumulate(dx);
+    Tensor d_o = unet_scratch_to_write(scratch, 1, 3, (size_t[]){n, len, c});
     linear_backward(d_o, g[UNET_ATTN_TO_OUT_WEIGHT], g[UNET_ATTN_TO_OUT_BIAS], d_proj, a->o, p[UNET_ATTN_TO_OUT_WEIGHT]);
+    d_o = tensor_accumulate(d_o);
     Tensor d_qkv[3];
-    for (int i = 0; i < 3; i++) d_qkv[i] = unet_scratch_zeroed(scratch, 2 + i, 3, (size_t[]){n, len, c});
+    for (int i = 0; i < 3; i++) d_qkv[i] = unet_scratch_to_write(scratch, 2 + i, 3, (size_t[]){n, len, c});
     if (a->qkv16[0])
         attention_backward_bf16_qkv(d_qkv[0], d_qkv[1], d_qkv[2], d_o, a->qkv16[0], a->qkv16[1], a->qkv16[2], a->o,
                                     a->lse, l->n_heads, attention_scale(l));
     else
         attention_backward(d_qkv[0], d_qkv[1], d_qkv[2], d_o, a->qkv[0], a->qkv[1], a->qkv[2], a->o, a->lse,
                            l->n_heads, attention_scale(l));
-    /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed; d_proj in scratch 0
-     * is spent, so the normed tokens go there */
-    Tensor d_normed = l->norm_groups > 0 ? unet_scratch_zeroed(scratch, 1, 3, (size_t[]){n, len, c}) : dx;
+    for (int i = 0; i < 3; i++) d_qkv[i] = tensor_accumulate(d_qkv[i]);
+    /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed (to_q's written); d_proj
+     * in scratch 0 is spent, so the normed tokens go there */
+    Tensor d_normed = l->norm_groups > 0 ? unet_scratch_to_write(scratch, 1, 3, (size_t[]){n, len, c}) : dx;
     if (a->qkv16[0]) {
         const uint16_t *normed = normed_tokens_bf16(s, x, scratch);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 3; i++, d_normed = tensor_accumulate(d_normed))
             linear_backward_bf16_input(d_normed, g[QKV_WEIGHT[i]], g[QKV_BIAS[i]], d_qkv[i], normed, p[QKV_WEIGHT[i]]);
     } else {
         Tensor normed = normed_tokens(s, x, scratch);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 3; i++, d_normed = tensor_accumulate(d_normed))
             linear_backward(d_normed, g[QKV_WEIGHT[i]], g[QKV_BIAS[i]], d_qkv[i], normed, p[QKV_WEIGHT[i]]);
     }
     if (l->norm_groups > 0)

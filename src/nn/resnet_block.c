@@ -183,6 +183,12 @@ void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, cons
     add_scaled_forward(s->out, shortcut, s->out, inv_scale);
 }
 
+/* d_in's first writer: with a skip, the concatenation's backward (its only writer); else, without
+ * resampling, the shortcut's; both can write rather than add. */
+bool resnet_writes_d_in(const LayerState *s) {
+    return s->layer->skip_channels > 0 || s->layer->resample == UNET_RESNET_RESAMPLE_NONE;
+}
+
 void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor in, Tensor skip,
                      Tensor silu_emb, const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index) {
     const UNetLayer *l = s->layer;
@@ -196,8 +202,13 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
      * 4 d(resampled x); 5 d(x_cat) and 6 x_cat when there is a skip. */
     Tensor x_cat = concat_input(s, in, skip, scratch);
     Tensor xr = resample ? a->xr : x_cat;
-    Tensor dx_cat = l->skip_channels > 0 ? SCRATCH4(scratch, 5, n, ih, iw, c_in) : d_in;
-    Tensor dxr = resample ? SCRATCH4(scratch, 4, n, oh, ow, c_in) : dx_cat;
+    /* d(x_cat) gets the shortcut's gradient written, then norm1's added (with resampling, the shortcut
+     * writes d(xr), which resample_backward adds in) */
+    Tensor dx_cat = l->skip_channels == 0 ? d_in
+                    : resample            ? SCRATCH4(scratch, 5, n, ih, iw, c_in)
+                                          : unet_scratch_to_write(scratch, 5, 4, (size_t[]){n, ih, iw, c_in});
+    CHECK(!dx_cat.overwrite || !resample, "resnet_backward: d_in cannot be overwritten with resampling");
+    Tensor dxr = resample ? unet_scratch_to_write(scratch, 4, 4, (size_t[]){n, oh, ow, c_in}) : dx_cat;
 
     /* out = (shortcut(xr) + conv2(a2)) * inv_scale */
     Tensor d_branch = dout;
@@ -210,14 +221,16 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     else
         conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, xr,
                         p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
-    Tensor d_a2 = SCRATCH4(scratch, 1, n, oh, ow, c_out);
+    dxr = tensor_accumulate(dxr), dx_cat = tensor_accumulate(dx_cat);
+    Tensor d_a2 = unet_scratch_to_write(scratch, 1, 4, (size_t[]){n, oh, ow, c_out});
     conv_input_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, &a->a2,
                     p[UNET_RESNET_CONV2_WEIGHT], conv2d_params(1, 1));
+    d_a2 = tensor_accumulate(d_a2);
     /* a2 = dropout(silu(norm2(c1))), or dropout(silu(n2s)) in scale_shift mode */
     if (dropout_on(l, keys)) dropout_per_sample(d_a2, d_a2, l->dropout, keys, layer_index);
     bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
     Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
-    Tensor d_c1 = SCRATCH4(scratch, 3, n, oh, ow, c_out);
+    Tensor d_c1 = unet_scratch_to_write(scratch, 3, 4, (size_t[]){n, oh, ow, c_out}); /* norm2's backward writes it */
     if (!scale_shift) {
         group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->temb,
                                  a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
@@ -243,13 +256,15 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         group_norm_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_n2, a->c1, a->mean2,
                             a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], l->norm_groups);
     }
+    d_c1 = tensor_accumulate(d_c1);
     /* temb = time_emb_proj(silu_emb) */
     linear_backward(d_silu_emb, g[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], g[UNET_RESNET_TIME_EMB_PROJ_BIAS], d_temb, silu_emb,
                     p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
     /* c1 = conv1(a1r) */
-    Tensor d_a1r = SCRATCH4(scratch, 1, n, oh, ow, c_in);
+    Tensor d_a1r = unet_scratch_to_write(scratch, 1, 4, (size_t[]){n, oh, ow, c_in});
     conv_input_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, &a->a1r,
                     p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
+    d_a1r = tensor_accumulate(d_a1r);
     /* a1r, xr = resample(a1), resample(x_cat) */
     Tensor d_a1 = d_a1r;
     if (resample) {

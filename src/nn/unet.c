@@ -69,6 +69,10 @@ Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *
     return t;
 }
 
+Tensor unet_scratch_to_write(const UNetScratch *s, int i, int ndim, const size_t *shape) {
+    return tensor_overwrite(unet_scratch_view(s, i, ndim, shape));
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Planning */
 
@@ -371,12 +375,17 @@ void unet_forward(UNet *net, float *out, const float *x, const float *timesteps,
 }
 
 /* Where the gradient of layer i's output goes: its own buffer when the output is also a skip, else the
- * alternating chain buffer for i (zeroed, since backward functions accumulate). */
+ * alternating chain buffer for i: zeroed, since backward functions accumulate, unless layer i + 1, the
+ * one that computes it, writes it first (then marked for overwriting). */
 static Tensor output_gradient(UNet *net, int i) {
     if (net->layout.layers[i].push_skip) return net->d_skip_out[i];
     Tensor o = net->states[i].out;
     Tensor d = {.data = net->d_chain[i % 2], .ndim = o.ndim};
     memcpy(d.shape, o.shape, sizeof d.shape);
+    const LayerState *consumer = &net->states[i + 1];
+    const UNetLayerKind kind = consumer->layer->kind;
+    if (kind == UNET_LAYER_ATTENTION || (kind == UNET_LAYER_RESNET && resnet_writes_d_in(consumer)))
+        return tensor_overwrite(d);
     tensor_zero(d);
     return d;
 }
@@ -419,9 +428,13 @@ void unet_backward(UNet *net, float *dx, const float *dout) {
         case UNET_LAYER_RESNET: {
             int src = net->skip_source[i];
             Tensor skip = src >= 0 ? net->states[src].out : tensor_none();
-            if (src >= 0) tensor_zero(net->d_skip_out[src]); /* its memory was another buffer's until now */
-            resnet_backward(s, d_in, src >= 0 ? net->d_skip_out[src] : tensor_none(), net->d_silu_emb, d_out, in, skip,
-                            silu_emb, scratch, &net->dropout, (uint64_t)i);
+            /* The skip's gradient starts here (its memory was another buffer's until now): written, unless
+             * the skip is also the input (no mid block), whose gradient lands in the same buffer. */
+            Tensor d_skip = src < 0 ? tensor_none() : net->d_skip_out[src];
+            if (src == i - 1) tensor_zero(d_skip);
+            else if (src >= 0) d_skip = tensor_overwrite(d_skip);
+            resnet_backward(s, d_in, d_skip, net->d_silu_emb, d_out, in, skip, silu_emb, scratch, &net->dropout,
+                            (uint64_t)i);
             break;
         }
         case UNET_LAYER_ATTENTION:

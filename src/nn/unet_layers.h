@@ -30,9 +30,12 @@ typedef struct UNetScratch {
 /* need[i] = max(need[i], n_floats): how the *_scratch_needs functions declare what they use. */
 void unet_scratch_need(size_t need[UNET_N_SCRATCH], int i, size_t n_floats);
 
-/* A view of scratch buffer i with the given shape, as it is, or zero-filled (about to be accumulated into). */
+/* A view of scratch buffer i with the given shape: as it is; zero-filled (about to be accumulated into);
+ * or marked for overwriting (tensor_overwrite), for a gradient whose first writer is one of the ops that
+ * take such a gradient (ops.h): pass it to that op, then tensor_accumulate(it) to any other. */
 Tensor unet_scratch_view(const UNetScratch *s, int i, int ndim, const size_t *shape);
 Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *shape);
+Tensor unet_scratch_to_write(const UNetScratch *s, int i, int ndim, const size_t *shape);
 #define SCRATCH4(s, i, a, b, c, d) unet_scratch_zeroed((s), (i), 4, (size_t[]){(a), (b), (c), (d)})
 #define SCRATCH2(s, i, a, b) unet_scratch_zeroed((s), (i), 2, (size_t[]){(a), (b)})
 
@@ -120,14 +123,17 @@ void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N
 /* Forward uses scratch too (the shortcut conv's output, the scale/shift halves). */
 void resnet_forward(LayerState *s, Tensor in, Tensor skip, Tensor silu_emb, const UNetScratch *scratch,
                     const UNetDropoutKeys *keys, uint64_t layer_index);
-/* in and skip are the forward pass's inputs; d_in and d_skip accumulate; d_silu_emb accumulates the
+/* in and skip are the forward pass's inputs; d_in and d_skip accumulate, or are written when marked for
+ * overwriting (d_skip always may be, d_in where resnet_writes_d_in); d_silu_emb accumulates the
  * time-projection gradient. */
+bool resnet_writes_d_in(const LayerState *s);
 void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_emb, Tensor dout, Tensor in, Tensor skip,
                      Tensor silu_emb, const UNetScratch *scratch, const UNetDropoutKeys *keys, uint64_t layer_index);
 
 void attention_plan(LayerState *s, Arena *arena);
 void attention_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N_SCRATCH]);
 void attention_block_forward(LayerState *s, Tensor in, const UNetScratch *scratch);
+/* d_in accumulates, or is written when marked for overwriting. */
 void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, const UNetScratch *scratch);
 
 #endif

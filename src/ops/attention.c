@@ -143,11 +143,19 @@ void attention_forward_bf16_qkv(Tensor out, Tensor lse, const uint16_t *q, const
         .shape = s, .scale = scale, .out = out.data, .lse = lse.data, .q16 = q, .k16 = k, .v16 = v});
 }
 
+/* The bf16 kernels add into their gradients: those marked to be overwritten start from zero. */
+static void zero_overwritten(Tensor dq, Tensor dk, Tensor dv) {
+    const Tensor grads[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++)
+        if (grads[i].overwrite) tensor_zero(grads[i]);
+}
+
 void attention_backward_bf16_qkv(Tensor dq, Tensor dk, Tensor dv, Tensor dout, const uint16_t *q, const uint16_t *k,
                                  const uint16_t *v, Tensor out, Tensor lse, int n_heads, float scale) {
     AttentionShape s = check_bf16_qkv(__func__, out, lse, q, k, v, n_heads, scale);
     attention_check_backward(__func__, dq, dk, dv, dout, out, out, out, out, lse, n_heads, scale);
     if (!dq.data && !dk.data && !dv.data) return;
+    zero_overwritten(dq, dk, dv);
     attention_backward_bf16(&(AttentionArgs){.shape = s, .scale = scale, .out = out.data, .lse = lse.data, .q16 = q,
                                              .k16 = k, .v16 = v, .dq = dq.data, .dk = dk.data, .dv = dv.data,
                                              .dout = dout.data});
@@ -158,6 +166,7 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     AttentionShape s = attention_check_backward(__func__, dq, dk, dv, dout, q, k, v, out, lse, n_heads, scale);
     if (!dq.data && !dk.data && !dv.data) return;
     if (attention_uses_bf16(s)) {
+        zero_overwritten(dq, dk, dv);
         attention_backward_bf16(&(AttentionArgs){.shape = s, .scale = scale, .out = out.data, .lse = lse.data,
                                                  .q = q.data, .k = k.data, .v = v.data, .dq = dq.data, .dk = dk.data,
                                                  .dv = dv.data, .dout = dout.data});
@@ -166,6 +175,7 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, 
     AttentionArgs a = attention_args(s, scale);
     a.q = q.data, a.k = k.data, a.v = v.data, a.out = NULL, a.dout = dout.data;
     a.dq = dq.data, a.dk = dk.data, a.dv = dv.data;
+    a.set_dq = dq.overwrite, a.set_dk = dk.overwrite, a.set_dv = dv.overwrite;
     float *lse2 = scratch_reserve(&lse2_buffer, s.N * s.n_heads * s.Lq);
     float *delta = scratch_reserve(&delta_buffer, s.N * s.n_heads * s.Lq);
     float *q_scaled = attention_uses_lanes(s.D) ? scratch_reserve(&q_scaled_buffer, s.N * s.Lq * s.C) : NULL;

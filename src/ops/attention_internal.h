@@ -69,8 +69,10 @@ typedef struct AttentionArgs {
     const float *q, *k, *v;
     /* bf16 kernels: q, k, v already rounded to bf16, read in place of q, k, v when not NULL */
     const uint16_t *q16, *k16, *v16;
-    /* backward: accumulates into dq, dk, dv (each may be NULL); reads dout, out and lse */
+    /* backward: accumulates into dq, dk, dv (each may be NULL), or writes those whose set_ flag is true
+     * (fused kernels only); reads dout, out and lse */
     float *dq, *dk, *dv;
+    bool set_dq, set_dk, set_dv;
     const float *dout;
     /* backward pre-pass results, (N, n_heads, Lq): lse * log2(e) and D_i = dout_i . out_i per head;
      * lanes kernels: q * scale * log2(e), (N, Lq, C) */

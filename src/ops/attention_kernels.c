@@ -106,8 +106,23 @@ static inline void attention_scatter16(float *dst, size_t stride, const float *s
     for (int x = 0; x < n; x++) dst[x * stride] = src[x];
 }
 
-static inline void attention_add_scatter16(float *dst, size_t stride, const float *src, int n) {
-    for (int x = 0; x < n; x++) dst[x * stride] += src[x];
+/* dst[x * stride] = src[x] (set) or += src[x], for x < n: a gradient written or accumulated. */
+static inline void attention_put_scatter16(bool set, float *dst, size_t stride, const float *src, int n) {
+    if (set)
+        attention_scatter16(dst, stride, src, n);
+    else
+        for (int x = 0; x < n; x++) dst[x * stride] += src[x];
+}
+
+/* dst[d] = c src[d] (set) or += c src[d], for d < D. */
+static inline void attention_put_row(bool set, float *restrict dst, const float *restrict src, float c, size_t D) {
+    if (set) {
+#pragma omp simd
+        for (size_t d = 0; d < D; d++) dst[d] = c * src[d];
+    } else {
+#pragma omp simd
+        for (size_t d = 0; d < D; d++) dst[d] += c * src[d];
+    }
 }
 
 /* lse = ln(2^m l) = (m + log2 l) ln 2, m and l in base 2. */

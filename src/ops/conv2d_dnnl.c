@@ -92,8 +92,12 @@ typedef struct Plan {
     WeightLayout own_layout;
     dnnl_primitive_t reorder;
     /* Backward-data run as the forward convolution of dout with the channel-transposed, spatially
-     * flipped weights, adding into dinp through a sum post-op (see plan_try_data_as_forward). */
+     * flipped weights, adding into dinp through a sum post-op (see plan_try_data_as_forward); conv_set
+     * is the same convolution without the sum, for a dinp marked for overwriting (NULL if oneDNN
+     * offered it another kernel), with its own scratchpad. */
     bool data_as_forward;
+    dnnl_primitive_t conv_set;
+    dnnl_memory_t scratchpad_set;
     /* Backward-data of a narrow input, or the forward of a narrow output, as a matmul and a gather,
      * this many images per matmul (0: not such a plan; see plan_create_narrow). */
     size_t narrow_images;
@@ -321,6 +325,16 @@ static Plan *plan_create_narrow(const PlanKey *key) {
  * against 2.72 ms), and the sum post-op saves the pass that adds the scratch result into dinp. */
 enum { DATA_AS_FORWARD_MIN_POSITIONS = 512 };
 
+/* The primitive descriptor of backward-data as forward, adding into dinp (sum post-op) or writing it;
+ * NULL where oneDNN has none. */
+static dnnl_primitive_desc_t data_as_forward_pd(const dnnl_convolution_desc_t *desc, bool accumulate) {
+    dnnl_primitive_attr_t attr = dnnl_runtime_attr(accumulate);
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t status = dnnl_primitive_desc_create(&pd, desc, attr, dnnl_runtime_engine(), NULL);
+    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
+    return status == dnnl_success ? pd : NULL;
+}
+
 static Plan *plan_try_data_as_forward(const PlanKey *key) {
     const Conv2dShape *s = &key->s;
     const Conv2dParams *p = &key->p;
@@ -338,14 +352,11 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     dnnl_memory_desc_t dout_md = md_typed(4, dout_dims, operand, dnnl_nhwc), dinp_md = md_of(4, dinp_dims, dnnl_nhwc);
     dnnl_memory_desc_t wei_any = md_typed(4, wei_dims, operand, dnnl_format_tag_any);
 
-    dnnl_primitive_attr_t attr = dnnl_runtime_attr(true);
     dnnl_convolution_desc_t desc;
     DNNL_CALL(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &dout_md,
                                                  &wei_any, NULL, &dinp_md, strides, pad_lo, pad_hi));
-    dnnl_primitive_desc_t pd;
-    dnnl_status_t status = dnnl_primitive_desc_create(&pd, &desc, attr, dnnl_runtime_engine(), NULL);
-    DNNL_CALL(dnnl_primitive_attr_destroy(attr));
-    if (status != dnnl_success) return NULL;
+    dnnl_primitive_desc_t pd = data_as_forward_pd(&desc, true);
+    if (!pd) return NULL;
     const char *impl = "";
     DNNL_CALL(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     const dnnl_memory_desc_t *kernel_wei = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -359,6 +370,13 @@ static Plan *plan_try_data_as_forward(const PlanKey *key) {
     plan->data_as_forward = true;
     DNNL_CALL(dnnl_primitive_create(&plan->conv, pd));
     plan->scratchpad = dnnl_runtime_scratchpad(pd, &ws.scratchpad);
+    /* The writing twin must take the weights in the same layout, as the call moves them once for both. */
+    dnnl_primitive_desc_t pd_set = data_as_forward_pd(&desc, false);
+    if (pd_set && dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd_set, dnnl_query_weights_md, 0), kernel_wei)) {
+        DNNL_CALL(dnnl_primitive_create(&plan->conv_set, pd_set));
+        plan->scratchpad_set = dnnl_runtime_scratchpad(pd_set, &ws.scratchpad);
+    }
+    if (pd_set) DNNL_CALL(dnnl_primitive_desc_destroy(pd_set));
     plan->act_in = dnnl_runtime_memory(&dout_md);
     plan->act_out = dnnl_runtime_memory(&dinp_md);
     if (key->bf16) {
@@ -563,6 +581,8 @@ static void plan_free(void *entry) {
     relayout_free(&plan->dout_copy);
     relayout_free(&plan->result_copy);
     DNNL_CALL(dnnl_primitive_destroy(plan->conv));
+    if (plan->conv_set) DNNL_CALL(dnnl_primitive_destroy(plan->conv_set));
+    dnnl_runtime_memory_free(plan->scratchpad_set);
     if (plan->reorder) DNNL_CALL(dnnl_primitive_destroy(plan->reorder));
     if (plan->hint_pd) DNNL_CALL(dnnl_primitive_desc_destroy(plan->hint_pd));
     dnnl_runtime_memory_free(plan->act_in);
@@ -903,18 +923,21 @@ static dnnl_memory_t backward_data_weights(Plan *plan, const float *weight, Conv
 /* The input gradient of one call's images (n_dinp floats from dinp): as a forward convolution summing
  * into dinp where that plan could be built; else through oneDNN's backward-data into the workspace (or,
  * for a plan with copies, its layout's copy of it), then added to dinp. */
-static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_dinp, const float *dout,
-                          const uint16_t *dout_bf16, bool *dout_copied) {
+static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_dinp, bool overwrite,
+                          const float *dout, const uint16_t *dout_bf16, bool *dout_copied) {
     const bool copies = plan->result_copy.reorder, as_forward = plan->data_as_forward;
+    const bool set = overwrite && plan->conv_set;
+    if (overwrite && !set) floats_zero(dinp, n_dinp); /* the other kernels add into it */
     if (copies) dnnl_runtime_bind(plan->act_in, dout_copy_of(plan, dout, dout_copied));
     else dnnl_runtime_bind(plan->act_in, plan->key.bf16 ? (const void *)dout_bf16 : dout);
     dnnl_runtime_bind(plan->act_out, as_forward ? dinp : copies ? ws.result_copy.data : ws.dinp.data);
-    dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
-    execute(plan->conv, 4,
+    dnnl_memory_t scratchpad = set ? plan->scratchpad_set : plan->scratchpad;
+    dnnl_runtime_bind(scratchpad, ws.scratchpad.data);
+    execute(set ? plan->conv_set : plan->conv, 4,
             (dnnl_exec_arg_t[]){{as_forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, plan->act_in},
                                 {DNNL_ARG_WEIGHTS, wei},
                                 {as_forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, plan->act_out},
-                                {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+                                {DNNL_ARG_SCRATCHPAD, scratchpad}});
     if (copies) relayout(&plan->result_copy, ws.result_copy.data, dinp); /* adds */
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
     if (!copies && !as_forward) add_into(dinp, ws.dinp.data, n_dinp);
@@ -996,6 +1019,7 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         weights = plan_get(&key);
     }
     if (data && data->narrow_images) {
+        if (dinp.overwrite) tensor_zero(dinp); /* narrow_run adds */
         narrow_run(data, dinp.data, dout.data, weight, NULL, s, p);
         data = NULL;
     }
@@ -1013,7 +1037,9 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         bool dout_copied = false;
         const float *dout_k = dout.data + k * out_step;
         const uint16_t *dout_bf16_k = dout_bf16 ? dout_bf16 + k * out_step : NULL;
-        if (data) backward_data(data, data_wei, dinp.data + k * in_step, in_step, dout_k, dout_bf16_k, &dout_copied);
+        if (data)
+            backward_data(data, data_wei, dinp.data + k * in_step, in_step, dinp.overwrite, dout_k, dout_bf16_k,
+                          &dout_copied);
         if (weights)
             backward_weights(weights, dweight_sum, dbias_sum, dout_k, dout_bf16_k, &dout_copied,
                              inp ? inp + k * in_step : NULL, inp_bf16 ? inp_bf16 + k * in_step : NULL, in_step);

@@ -72,15 +72,18 @@ void concat_channels_backward(Tensor da, Tensor db, Tensor dout) {
     if (!tensor_is_none(db)) tensor_expect(db, __func__, "db", dout.ndim, want_b.shape);
     const size_t cb = c - ca, rows = tensor_numel(dout) / c;
     float *pa = da.data, *pb = db.data;
+    const bool set_a = da.overwrite, set_b = db.overwrite;
 #pragma omp parallel for schedule(static) if (tensor_numel(dout) >= ELEMENTWISE_PARALLEL_ELEMS)
     for (size_t r = 0; r < rows; r++) {
         const float *src = dout.data + r * c;
         /* out[r, 0:ca] = a[r], out[r, ca:c] = b[r] */
-        if (pa) {
+        if (pa && set_a) memcpy(pa + r * ca, src, ca * sizeof *pa);
+        if (pa && !set_a) {
 #pragma omp simd
             for (size_t k = 0; k < ca; k++) pa[r * ca + k] += src[k];
         }
-        if (pb) {
+        if (pb && set_b) memcpy(pb + r * cb, src + ca, cb * sizeof *pb);
+        if (pb && !set_b) {
 #pragma omp simd
             for (size_t k = 0; k < cb; k++) pb[r * cb + k] += src[ca + k];
         }
@@ -115,6 +118,13 @@ void add_scaled_backward(Tensor da, Tensor db, Tensor dout, float scale) {
     float *pa = da.data, *pb = db.data; /* da and db may be the same buffer (out = (x + x) scale) */
     /* out = (a + b) scale; one loop per gradient, so each vectorises (with da == db, each element gets
      * its two additions in the same order as in one loop) */
+    CHECK(!db.overwrite, "%s: db cannot be overwritten (da may)", __func__);
+    if (pa && da.overwrite) {
+        CHECK(pa != pb, "%s: da and db are one buffer, which cannot be overwritten", __func__);
+#pragma omp parallel for simd schedule(static) if (n >= ELEMENTWISE_PARALLEL_ELEMS)
+        for (size_t i = 0; i < n; i++) pa[i] = g[i] * scale;
+        pa = NULL;
+    }
     for (int k = 0; k < 2; k++) {
         float *p = k == 0 ? pa : pb;
         if (!p) continue;

@@ -652,14 +652,19 @@ static void group_grad_coefficients(float *alpha, float *beta, float *gamma, con
 }
 
 /* dx += dy alpha + x beta + gamma over n_rows rows of `width` channels (row strides ld_dy and ld). */
-static void input_grad_rows(float *restrict dx, const float *restrict dy, size_t ld_dy, const float *restrict x,
-                            size_t n_rows, size_t width, size_t ld, const float *restrict alpha,
-                            const float *restrict beta, const float *restrict gamma) {
+static void input_grad_rows(float *restrict dx, bool overwrite, const float *restrict dy, size_t ld_dy,
+                            const float *restrict x, size_t n_rows, size_t width, size_t ld,
+                            const float *restrict alpha, const float *restrict beta, const float *restrict gamma) {
     for (size_t r = 0; r < n_rows; r++) {
         float *d = dx + r * ld;
         const float *g = dy + r * ld_dy, *v = x + r * ld;
+        if (overwrite) {
 #pragma omp simd
-        for (size_t c = 0; c < width; c++) d[c] += (g[c] * alpha[c] + v[c] * beta[c]) + gamma[c];
+            for (size_t c = 0; c < width; c++) d[c] = (g[c] * alpha[c] + v[c] * beta[c]) + gamma[c];
+        } else {
+#pragma omp simd
+            for (size_t c = 0; c < width; c++) d[c] += (g[c] * alpha[c] + v[c] * beta[c]) + gamma[c];
+        }
     }
 }
 
@@ -745,14 +750,14 @@ static void chunk_input_grad(const BackwardArgs *b, const ChunkSpan *span, const
     float *dx = b->dinp.data + span->offset;
     const size_t c = span->c;
     if (!b->silu) {
-        input_grad_rows(dx, dout, c, x, span->n_rows, c, c, alpha, beta, gamma);
+        input_grad_rows(dx, b->dinp.overwrite, dout, c, x, span->n_rows, c, c, alpha, beta, gamma);
         return;
     }
     const size_t step = silu_block_rows(c);
     for (size_t r = 0; r < span->n_rows; r += step) {
         size_t rows = span->n_rows - r < step ? span->n_rows - r : step;
         silu_grad_rows(span->buf, dout + r * c, x + r * c, rows, c, c, span->ya, span->yb);
-        input_grad_rows(dx + r * c, span->buf, c, x + r * c, rows, c, c, alpha, beta, gamma);
+        input_grad_rows(dx + r * c, b->dinp.overwrite, span->buf, c, x + r * c, rows, c, c, alpha, beta, gamma);
     }
 }
 
@@ -807,7 +812,8 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
                                         b->shift ? b->shift + n * c_all : NULL, c0 + at, pl->cg,
                                         b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g], (double)count);
             }
-            input_grad_rows(b->dinp.data + offset, dy, ld_dy, x, pl->s, width, c_all, alpha, beta, gamma);
+            input_grad_rows(b->dinp.data + offset, b->dinp.overwrite, dy, ld_dy, x, pl->s, width, c_all, alpha, beta,
+                            gamma);
         }
         param_grads(pl, b, sums);
     }

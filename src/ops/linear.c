@@ -192,13 +192,16 @@ void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
     LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
     const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;
     if (takes_bf16(s)) {
+        if (dinp.overwrite) tensor_zero(dinp); /* the bf16 product adds */
         if (dinp.data || dweight.data)
             linear_bf16_backward(s, dinp.data, dweight.data, dout.data, inp.data, NULL, weight.data);
     } else {
         if (dinp.data && narrow_gemm_serves(Fo, Fi))
-            narrow_gemm_kco(dinp.data, dinp.data, dout.data, Fo, NULL, 0, weight.data, NULL, Fi, M, 1.0f);
+            narrow_gemm_kco(dinp.data, dinp.overwrite ? NULL : dinp.data, dout.data, Fo, NULL, 0, weight.data, NULL,
+                            Fi, M, 1.0f);
         else if (dinp.data)
-            linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, 1.0f, dinp.data, Fi);
+            linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, dinp.overwrite ? 0.0f : 1.0f, dinp.data,
+                         Fi);
         if (dweight.data && narrow_weight_grad_serves(Fo, Fi))
             narrow_weight_grad(dweight.data, dout.data, Fo, inp.data, Fi, M);
         else if (dweight.data)
@@ -212,6 +215,7 @@ void linear_backward_bf16_input(Tensor dinp, Tensor dweight, Tensor dbias, Tenso
     const Tensor inp_view = view_like(inp, dout, weight_dim(weight, 1));
     LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp_view, weight);
     check_takes_bf16(__func__, s);
+    if (dinp.overwrite) tensor_zero(dinp); /* the bf16 product adds */
     if (dinp.data || dweight.data) linear_bf16_backward(s, dinp.data, dweight.data, dout.data, NULL, inp, weight.data);
     bias_gradient(dbias, dout, s);
 }
