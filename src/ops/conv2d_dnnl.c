@@ -107,6 +107,7 @@ typedef struct Plan {
      * dout (backward plans), result_copy moves the result back (forward: out; backward-data: added into
      * dinp). Unused copies have no reorder. */
     Relayout src_copy, dout_copy, result_copy;
+    Relayout result_set; /* backward-data: result_copy writing dinp instead of adding (dinp marked for it) */
     dnnl_memory_t act_in, act_out;   /* forward: src, dst; backward-data: diff_dst, diff_src;
                                         backward-weights: src, diff_dst */
     dnnl_memory_t wei_user, wei;     /* weights (or their gradient) as oihw, and in the kernel's layout */
@@ -550,6 +551,7 @@ static Plan *plan_create_conv(const PlanKey *key, bool winograd) {
         }
         if (data) {
             plan->result_copy = relayout_create(&src_md, &src_user, true);
+            plan->result_set = relayout_create(&src_md, &src_user, false);
             grow_buffer(&ws.result_copy, src_bytes);
         }
     }
@@ -580,6 +582,7 @@ static void plan_free(void *entry) {
     relayout_free(&plan->src_copy);
     relayout_free(&plan->dout_copy);
     relayout_free(&plan->result_copy);
+    relayout_free(&plan->result_set);
     DNNL_CALL(dnnl_primitive_destroy(plan->conv));
     if (plan->conv_set) DNNL_CALL(dnnl_primitive_destroy(plan->conv_set));
     dnnl_runtime_memory_free(plan->scratchpad_set);
@@ -926,21 +929,25 @@ static dnnl_memory_t backward_data_weights(Plan *plan, const float *weight, Conv
 static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_dinp, bool overwrite,
                           const float *dout, const uint16_t *dout_bf16, bool *dout_copied) {
     const bool copies = plan->result_copy.reorder, as_forward = plan->data_as_forward;
-    const bool set = overwrite && plan->conv_set;
-    if (overwrite && !set) floats_zero(dinp, n_dinp); /* the other kernels add into it */
+    /* A dinp marked for overwriting is written by the forward twin without the sum, by the copy back
+     * without the sum, or by oneDNN's backward-data straight into it; only a forward plan without its
+     * twin adds into it, from zero. */
+    const bool set = overwrite && (!as_forward || plan->conv_set);
+    const bool twin = set && as_forward;
+    if (overwrite && !set) floats_zero(dinp, n_dinp);
     if (copies) dnnl_runtime_bind(plan->act_in, dout_copy_of(plan, dout, dout_copied));
     else dnnl_runtime_bind(plan->act_in, plan->key.bf16 ? (const void *)dout_bf16 : dout);
-    dnnl_runtime_bind(plan->act_out, as_forward ? dinp : copies ? ws.result_copy.data : ws.dinp.data);
-    dnnl_memory_t scratchpad = set ? plan->scratchpad_set : plan->scratchpad;
+    dnnl_runtime_bind(plan->act_out, copies ? ws.result_copy.data : as_forward || set ? dinp : ws.dinp.data);
+    dnnl_memory_t scratchpad = twin ? plan->scratchpad_set : plan->scratchpad;
     dnnl_runtime_bind(scratchpad, ws.scratchpad.data);
-    execute(set ? plan->conv_set : plan->conv, 4,
+    execute(twin ? plan->conv_set : plan->conv, 4,
             (dnnl_exec_arg_t[]){{as_forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, plan->act_in},
                                 {DNNL_ARG_WEIGHTS, wei},
                                 {as_forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, plan->act_out},
                                 {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    if (copies) relayout(&plan->result_copy, ws.result_copy.data, dinp); /* adds */
+    if (copies) relayout(set ? &plan->result_set : &plan->result_copy, ws.result_copy.data, dinp);
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
-    if (!copies && !as_forward) add_into(dinp, ws.dinp.data, n_dinp);
+    if (!copies && !as_forward && !set) add_into(dinp, ws.dinp.data, n_dinp);
 }
 
 /* dbias alone, when no weight gradient is wanted: a fixed-order sum per channel (as the reference). */
