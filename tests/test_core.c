@@ -164,33 +164,32 @@ static void test_philox_known_answer(void) {
            "pi vector: %08x %08x %08x %08x", out[0], out[1], out[2], out[3]);
 }
 
+/* A fill (rng_fill_normal or rng_fill_uniform) and its one-draw twin agree, whatever the thread count and
+ * window: windows from odd offsets and inside one Philox block (four uniform draws, two normal ones). */
+typedef void (*RngFill)(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t first_index);
+typedef float (*RngDraw)(uint64_t seed, uint64_t stream, uint64_t index);
+
+static void expect_fill_addressable(const char *name, RngFill fill, RngDraw draw, float *a, float *b, size_t n) {
+    int saved = threads_get();
+    threads_set(1);
+    fill(a, n, 7, 3, 0);
+    threads_set(2);
+    fill(b, n, 7, 3, 0);
+    threads_set(saved);
+    EXPECT(memcmp(a, b, n * sizeof(float)) == 0, "%s fill differs between 1 and 2 threads", name);
+    fill(b, 1001, 7, 3, 12345);
+    EXPECT(memcmp(a + 12345, b, 1001 * sizeof(float)) == 0, "windowed %s fill differs", name);
+    fill(b, 1, 7, 3, 501);
+    EXPECT(b[0] == a[501], "%s fill of one draw differs", name);
+    EXPECT(draw(7, 3, 777) == a[777] && draw(7, 3, 12345 + 1000) == a[12345 + 1000], "one %s draw differs from the fill",
+           name);
+}
+
 static void test_rng_addressable_and_thread_independent(void) {
     enum { N = 300001 };
     float *a = xmalloc(N * sizeof(float)), *b = xmalloc(N * sizeof(float));
-    int saved = threads_get();
-    threads_set(1);
-    rng_fill_normal(a, N, 7, 3, 0);
-    threads_set(2);
-    rng_fill_normal(b, N, 7, 3, 0);
-    threads_set(saved);
-    EXPECT(memcmp(a, b, N * sizeof(float)) == 0, "normal fill differs between 1 and 2 threads");
-    /* Any window of the stream equals the same indices of the whole, from odd offsets too. */
-    rng_fill_normal(b, 1001, 7, 3, 12345);
-    EXPECT(memcmp(a + 12345, b, 1001 * sizeof(float)) == 0, "windowed normal fill differs");
-    EXPECT(rng_normal(7, 3, 777) == a[777], "rng_normal(777) differs from the fill");
-    /* The same for uniform draws (four per Philox block: windows that start and end inside a block). */
-    threads_set(1);
-    rng_fill_uniform(a, N, 7, 3, 0);
-    threads_set(2);
-    rng_fill_uniform(b, N, 7, 3, 0);
-    threads_set(saved);
-    EXPECT(memcmp(a, b, N * sizeof(float)) == 0, "uniform fill differs between 1 and 2 threads");
-    rng_fill_uniform(b, 1001, 7, 3, 12345);
-    EXPECT(memcmp(a + 12345, b, 1001 * sizeof(float)) == 0, "windowed uniform fill differs");
-    rng_fill_uniform(b, 2, 7, 3, 501);
-    EXPECT(memcmp(a + 501, b, 2 * sizeof(float)) == 0, "uniform fill inside one block differs");
-    EXPECT(rng_uniform(7, 3, 777) == a[777] && rng_uniform(7, 3, 12345 + 1000) == a[12345 + 1000],
-           "rng_uniform differs from the fill");
+    expect_fill_addressable("normal", rng_fill_normal, rng_normal, a, b, N);
+    expect_fill_addressable("uniform", rng_fill_uniform, rng_uniform, a, b, N);
     /* Different seeds and streams differ. */
     EXPECT(rng_normal(7, 3, 0) != rng_normal(8, 3, 0) && rng_normal(7, 3, 0) != rng_normal(7, 4, 0),
            "seed or stream ignored");
