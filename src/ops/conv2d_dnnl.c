@@ -925,7 +925,8 @@ static dnnl_memory_t backward_data_weights(Plan *plan, const float *weight, Conv
 
 /* The input gradient of one call's images (n_dinp floats from dinp): as a forward convolution summing
  * into dinp where that plan could be built; else through oneDNN's backward-data into the workspace (or,
- * for a plan with copies, its layout's copy of it), then added to dinp. */
+ * for a plan with copies, its layout's copy of it), then added to dinp. With overwrite, written into
+ * dinp instead (whatever it held). */
 static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_dinp, bool overwrite,
                           const float *dout, const uint16_t *dout_bf16, bool *dout_copied) {
     const bool copies = plan->result_copy.reorder, as_forward = plan->data_as_forward;

@@ -73,6 +73,7 @@ void concat_channels_backward(Tensor da, Tensor db, Tensor dout) {
     const size_t cb = c - ca, rows = tensor_numel(dout) / c;
     float *pa = da.data, *pb = db.data;
     const bool set_a = da.overwrite, set_b = db.overwrite;
+    CHECK(!(set_a || set_b) || pa != pb, "%s: da and db are one buffer, which cannot be overwritten", __func__);
 #pragma omp parallel for schedule(static) if (tensor_numel(dout) >= ELEMENTWISE_PARALLEL_ELEMS)
     for (size_t r = 0; r < rows; r++) {
         const float *src = dout.data + r * c;
