@@ -384,7 +384,8 @@ static Tensor output_gradient(UNet *net, int i) {
     memcpy(d.shape, o.shape, sizeof d.shape);
     const LayerState *consumer = &net->states[i + 1];
     const UNetLayerKind kind = consumer->layer->kind;
-    if (kind == UNET_LAYER_ATTENTION || (kind == UNET_LAYER_RESNET && resnet_writes_d_in(consumer)))
+    if (kind == UNET_LAYER_ATTENTION || kind == UNET_LAYER_DOWNSAMPLE ||
+        (kind == UNET_LAYER_RESNET && resnet_writes_d_in(consumer)))
         return tensor_overwrite(d);
     tensor_zero(d);
     return d;
