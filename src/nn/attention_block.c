@@ -112,7 +112,6 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     dx = tensor_accumulate(dx);
     Tensor d_o = unet_scratch_to_write(scratch, 1, 3, (size_t[]){n, len, c});
     linear_backward(d_o, g[UNET_ATTN_TO_OUT_WEIGHT], g[UNET_ATTN_TO_OUT_BIAS], d_proj, a->o, p[UNET_ATTN_TO_OUT_WEIGHT]);
-    d_o = tensor_accumulate(d_o);
     Tensor d_qkv[3];
     for (int i = 0; i < 3; i++) d_qkv[i] = unet_scratch_to_write(scratch, 2 + i, 3, (size_t[]){n, len, c});
     if (a->qkv16[0])
@@ -121,7 +120,6 @@ void attention_block_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in
     else
         attention_backward(d_qkv[0], d_qkv[1], d_qkv[2], d_o, a->qkv[0], a->qkv[1], a->qkv[2], a->o, a->lse,
                            l->n_heads, attention_scale(l));
-    for (int i = 0; i < 3; i++) d_qkv[i] = tensor_accumulate(d_qkv[i]);
     /* q, k, v = to_q(n), to_k(n), to_v(n): their input gradients add up in d_normed (to_q's written); d_proj
      * in scratch 0 is spent, so the normed tokens go there */
     Tensor d_normed = l->norm_groups > 0 ? unet_scratch_to_write(scratch, 1, 3, (size_t[]){n, len, c}) : dx;

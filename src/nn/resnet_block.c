@@ -206,9 +206,9 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
      * writes d(xr), which resample_backward adds in) */
     Tensor dx_cat = l->skip_channels == 0 ? d_in
                     : resample            ? SCRATCH4(scratch, 5, n, ih, iw, c_in)
-                                          : unet_scratch_to_write(scratch, 5, 4, (size_t[]){n, ih, iw, c_in});
+                                          : SCRATCH4_TO_WRITE(scratch, 5, n, ih, iw, c_in);
     CHECK(!dx_cat.overwrite || !resample, "resnet_backward: d_in cannot be overwritten with resampling");
-    Tensor dxr = resample ? unet_scratch_to_write(scratch, 4, 4, (size_t[]){n, oh, ow, c_in}) : dx_cat;
+    Tensor dxr = resample ? SCRATCH4_TO_WRITE(scratch, 4, n, oh, ow, c_in) : dx_cat;
 
     /* out = (shortcut(xr) + conv2(a2)) * inv_scale */
     Tensor d_branch = dout;
@@ -222,15 +222,14 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, xr,
                         p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
     dxr = tensor_accumulate(dxr), dx_cat = tensor_accumulate(dx_cat);
-    Tensor d_a2 = unet_scratch_to_write(scratch, 1, 4, (size_t[]){n, oh, ow, c_out});
+    Tensor d_a2 = SCRATCH4_TO_WRITE(scratch, 1, n, oh, ow, c_out);
     conv_input_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, &a->a2,
                     p[UNET_RESNET_CONV2_WEIGHT], conv2d_params(1, 1));
-    d_a2 = tensor_accumulate(d_a2);
     /* a2 = dropout(silu(norm2(c1))), or dropout(silu(n2s)) in scale_shift mode */
     if (dropout_on(l, keys)) dropout_per_sample(d_a2, d_a2, l->dropout, keys, layer_index);
     bool scale_shift = l->time_scale_shift == UNET_TIME_SCALE_SHIFT_SCALE_SHIFT;
     Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
-    Tensor d_c1 = unet_scratch_to_write(scratch, 3, 4, (size_t[]){n, oh, ow, c_out}); /* norm2's backward writes it */
+    Tensor d_c1 = SCRATCH4_TO_WRITE(scratch, 3, n, oh, ow, c_out); /* norm2's backward writes it */
     if (!scale_shift) {
         group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->temb,
                                  a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
@@ -256,15 +255,13 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         group_norm_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_n2, a->c1, a->mean2,
                             a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], l->norm_groups);
     }
-    d_c1 = tensor_accumulate(d_c1);
     /* temb = time_emb_proj(silu_emb) */
     linear_backward(d_silu_emb, g[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], g[UNET_RESNET_TIME_EMB_PROJ_BIAS], d_temb, silu_emb,
                     p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
     /* c1 = conv1(a1r) */
-    Tensor d_a1r = unet_scratch_to_write(scratch, 1, 4, (size_t[]){n, oh, ow, c_in});
+    Tensor d_a1r = SCRATCH4_TO_WRITE(scratch, 1, n, oh, ow, c_in);
     conv_input_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, &a->a1r,
                     p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
-    d_a1r = tensor_accumulate(d_a1r);
     /* a1r, xr = resample(a1), resample(x_cat) */
     Tensor d_a1 = d_a1r;
     if (resample) {

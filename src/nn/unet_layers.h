@@ -38,6 +38,7 @@ Tensor unet_scratch_zeroed(const UNetScratch *s, int i, int ndim, const size_t *
 Tensor unet_scratch_to_write(const UNetScratch *s, int i, int ndim, const size_t *shape);
 #define SCRATCH4(s, i, a, b, c, d) unet_scratch_zeroed((s), (i), 4, (size_t[]){(a), (b), (c), (d)})
 #define SCRATCH2(s, i, a, b) unet_scratch_zeroed((s), (i), 2, (size_t[]){(a), (b)})
+#define SCRATCH4_TO_WRITE(s, i, a, b, c, d) unet_scratch_to_write((s), (i), 4, (size_t[]){(a), (b), (c), (d)})
 
 /* What a training forward pass needs beyond its inputs: dropout decisions keyed by the step and each
  * sample's global index, so they do not depend on how a batch is split over ranks. */
