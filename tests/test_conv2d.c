@@ -374,60 +374,71 @@ static void test_fast_matches_reference(void) {
 }
 
 /* fp32 3x3 convolutions with enough channels and positions run as Winograd (conv2d_dnnl.c,
- * winograd_fits), in calls of a few images where the batch is large (images_per_call): each case against
- * the reference (through fast_matches_reference: accumulation, repeats, each gradient alone), and
- * against the direct kernels, whose bits it must not repeat where the rule takes Winograd (so the path
- * is known to run) and must repeat where it does not. */
+ * winograd_fits), in calls of a few images where the batch is large (images_per_call), with narrower
+ * layers and 7x7 images too on cores that split 512-bit FMAs: each case, under each of the two rules
+ * whatever this CPU is, against the reference (through fast_matches_reference: accumulation, repeats,
+ * each gradient alone), and against the direct kernels, whose bits it must not repeat where the rule takes
+ * Winograd (so the path is known to run) and must repeat where it does not. */
 typedef struct WinogradCase {
     Case c;
     size_t call_bytes; /* the limit on a call's activations; 0: the default */
-    bool winograd;
+    bool winograd[2];  /* taken by the rule for cores with full 512-bit FMAs, and for those that split them */
 } WinogradCase;
 
 #define FOUR_IMAGES (4 * 16 * 16 * 64 * sizeof(float))
+#define TWENTY_TWO_IMAGES (22 * 7 * 7 * 64 * sizeof(float))
 static const WinogradCase winograd_cases[] = {
-    {{4, 16, 16, 64, 80, 3, 3, S1P1, true}, 0, true},                  /* 1024 positions */
-    {{16, 8, 8, 64, 64, 3, 3, S1P1, false}, 0, true},                  /* 8x8 images */
-    {{12, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, true},       /* 3 calls of 4 images */
-    {{6, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, true},        /* calls of 3 too small: 1 of 6 */
-    {{2, 16, 16, 64, 64, 3, 3, S1P1, true}, 0, false},                 /* 512 positions */
-    {{32, 7, 7, 64, 64, 3, 3, S1P1, true}, 0, false},                  /* 7x7 images */
-    {{2, 32, 32, 48, 64, 3, 3, S1P1, true}, 0, false},                 /* 48 input channels */
-    {{2, 32, 32, 72, 72, 3, 3, S1P1, true}, 0, false},                 /* channels off the 16-blocks */
-    {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, false}, /* padding */
+    {{4, 16, 16, 64, 80, 3, 3, S1P1, true}, 0, {true, true}},                  /* 1024 positions */
+    {{16, 8, 8, 64, 64, 3, 3, S1P1, false}, 0, {true, true}},                  /* 8x8 images */
+    {{12, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, {true, true}},       /* 3 calls of 4 images */
+    {{6, 16, 16, 64, 64, 3, 3, S1P1, true}, FOUR_IMAGES, {true, true}},        /* calls of 3 too small: 1 of 6 */
+    {{2, 16, 16, 64, 64, 3, 3, S1P1, true}, 0, {false, false}},                /* 512 positions */
+    {{32, 7, 7, 64, 64, 3, 3, S1P1, true}, 0, {false, true}},                  /* 7x7 images */
+    {{66, 7, 7, 64, 32, 3, 3, S1P1, true}, TWENTY_TWO_IMAGES, {false, true}},  /* 3 calls of 22 7x7 images */
+    {{2, 32, 32, 48, 64, 3, 3, S1P1, true}, 0, {false, true}},                 /* 48 input channels */
+    {{2, 32, 32, 32, 32, 3, 3, S1P1, true}, 0, {false, true}},                 /* 32 channels */
+    {{2, 32, 32, 16, 32, 3, 3, S1P1, true}, 0, {false, false}},                /* 16 input channels */
+    {{32, 6, 6, 64, 64, 3, 3, S1P1, true}, 0, {false, false}},                 /* 6x6 images */
+    {{2, 32, 32, 72, 72, 3, 3, S1P1, true}, 0, {false, false}},                /* channels off the 16-blocks */
+    {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, {false, false}}, /* padding */
 };
 
 static void test_winograd_plans(void) {
     const bool available = conv2d_fast_has_winograd();
     if (!available) printf("  this CPU has no Winograd kernels: every case must take the direct ones\n");
-    for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++) {
-        const WinogradCase *w = &winograd_cases[k];
-        const Case *c = &w->c;
-        const bool winograd = w->winograd && available;
-        conv2d_fast_use_winograd(true, w->call_bytes);
-        fast_matches_reference(c, 1);
-        Conv v[2]; /* [0]: direct kernels only, [1]: the rule */
-        for (int rule = 0; rule < 2; rule++) {
-            conv2d_fast_use_winograd(rule, w->call_bytes);
-            v[rule] = conv_alloc(c);
-            conv_fill(&v[rule], 11 + k);
-            conv_zero_grads(&v[rule]);
-            run_forward(&v[rule], true);
-            run_backward(&v[rule], true);
+    for (int split_fma = 0; split_fma < 2; split_fma++) {
+        conv2d_fast_winograd_split_fma(split_fma);
+        for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++) {
+            const WinogradCase *w = &winograd_cases[k];
+            const Case *c = &w->c;
+            const bool winograd = w->winograd[split_fma] && available;
+            conv2d_fast_use_winograd(true, w->call_bytes);
+            fast_matches_reference(c, 1);
+            Conv v[2]; /* [0]: direct kernels only, [1]: the rule */
+            for (int rule = 0; rule < 2; rule++) {
+                conv2d_fast_use_winograd(rule, w->call_bytes);
+                v[rule] = conv_alloc(c);
+                conv_fill(&v[rule], 11 + k);
+                conv_zero_grads(&v[rule]);
+                run_forward(&v[rule], true);
+                run_backward(&v[rule], true);
+            }
+            const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
+            const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
+            const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
+            const char *names[] = {"out", "dinp", "dweight"};
+            for (int t = 0; t < 3; t++) {
+                EXPECT(same_bits(xa[t], xb[t], n[t]) != winograd,
+                       "%s, %s rule: %s %s the direct kernels' bits, so Winograd was %s", case_str(c),
+                       split_fma ? "split-FMA" : "full-FMA", names[t], winograd ? "repeats" : "differs from",
+                       winograd ? "not taken" : "taken");
+                expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
+            }
+            conv_free(&v[0]);
+            conv_free(&v[1]);
         }
-        const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
-        const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
-        const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
-        const char *names[] = {"out", "dinp", "dweight"};
-        for (int t = 0; t < 3; t++) {
-            EXPECT(same_bits(xa[t], xb[t], n[t]) != winograd,
-                   "%s: %s %s the direct kernels' bits, so Winograd was %s", case_str(c), names[t],
-                   winograd ? "repeats" : "differs from", winograd ? "not taken" : "taken");
-            expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
-        }
-        conv_free(&v[0]);
-        conv_free(&v[1]);
     }
+    conv2d_fast_winograd_split_fma(-1);
     conv2d_fast_use_winograd(true, 0);
 }
 

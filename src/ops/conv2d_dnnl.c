@@ -50,6 +50,7 @@
 
 #include "core/alloc.h"
 #include "core/check.h"
+#include "core/cpu.h"
 #include "core/half.h"
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
@@ -413,8 +414,18 @@ enum { FORWARD_NCHW_MAX_POSITIONS = 192 };
  * (fashion-mnist's 64x14x14 64->32: 0.88-1.01x, 32->32: 0.82x; 64->64: 1.12-1.20x), nor do 7x7 images
  * (tiles of 4 cover 8x8: 0.92-1.0x). Channel counts must fill its 16-channel blocks. The results differ
  * from direct convolution by ~1e-6 relative (measured; the transforms' rounding), well inside the
- * fp32 tolerance of the fast-vs-reference tests. */
+ * fp32 tolerance of the fast-vs-reference tests.
+ * Those measurements were on cores with full 512-bit FMA units. Cores that split each into two halves
+ * (cpu_splits_fma512: AMD Zen 4) run the direct kernels at half the rate and the transforms at the same,
+ * so there narrower layers and 7x7 images gain too (WINOGRAD_SPLIT_FMA_*). fashion-mnist's shapes at
+ * batch 64, 2 threads, Winograd / direct ms (forward, backward-data, backward-weights): 7x7 64->64
+ * 0.71 / 0.91, 0.70 / 0.95, 0.90 / 1.15; 7x7 128->64 1.44 / 1.80, 1.37 / 1.84, 1.51 / 3.10; 14x14 96->32
+ * 3.08 / 3.21, 2.48 / 3.21, 2.82 / 4.23; 14x14 32->32 1.03 / 1.02, 1.07 / 1.06, 0.87 / 1.12; but 16
+ * input channels lose (28x28 16->16 forward 1.41 / 0.96, 14x14 16->32 0.90 / 0.50). fashion-mnist b64 on
+ * Zen 4 with this rule: training step -9 %, sampling step -5 % (medians of 9 and 11 paired runs). */
 enum { WINOGRAD_MIN_POSITIONS = 1024, WINOGRAD_MIN_SIDE = 8, WINOGRAD_MIN_CHANNELS = 64, WINOGRAD_CHANNEL_BLOCK = 16 };
+enum { WINOGRAD_SPLIT_FMA_MIN_SIDE = 7, WINOGRAD_SPLIT_FMA_MIN_CHANNELS = 32 };
+static int winograd_split_fma = -1; /* the rule for cores that split 512-bit FMAs: -1 if this CPU does */
 
 static Plan *plan_create_conv(const PlanKey *key, bool winograd);
 static void plan_free(void *plan);
@@ -440,11 +451,13 @@ bool conv2d_fast_has_winograd(void) { return winograd_available(); }
 static bool winograd_fits(const PlanKey *key) {
     const Conv2dShape *s = &key->s;
     const Conv2dParams *p = &key->p;
+    if (winograd_split_fma < 0) winograd_split_fma = cpu_splits_fma512();
+    const size_t min_channels = winograd_split_fma ? WINOGRAD_SPLIT_FMA_MIN_CHANNELS : WINOGRAD_MIN_CHANNELS;
+    const size_t min_side = winograd_split_fma ? WINOGRAD_SPLIT_FMA_MIN_SIDE : WINOGRAD_MIN_SIDE;
     const bool pad1 = p->pad_top == 1 && p->pad_bottom == 1 && p->pad_left == 1 && p->pad_right == 1;
-    const bool channels = s->ci >= WINOGRAD_MIN_CHANNELS && s->co >= WINOGRAD_MIN_CHANNELS &&
-                          s->ci % WINOGRAD_CHANNEL_BLOCK == 0 && s->co % WINOGRAD_CHANNEL_BLOCK == 0;
-    const bool positions = s->ho >= WINOGRAD_MIN_SIDE && s->wo >= WINOGRAD_MIN_SIDE &&
-                           s->n * s->ho * s->wo >= WINOGRAD_MIN_POSITIONS;
+    const bool channels = s->ci >= min_channels && s->co >= min_channels && s->ci % WINOGRAD_CHANNEL_BLOCK == 0 &&
+                          s->co % WINOGRAD_CHANNEL_BLOCK == 0;
+    const bool positions = s->ho >= min_side && s->wo >= min_side && s->n * s->ho * s->wo >= WINOGRAD_MIN_POSITIONS;
     return use_winograd && !key->bf16 && s->kh == 3 && s->kw == 3 && p->stride == 1 && pad1 && channels && positions &&
            winograd_available();
 }
@@ -614,6 +627,11 @@ void conv2d_fast_use_winograd(bool on, size_t call_bytes) {
     conv2d_cache_free();
     use_winograd = on;
     winograd_call_bytes = call_bytes;
+}
+
+void conv2d_fast_winograd_split_fma(int mode) {
+    conv2d_cache_free();
+    winograd_split_fma = mode;
 }
 
 static void held_weights_free(void) {

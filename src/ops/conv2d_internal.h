@@ -52,6 +52,10 @@ void conv2d_fast_use_own_weight_moves(bool on);
  * Winograd call's activations (WINOGRAD_CALL_BYTES; 0: that default), so small tests run in several
  * calls. Frees the plan cache. */
 void conv2d_fast_use_winograd(bool on, size_t call_bytes);
+/* Tests only: 1 or 0 picks winograd_fits' rule for cores that split 512-bit FMAs (narrower layers and 7x7
+ * images too) or the other one, whatever the CPU; -1 (the default) the rule for this CPU (core/cpu.h).
+ * Frees the plan cache. */
+void conv2d_fast_winograd_split_fma(int mode);
 /* Tests only: how many plans the fast path has built (cache misses) since the program started. */
 size_t conv2d_fast_plans_built(void);
 /* Tests only: whether oneDNN offers Winograd kernels on this CPU (AVX-512); without them those plans fall
