@@ -886,18 +886,12 @@ static Tensor bf16_shape(const char *where, Tensor out, Bf16Image inp) {
  * 11.2 s). Calls too small for winograd_fits make one call of the whole batch instead, so the direct
  * kernels never run in pieces. */
 #define WINOGRAD_CALL_BYTES ((size_t)32 << 20)
-/* bf16 precision keeps Winograd's shapes in fp32 without AMX (bf16_operands), beside the bf16 buffers of
- * its other convolutions: with 32 MB calls ddpm-cifar10 b128 bf16 peaked at 5.69 GB on Zen 4, past
- * PyTorch's 5.49; with 4 MB calls (and bf16 inputs widened one call at a time) 5.32 GB, the step 12.8 s
- * against 12.1 (b16: +4 %, paired, noisy). */
-#define WINOGRAD_CALL_BYTES_BF16 ((size_t)4 << 20)
 
 static size_t images_per_call(Conv2dShape s, Conv2dParams p) {
     PlanKey key = key_of(PLAN_FORWARD, s, p, false);
     if (!winograd_fits(&key)) return s.n;
     const size_t image_bytes = s.h * s.w * (s.ci > s.co ? s.ci : s.co) * sizeof(float);
-    size_t limit = ops_precision() == OPS_PRECISION_BF16 ? WINOGRAD_CALL_BYTES_BF16 : WINOGRAD_CALL_BYTES;
-    if (winograd_call_bytes) limit = winograd_call_bytes;
+    const size_t limit = winograd_call_bytes ? winograd_call_bytes : WINOGRAD_CALL_BYTES;
     size_t images = 1;
     for (size_t g = 1; g <= s.n; g++)
         if (s.n % g == 0 && g * image_bytes <= limit) images = g;
@@ -912,6 +906,7 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     call.n = images_per_call(s, p);
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
     Plan *plan = plan_get(&key);
+    if (inp_bf16 && !plan->key.bf16) inp = widened(inp_bf16, s.n * s.h * s.w * s.ci), inp_bf16 = NULL;
     if (plan->narrow_images) {
         narrow_run(plan, out.data, inp, weight, bias.data, s, p);
         return;
@@ -923,10 +918,9 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     dnnl_runtime_bind(plan->scratchpad, ws.scratchpad.data);
     for (size_t k = 0; k * call.n < s.n; k++) {
         const float *in = inp ? inp + k * in_step : NULL;
-        const uint16_t *in_bf16 = inp_bf16 ? inp_bf16 + k * in_step : NULL;
-        if (in_bf16 && !plan->key.bf16) in = widened(in_bf16, in_step), in_bf16 = NULL;
         float *o = out.data + k * out_step;
         if (copies) relayout(&plan->src_copy, in, ws.src_copy.data);
+        const uint16_t *in_bf16 = inp_bf16 ? inp_bf16 + k * in_step : NULL;
         dnnl_runtime_bind(plan->act_in, copies ? ws.src_copy.data : input_of(plan, in, in_bf16, in_step));
         dnnl_runtime_bind(plan->act_out, copies ? ws.result_copy.data : o);
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, plan->act_in}, {DNNL_ARG_WEIGHTS, wei},
@@ -1082,6 +1076,7 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, call, p, !tensor_is_none(dbias));
         weights = plan_get(&key);
     }
+    if (inp_bf16 && weights && !weights->key.bf16) inp = widened(inp_bf16, s.n * s.h * s.w * s.ci), inp_bf16 = NULL;
     if (data && data->narrow_images) {
         if (dinp.overwrite) tensor_zero(dinp); /* narrow_run adds */
         narrow_run(data, dinp.data, dout.data, weight, NULL, s, p);
@@ -1104,12 +1099,9 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         if (data)
             backward_data(data, data_wei, dinp.data + k * in_step, in_step, dinp.overwrite, dout_k, dout_bf16_k,
                           &dout_copied);
-        if (weights) {
-            const float *in = inp ? inp + k * in_step : NULL;
-            const uint16_t *in_bf16 = inp_bf16 ? inp_bf16 + k * in_step : NULL;
-            if (in_bf16 && !weights->key.bf16) in = widened(in_bf16, in_step), in_bf16 = NULL;
-            backward_weights(weights, dweight_sum, dbias_sum, dout_k, dout_bf16_k, &dout_copied, in, in_bf16, in_step);
-        }
+        if (weights)
+            backward_weights(weights, dweight_sum, dbias_sum, dout_k, dout_bf16_k, &dout_copied,
+                             inp ? inp + k * in_step : NULL, inp_bf16 ? inp_bf16 + k * in_step : NULL, in_step);
     }
     if (dweight_sum.data != dweight.data) add_into(dweight.data, dweight_sum.data, tensor_numel(dweight));
     if (dbias_sum.data != dbias.data) add_into(dbias.data, dbias_sum.data, s.co);
