@@ -535,70 +535,7 @@ static void test_bf16_matches_rounded_reference(void) {
         {2, 8, 8, 512, 512, 3, 3, S1P1, true},
 #endif
     };
-    conv2d_fast_bf16_winograd_stays_fp32(0); /* every case on bf16 operands, whatever the CPU */
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) bf16_matches_rounded_reference(&cases[k], 100 + 5 * k);
-    conv2d_fast_bf16_winograd_stays_fp32(-1);
-}
-
-/* Without AMX, bf16 precision keeps the shapes that Winograd fits in fp32 (conv2d_dnnl.c, bf16_operands):
- * under that rule, whatever the CPU, such a shape gives in bf16 precision the bits it gives in fp32, on its
- * fp32 input, and on an input handed over in bf16 the bits of fp32 on those values; a shape Winograd does
- * not fit still takes bf16 operands. */
-static void bf16_rule_case(const Case *c, bool stays_fp32, uint64_t seed) {
-    Conv v[2]; /* [0]: fp32 precision, [1]: bf16 */
-    for (int bf16 = 0; bf16 < 2; bf16++) {
-        v[bf16] = conv_alloc(c);
-        conv_fill(&v[bf16], seed);
-        ops_set_precision(bf16 ? OPS_PRECISION_BF16 : OPS_PRECISION_FP32);
-        run_forward(&v[bf16], true);
-        conv_zero_grads(&v[bf16]);
-        run_backward(&v[bf16], true);
-    }
-    const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
-    const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
-    const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
-    const char *names[] = {"out", "dinp", "dweight"};
-    for (int t = 0; t < 3; t++)
-        EXPECT(same_bits(xa[t], xb[t], n[t]) == stays_fp32, "bf16 rule %s: %s %s fp32's bits", case_str(c), names[t],
-               stays_fp32 ? "differs from" : "repeats");
-    if (stays_fp32) {
-        /* A bf16 input: fp32 precision on the same (rounded) values, which v[0] now holds. */
-        uint16_t *inp_bf16 = xmalloc(n_inp(c) * sizeof(uint16_t));
-        floats_to_bfloat16(inp_bf16, v[0].inp.data, n_inp(c));
-        round_to_bf16(v[0].inp.data, n_inp(c));
-        ops_set_precision(OPS_PRECISION_FP32);
-        run_forward(&v[0], true);
-        memset(v[0].dweight.data, 0, n_weight(c) * sizeof(float));
-        conv2d_backward(tensor_none(), v[0].dweight, tensor_none(), v[0].dout, v[0].inp, v[0].weight, c->p);
-        ops_set_precision(OPS_PRECISION_BF16);
-        Bf16Image image = {inp_bf16, c->n, c->h, c->w, c->ci};
-        conv2d_forward_bf16_input(v[1].out, image, v[1].weight, v[1].bias, c->p);
-        memset(v[1].dweight.data, 0, n_weight(c) * sizeof(float));
-        conv2d_backward_bf16_input(tensor_none(), v[1].dweight, tensor_none(), v[1].dout, image, v[1].weight, c->p);
-        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) &&
-                   same_bits(v[0].dweight.data, v[1].dweight.data, n_weight(c)),
-               "bf16 rule %s: a bf16 input gives other bits than fp32 on its values", case_str(c));
-        free(inp_bf16);
-    }
-    ops_set_precision(OPS_PRECISION_FP32);
-    conv_free(&v[0]);
-    conv_free(&v[1]);
-}
-
-static void test_bf16_winograd_stays_fp32(void) {
-    if (!ops_bf16_supported() || !conv2d_fast_has_winograd()) {
-        printf("  skipped: this CPU has no bf16 arithmetic or no Winograd kernels\n");
-        return;
-    }
-    conv2d_fast_bf16_winograd_stays_fp32(1);
-    bf16_rule_case(&(Case){4, 16, 16, 64, 80, 3, 3, S1P1, true}, true, 300);        /* Winograd fits */
-    conv2d_fast_use_winograd(true, FOUR_IMAGES);
-    bf16_rule_case(&(Case){12, 16, 16, 64, 64, 3, 3, S1P1, true}, true, 301);       /* 3 calls of 4 images */
-    conv2d_fast_use_winograd(true, 0);
-    bf16_rule_case(&(Case){2, 16, 16, 64, 64, 3, 3, S1P1, true}, false, 302);       /* 512 positions: bf16 */
-    conv2d_fast_bf16_winograd_stays_fp32(0);
-    bf16_rule_case(&(Case){4, 16, 16, 64, 80, 3, 3, S1P1, true}, false, 300);
-    conv2d_fast_bf16_winograd_stays_fp32(-1);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -931,7 +868,6 @@ int main(void) {
     RUN(test_winograd_plans);
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
-    RUN(test_bf16_winograd_stays_fp32);
     RUN(test_held_weights);
     RUN(test_held_weights_fp32_budget);
     RUN(test_thread_count_dependence);

@@ -38,9 +38,7 @@
  *     own weight moves still add it. Backward-data as forward runs in bf16 too (its flipped weights
  *     through oneDNN's reorder); the other special plans stay fp32-only: bf16 plans take the general
  *     one, except the narrow backward-data of conv_in's few input channels and the narrow forward, which
- *     stay fp32 (a bf16 plan of a narrow output takes oneDNN's convolution). On CPUs without AMX the
- *     shapes that Winograd fits stay fp32 too (bf16_operands), on their input widened back to fp32 when
- *     it arrives in bf16.
+ *     stay fp32 (a bf16 plan of a narrow output takes oneDNN's convolution).
  * Results are bitwise repeatable for a fixed thread count; oneDNN's backward-weights reduction order
  * depends on the thread count, so dweight and dbias may differ in the last bits between counts. */
 #include <stdint.h>
@@ -126,8 +124,8 @@ enum { PLAN_CACHE_CAPACITY = 256 };
 
 /* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
 typedef struct Workspace {
-    GrowBuffer wei, dwei, scratchpad, dinp, dbias, cols, inp_bf16, inp_widened, dout_bf16, flipped, src_copy,
-        dout_copy, result_copy, grad_sums;
+    GrowBuffer wei, dwei, scratchpad, dinp, dbias, cols, inp_bf16, dout_bf16, flipped, src_copy, dout_copy, result_copy,
+        grad_sums;
 } Workspace;
 
 /* Held weights (conv2d_hold_weights): a forward plan's weights in its kernel's layout (bf16 plans: rounded),
@@ -653,7 +651,7 @@ void conv2d_cache_free(void) {
     lru_cache_clear(&plans);
     GrowBuffer *buffers[] = {&ws.wei,       &ws.dwei,     &ws.scratchpad, &ws.dinp,      &ws.dbias,
                              &ws.cols,      &ws.inp_bf16, &ws.dout_bf16,  &ws.flipped,   &ws.src_copy,
-                             &ws.dout_copy, &ws.result_copy, &ws.grad_sums, &ws.inp_widened};
+                             &ws.dout_copy, &ws.result_copy, &ws.grad_sums};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) grow_buffer_free(buffers[i]);
 }
 
@@ -761,27 +759,9 @@ static void narrow_run(const Plan *plan, float *result, const float *src, Tensor
     }
 }
 
-/* In bf16 precision, whether a convolution takes bf16 operands. Without AMX (AVX-512 BF16 only, as on AMD
- * Zen 4) oneDNN's bf16 kernels are direct convolutions at twice the fp32 FMA rate, slower than fp32
- * Winograd's fewer multiplies: on Zen 4, ddpm-cifar10 b16 trained at 1.90 s a step in bf16 against 1.61 s
- * in fp32. There the shapes Winograd fits stay fp32, as attention and linear layers do without AMX. */
-static int bf16_winograd_stays_fp32 = -1; /* -1: when this CPU has no AMX */
-
-static bool bf16_operands(Conv2dShape s, Conv2dParams p) {
-    if (ops_precision() != OPS_PRECISION_BF16) return false;
-    if (bf16_winograd_stays_fp32 < 0) bf16_winograd_stays_fp32 = !ops_amx_supported();
-    const PlanKey fp32 = {.kind = PLAN_FORWARD, .s = s, .p = p};
-    return !(bf16_winograd_stays_fp32 && winograd_fits(&fp32));
-}
-
-void conv2d_fast_bf16_winograd_stays_fp32(int mode) {
-    conv2d_cache_free();
-    bf16_winograd_stays_fp32 = mode;
-}
-
 static PlanKey key_of(PlanKind kind, Conv2dShape s, Conv2dParams p, bool with_bias) {
-    return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias, .bf16 = bf16_operands(s, p),
-                     .n_threads = threads_get()};
+    return (PlanKey){.kind = kind, .s = s, .p = p, .with_bias = with_bias,
+                     .bf16 = ops_precision() == OPS_PRECISION_BF16, .n_threads = threads_get()};
 }
 
 /* Runs a copy between layouts (see Plan) from `from` to `to`. */
@@ -798,17 +778,6 @@ static const uint16_t *bf16_copy(GrowBuffer *b, const float *src, size_t n) {
     uint16_t *copy = grow_buffer(b, n * sizeof(uint16_t));
     floats_to_bfloat16(copy, src, n);
     return copy;
-}
-
-/* A bf16 input widened to fp32 for an fp32 plan (bf16_operands), in the workspace. */
-static const float *widened(const uint16_t *src, size_t n) {
-    float *dst = grow_buffer(&ws.inp_widened, n * sizeof(float));
-#pragma omp parallel for simd schedule(static) if (n >= ((size_t)1 << 16))
-    for (size_t i = 0; i < n; i++) {
-        const uint32_t bits = (uint32_t)src[i] << 16;
-        memcpy(&dst[i], &bits, sizeof bits);
-    }
-    return dst;
 }
 
 /* The held copy of weight in plan's kernel layout, made on first use (see conv2d_hold_weights), or NULL
@@ -906,7 +875,6 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
     call.n = images_per_call(s, p);
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
     Plan *plan = plan_get(&key);
-    if (inp_bf16 && !plan->key.bf16) inp = widened(inp_bf16, s.n * s.h * s.w * s.ci), inp_bf16 = NULL;
     if (plan->narrow_images) {
         narrow_run(plan, out.data, inp, weight, bias.data, s, p);
         return;
@@ -1061,12 +1029,12 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
     }
     if (!want_dinp && !want_dweight) return;
-    Conv2dShape call = s;
-    call.n = images_per_call(s, p);
     /* In bf16, both passes read the same rounded copy of dout. */
     const uint16_t *dout_bf16 = NULL;
-    if (bf16_operands(call, p) && (want_dweight || s.ci >= NARROW_CI))
+    if (ops_precision() == OPS_PRECISION_BF16 && (want_dweight || s.ci >= NARROW_CI))
         dout_bf16 = bf16_copy(&ws.dout_bf16, dout.data, tensor_numel(dout));
+    Conv2dShape call = s;
+    call.n = images_per_call(s, p);
     Plan *data = NULL, *weights = NULL;
     if (want_dinp) {
         PlanKey key = key_of(PLAN_BACKWARD_DATA, call, p, false);
@@ -1076,7 +1044,6 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         PlanKey key = key_of(PLAN_BACKWARD_WEIGHTS, call, p, !tensor_is_none(dbias));
         weights = plan_get(&key);
     }
-    if (inp_bf16 && weights && !weights->key.bf16) inp = widened(inp_bf16, s.n * s.h * s.w * s.ci), inp_bf16 = NULL;
     if (data && data->narrow_images) {
         if (dinp.overwrite) tensor_zero(dinp); /* narrow_run adds */
         narrow_run(data, dinp.data, dout.data, weight, NULL, s, p);

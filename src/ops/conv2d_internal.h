@@ -56,10 +56,6 @@ void conv2d_fast_use_winograd(bool on, size_t call_bytes);
  * images too) or the other one, whatever the CPU; -1 (the default) the rule for this CPU (core/cpu.h).
  * Frees the plan cache. */
 void conv2d_fast_winograd_split_fma(int mode);
-/* Tests only: 1 or 0 decides whether, in bf16 precision, the shapes that Winograd fits stay fp32 (the rule
- * without AMX) or take bf16 operands, whatever the CPU; -1 (the default) the rule for this CPU. Frees the
- * plan cache. */
-void conv2d_fast_bf16_winograd_stays_fp32(int mode);
 /* Tests only: how many plans the fast path has built (cache misses) since the program started. */
 size_t conv2d_fast_plans_built(void);
 /* Tests only: whether oneDNN offers Winograd kernels on this CPU (AVX-512); without them those plans fall

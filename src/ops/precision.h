@@ -10,8 +10,7 @@
  * (ops/attention_bf16.c; elsewhere attention stays fp32), and a bf16 linear layer the operands of its
  * three products (input, weight, output gradient; bias and bias gradient stay fp32), on CPUs with AMX and
  * for 256 rows or more (ops/linear_dnnl.c; the time embedding's few rows stay fp32). Convolutions are
- * 83-92 % of the FLOPs of the presets, linear layers most of the rest; on CPUs without AMX those that run
- * as Winograd in fp32 stay fp32, which is faster there (ops/conv2d_dnnl.c, bf16_operands). */
+ * 83-92 % of the FLOPs of the presets, linear layers most of the rest. */
 #ifndef DIFFUSE_PRECISION_H
 #define DIFFUSE_PRECISION_H
 
