@@ -403,40 +403,42 @@ static const WinogradCase winograd_cases[] = {
     {{2, 32, 32, 64, 64, 3, 3, {.stride = 1, PAD(1, 0, 1, 0)}, true}, 0, {false, false}}, /* padding */
 };
 
+/* Case k under the rule now set: against the reference, and taken or not as expected. */
+static void winograd_case(const WinogradCase *w, size_t k, bool winograd, const char *rule_name) {
+    const Case *c = &w->c;
+    conv2d_fast_use_winograd(true, w->call_bytes);
+    fast_matches_reference(c, 1);
+    Conv v[2]; /* [0]: direct kernels only, [1]: the rule */
+    for (int rule = 0; rule < 2; rule++) {
+        conv2d_fast_use_winograd(rule, w->call_bytes);
+        v[rule] = conv_alloc(c);
+        conv_fill(&v[rule], 11 + k);
+        conv_zero_grads(&v[rule]);
+        run_forward(&v[rule], true);
+        run_backward(&v[rule], true);
+    }
+    const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
+    const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
+    const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
+    const char *names[] = {"out", "dinp", "dweight"};
+    for (int t = 0; t < 3; t++) {
+        EXPECT(same_bits(xa[t], xb[t], n[t]) != winograd,
+               "%s, %s rule: %s %s the direct kernels' bits, so Winograd was %s", case_str(c), rule_name, names[t],
+               winograd ? "repeats" : "differs from", winograd ? "not taken" : "taken");
+        expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
+    }
+    conv_free(&v[0]);
+    conv_free(&v[1]);
+}
+
 static void test_winograd_plans(void) {
     const bool available = conv2d_fast_has_winograd();
     if (!available) printf("  this CPU has no Winograd kernels: every case must take the direct ones\n");
     for (int split_fma = 0; split_fma < 2; split_fma++) {
         conv2d_fast_winograd_split_fma(split_fma);
-        for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++) {
-            const WinogradCase *w = &winograd_cases[k];
-            const Case *c = &w->c;
-            const bool winograd = w->winograd[split_fma] && available;
-            conv2d_fast_use_winograd(true, w->call_bytes);
-            fast_matches_reference(c, 1);
-            Conv v[2]; /* [0]: direct kernels only, [1]: the rule */
-            for (int rule = 0; rule < 2; rule++) {
-                conv2d_fast_use_winograd(rule, w->call_bytes);
-                v[rule] = conv_alloc(c);
-                conv_fill(&v[rule], 11 + k);
-                conv_zero_grads(&v[rule]);
-                run_forward(&v[rule], true);
-                run_backward(&v[rule], true);
-            }
-            const float *xa[] = {v[0].out.data, v[0].dinp.data, v[0].dweight.data};
-            const float *xb[] = {v[1].out.data, v[1].dinp.data, v[1].dweight.data};
-            const size_t n[] = {n_out(c), n_inp(c), n_weight(c)};
-            const char *names[] = {"out", "dinp", "dweight"};
-            for (int t = 0; t < 3; t++) {
-                EXPECT(same_bits(xa[t], xb[t], n[t]) != winograd,
-                       "%s, %s rule: %s %s the direct kernels' bits, so Winograd was %s", case_str(c),
-                       split_fma ? "split-FMA" : "full-FMA", names[t], winograd ? "repeats" : "differs from",
-                       winograd ? "not taken" : "taken");
-                expect_scaled("winograd vs direct", c, names[t], xb[t], xa[t], n[t], FAST_VS_REFERENCE_TOL);
-            }
-            conv_free(&v[0]);
-            conv_free(&v[1]);
-        }
+        for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++)
+            winograd_case(&winograd_cases[k], k, winograd_cases[k].winograd[split_fma] && available,
+                          split_fma ? "split-FMA" : "full-FMA");
     }
     conv2d_fast_winograd_split_fma(-1);
     conv2d_fast_use_winograd(true, 0);
