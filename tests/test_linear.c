@@ -278,13 +278,13 @@ static void test_linear_narrow_weight_gradient_thread_independent(void) {
 }
 
 /* bf16 precision on the shapes that take the bf16 products (linear_bf16_applies): the attention
- * projections; the time embedding's few rows stay fp32. */
+ * projections (8500 rows: a block of 8192 and the rest); the time embedding's few rows stay fp32. */
 static void test_linear_bf16_matches_rounded_reference(void) {
-    const size_t shapes[][3] = {{4096, 256, 256}, {512, 96, 160}, {300, 48, 40}};
+    const size_t shapes[][3] = {{4096, 256, 256}, {8500, 128, 128}, {512, 96, 160}, {300, 48, 40}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         LinearShape s = {shapes[i][0], shapes[i][1], shapes[i][2]};
         if (!linear_bf16_applies(s)) {
-            printf("  skipped M %zu, %zu -> %zu: no bf16 products on this CPU (AMX)\n", s.M, s.Fi, s.Fo);
+            printf("  skipped M %zu, %zu -> %zu: no bf16 products for it on this CPU\n", s.M, s.Fi, s.Fo);
             continue;
         }
         check_linear_fast_vs_reference(s.M, s.Fi, s.Fo, OPS_PRECISION_BF16);
@@ -296,14 +296,16 @@ static void test_linear_bf16_matches_rounded_reference(void) {
  * backward adds the bits linear_backward adds, where the shape takes the bf16 products (the attention's q,
  * k, v projections). */
 static void test_linear_bf16_rows(void) {
-    const size_t M = 512, Fi = 96, Fo = 160;
-    if (!ops_amx_supported()) {
-        printf("  skipped: no bf16 products on this CPU (AMX)\n");
+    const size_t M = 512, Fi = 128, Fo = 160;
+    if (!ops_bf16_supported()) {
+        printf("  skipped: no bf16 products on this CPU (AVX-512 BF16 or AMX)\n");
         return;
     }
     ops_set_precision(OPS_PRECISION_BF16);
     EXPECT(linear_takes_bf16(M, Fi, Fo) && !linear_takes_bf16(2, Fi, Fo),
            "M %zu, %zu -> %zu should take the bf16 products, the time embedding's 2 rows not", M, Fi, Fo);
+    EXPECT(linear_takes_bf16(M, 64, 64) == ops_amx_supported(),
+           "M %zu, 64 -> 64 should take the bf16 products on AMX only (fp32 is as fast without)", M);
     float *inp = xmalloc(M * Fi * sizeof(float)), *weight = xmalloc(Fo * Fi * sizeof(float));
     float *bias = xmalloc(Fo * sizeof(float)), *dout = xmalloc(M * Fo * sizeof(float));
     float *out = xmalloc(M * Fo * sizeof(float));

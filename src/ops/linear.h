@@ -6,8 +6,8 @@
  *
  * linear_forward / linear_backward run on oneDNN's sgemm and matmul, narrow layers on our own kernels
  * (ops/narrow_gemm.c; see linear.c for the measurements behind the choices), or in bf16 precision on AMX
- * on bf16 operands with fp32 accumulation (linear_dnnl.c); the _reference pair is plain loops for the
- * tests. */
+ * (or AVX-512 BF16, wide layers) on bf16 operands with fp32 accumulation (linear_dnnl.c); the _reference
+ * pair is plain loops for the tests. */
 #ifndef DIFFUSE_LINEAR_H
 #define DIFFUSE_LINEAR_H
 

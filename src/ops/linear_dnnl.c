@@ -1,10 +1,10 @@
 /* The linear layer's products on oneDNN matmul primitives (brgemm kernels), for linear.c:
  *   - bf16 precision (ops/precision.h), what torch.autocast(dtype=bfloat16) does to torch.nn.Linear: the
  *     three products take bf16 operands (inp, weight and dout rounded to nearest even on the way in) and
- *     accumulate in fp32 into fp32 results, on AMX tiles; bias and bias gradient stay fp32 (the bias is the
- *     primitive's fp32 bias, the gradient linear.c's column sums). inp may come in bf16 already, and the
- *     forward on it then writes out rounded to bf16 (to nearest even, as core/half.h does) for a bf16 op
- *     to read;
+ *     accumulate in fp32 into fp32 results, on AMX tiles (or AVX-512 BF16's dot products); bias and bias
+ *     gradient stay fp32 (the bias is the primitive's fp32 bias, the gradient linear.c's column sums). inp
+ *     may come in bf16 already, and the forward on it then writes out rounded to bf16 (to nearest even, as
+ *     core/half.h does) for a bf16 op to read;
  *   - fp32, the forward of many rows: the kernel adds the bias as it writes each row, where sgemm needs the
  *     bias broadcast into out first and then reads it back.
  *   forward:  out = inp weightᵀ + bias          src inp (M, Fi), weights weightᵀ (Fi, Fo) as strides
@@ -47,8 +47,9 @@ typedef struct Matmul {
 
 enum { MATMUL_CACHE_CAPACITY = 24 };
 
-/* bf16 copies of the operands, and oneDNN's scratchpad */
-static GrowBuffer buffers[3];
+/* bf16 copies of the operands (0: rows of inp or dout, 1: the weights, 3: rows of inp beside dout's) and
+ * oneDNN's scratchpad (2) */
+static GrowBuffer buffers[4];
 
 static const uint16_t *bf16_copy(int i, const float *src, size_t n) {
     uint16_t *dst = grow_buffer(&buffers[i], n * sizeof(uint16_t));
@@ -125,15 +126,35 @@ static void run(Product product, dnnl_data_type_t operand, dnnl_data_type_t resu
     DNNL_CALL(dnnl_stream_wait(dnnl_runtime_stream()));
 }
 
-/* AMX, and enough rows. ddpm-cifar10's attention projections at batch 16 (M 4096, 256 -> 256, 2 threads),
- * fp32 sgemm against these products with their rounding copies: forward 1.72-1.76 against 0.58 ms, backward
- * (with the bias gradient) 4.3-4.4 against 2.2-2.4 ms; the training step 0.83 -> 0.77 s, the sampling step
- * 0.19 -> 0.16 s. The time embedding's few rows (the batch) stay on sgemm. */
-bool linear_bf16_applies(LinearShape s) { return ops_amx_supported() && s.M >= 256 && s.Fi >= 32 && s.Fo >= 32; }
+/* Enough rows, on AMX; and 128 features or more in and out on CPUs with AVX-512 BF16 but no AMX, where the
+ * bf16 products run at only twice the fp32 rate. ddpm-cifar10's attention projections at batch 16 (M 4096,
+ * 256 -> 256, 2 threads), fp32 sgemm against these products with their rounding copies: on AMX forward
+ * 1.72-1.76 against 0.58 ms, backward (with the bias gradient) 4.3-4.4 against 2.2-2.4 ms; the training step
+ * 0.83 -> 0.77 s, the sampling step 0.19 -> 0.16 s. On AMD Zen 4 (paired runs of the step, bf16): training
+ * -5 %, sampling -11 %; but fashion-mnist's projections of 32 and 64 features at batch 64 made its training
+ * step 9 % slower, hence the width. The time embedding's few rows (the batch) stay on sgemm. */
+bool linear_bf16_applies(LinearShape s) {
+    const bool wide = s.Fi >= 128 && s.Fo >= 128;
+    return s.M >= 256 && (ops_amx_supported() ? s.Fi >= 32 && s.Fo >= 32 : ops_bf16_supported() && wide);
+}
+
+/* The bf16 products of many rows run on blocks of BF16_BLOCK_ROWS, so that the rounded copies stay small:
+ * whole, ddpm-cifar10's at batch 128 (32768 rows of 256) took 32 MB more peak memory. */
+#define BF16_BLOCK_ROWS 8192
+
+/* s cut to the rows of the block from row r. */
+static LinearShape block_at(LinearShape s, size_t r) {
+    s.M = s.M - r < BF16_BLOCK_ROWS ? s.M - r : BF16_BLOCK_ROWS;
+    return s;
+}
 
 void linear_bf16_forward(LinearShape s, float *out, const float *inp, const float *weight, const float *bias) {
-    const uint16_t *x = bf16_copy(0, inp, s.M * s.Fi), *w = bf16_copy(1, weight, s.Fo * s.Fi);
-    run(PRODUCT_FORWARD, dnnl_bf16, dnnl_f32, s, x, w, bias, out);
+    const uint16_t *w = bf16_copy(1, weight, s.Fo * s.Fi);
+    for (size_t r = 0; r < s.M; r += BF16_BLOCK_ROWS) {
+        const LinearShape b = block_at(s, r);
+        run(PRODUCT_FORWARD, dnnl_bf16, dnnl_f32, b, bf16_copy(0, inp + r * s.Fi, b.M * s.Fi), w, bias,
+            out + r * s.Fo);
+    }
 }
 
 void linear_bf16_forward_bf16_rows(LinearShape s, uint16_t *out, const uint16_t *inp, const float *weight,
@@ -147,15 +168,19 @@ void linear_fp32_forward_dnnl(LinearShape s, float *out, const float *inp, const
 
 void linear_bf16_backward(LinearShape s, float *dinp, float *dweight, const float *dout, const float *inp,
                           const uint16_t *inp_bf16, const float *weight) {
-    const uint16_t *g = bf16_copy(0, dout, s.M * s.Fo);
-    if (dinp) run(PRODUCT_DINP, dnnl_bf16, dnnl_f32, s, g, bf16_copy(1, weight, s.Fo * s.Fi), NULL, dinp);
-    if (dweight) {
-        const uint16_t *x = inp_bf16 ? inp_bf16 : bf16_copy(1, inp, s.M * s.Fi);
-        run(PRODUCT_DWEIGHT, dnnl_bf16, dnnl_f32, s, g, x, NULL, dweight);
+    const uint16_t *w = dinp ? bf16_copy(1, weight, s.Fo * s.Fi) : NULL;
+    for (size_t r = 0; r < s.M; r += BF16_BLOCK_ROWS) {
+        const LinearShape b = block_at(s, r);
+        const uint16_t *g = bf16_copy(0, dout + r * s.Fo, b.M * s.Fo);
+        if (dinp) run(PRODUCT_DINP, dnnl_bf16, dnnl_f32, b, g, w, NULL, dinp + r * s.Fi);
+        if (dweight) {
+            const uint16_t *x = inp_bf16 ? inp_bf16 + r * s.Fi : bf16_copy(3, inp + r * s.Fi, b.M * s.Fi);
+            run(PRODUCT_DWEIGHT, dnnl_bf16, dnnl_f32, b, g, x, NULL, dweight);
+        }
     }
 }
 
 void linear_dnnl_cache_free(void) {
     lru_cache_clear(&matmuls);
-    for (int i = 0; i < 3; i++) grow_buffer_free(&buffers[i]);
+    for (int i = 0; i < 4; i++) grow_buffer_free(&buffers[i]);
 }
