@@ -520,6 +520,7 @@ static void test_bf16_matches_rounded_reference(void) {
         printf("  skipped: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)\n");
         return;
     }
+    conv2d_fast_use_winograd_bf16(false, false); /* oneDNN's bf16 kernels round the operands; see test_winograd_bf16 */
     /* Inputs of 16 channels or more: below that, backward-data stays fp32 (conv2d_dnnl.c). From 512 output
      * positions at stride 1, backward-data runs as a forward convolution of flipped weights. */
     static const Case cases[] = {
@@ -538,6 +539,124 @@ static void test_bf16_matches_rounded_reference(void) {
 #endif
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) bf16_matches_rounded_reference(&cases[k], 100 + 5 * k);
+    conv2d_fast_use_winograd_bf16(true, false);
+}
+
+/* bf16 Winograd F(2x2, 3x3) (conv2d_winograd_bf16.c): forward, backward-data and backward-weights of 3x3
+ * stride-1 pad-1 convolutions in bf16 precision, on CPUs with AVX-512 BF16 and no AMX. It rounds the
+ * transformed operands, not the operands, so it is held to the unrounded fp32 reference: within 2e-2 of
+ * the largest value (measured 2.5e-3 .. 6.7e-3; relative RMS error 3.9e-3 against bf16 direct's 2.3e-3,
+ * tools/winograd_bf16_error.py), and off by more than 1e-4, the rounding must show. Any transform, tile or
+ * layout mistake is an O(1) error. */
+#define WINOGRAD_BF16_TOL 2e-2
+
+static bool within_bf16_rounding(const char *what, const Case *c, const char *name, const float *got,
+                                 const float *want, size_t n) {
+    double worst = 0, scale = max_abs(want, n);
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)got[i] - want[i]));
+    EXPECT(worst / scale > 1e-4 && worst / scale < WINOGRAD_BF16_TOL,
+           "%s %s %s: differs from the fp32 reference by %.2g of its scale, expected 1e-4 .. %g", what, case_str(c),
+           name, worst / scale, WINOGRAD_BF16_TOL);
+    return worst / scale < WINOGRAD_BF16_TOL;
+}
+
+static void winograd_bf16_case(const Case *c, uint64_t seed) {
+    const Conv2dShape shape = {.n = c->n, .h = c->h, .w = c->w, .ci = c->ci, .co = c->co, .kh = 3, .kw = 3,
+                               .ho = c->h, .wo = c->w};
+    Conv fast = conv_alloc(c), ref = conv_alloc(c);
+    conv_fill(&ref, seed);
+    memcpy(fast.inp.data, ref.inp.data, n_inp(c) * sizeof(float));
+    memcpy(fast.weight.data, ref.weight.data, n_weight(c) * sizeof(float));
+    memcpy(fast.dout.data, ref.dout.data, n_out(c) * sizeof(float));
+    if (c->with_bias) memcpy(fast.bias.data, ref.bias.data, c->co * sizeof(float));
+    run_forward(&ref, false);
+    conv_zero_grads(&ref);
+    run_backward(&ref, false);
+
+    ops_set_precision(OPS_PRECISION_BF16);
+    EXPECT(conv2d_winograd_bf16_fits(shape, c->p), "bf16 Winograd %s: expected to fit", case_str(c));
+    run_forward(&fast, true);
+    conv_zero_grads(&fast);
+    run_backward(&fast, true);
+    within_bf16_rounding("bf16 Winograd", c, "out", fast.out.data, ref.out.data, n_out(c));
+    within_bf16_rounding("bf16 Winograd", c, "dinp", fast.dinp.data, ref.dinp.data, n_inp(c));
+    within_bf16_rounding("bf16 Winograd", c, "dweight", fast.dweight.data, ref.dweight.data, n_weight(c));
+    if (c->with_bias)
+        expect_scaled("bf16 Winograd", c, "dbias", fast.dbias.data, ref.dbias.data, c->co, FAST_VS_REFERENCE_TOL);
+
+    /* The weight gradient adds to dweight, and is the same alone, from a bf16 input close to it. */
+    float *dweight1 = copy_of(fast.dweight.data, n_weight(c));
+    conv2d_backward(tensor_none(), fast.dweight, tensor_none(), fast.dout, fast.inp, fast.weight, c->p);
+    expect_doubled(c, "dweight", fast.dweight.data, dweight1, n_weight(c));
+
+    /* Backward-data adds to dinp, or overwrites a dinp marked so (here full of NaN). */
+    float *dinp1 = copy_of(fast.dinp.data, n_inp(c)), *out1 = copy_of(fast.out.data, n_out(c));
+    conv2d_backward(fast.dinp, tensor_none(), tensor_none(), fast.dout, fast.inp, fast.weight, c->p);
+    expect_doubled(c, "dinp", fast.dinp.data, dinp1, n_inp(c));
+    for (size_t i = 0; i < n_inp(c); i++) fast.dinp.data[i] = NAN;
+    conv2d_backward(tensor_overwrite(fast.dinp), tensor_none(), tensor_none(), fast.dout, fast.inp, fast.weight, c->p);
+    EXPECT(same_bits(fast.dinp.data, dinp1, n_inp(c)), "bf16 Winograd %s: an overwritten dinp differs", case_str(c));
+
+    /* An input handed over in bf16 is the rounded input: close to the fp32 one's result, not the same. */
+    uint16_t *inp_bf16 = xmalloc(n_inp(c) * sizeof(uint16_t));
+    floats_to_bfloat16(inp_bf16, fast.inp.data, n_inp(c));
+    conv2d_forward_bf16_input(fast.out, (Bf16Image){inp_bf16, c->n, c->h, c->w, c->ci}, fast.weight, fast.bias, c->p);
+    within_bf16_rounding("bf16 Winograd, bf16 input", c, "out", fast.out.data, ref.out.data, n_out(c));
+    EXPECT(!same_bits(fast.out.data, out1, n_out(c)), "bf16 Winograd %s: the bf16 input was not used", case_str(c));
+    memset(fast.dweight.data, 0, n_weight(c) * sizeof(float));
+    conv2d_backward_bf16_input(tensor_none(), fast.dweight, tensor_none(), fast.dout,
+                               (Bf16Image){inp_bf16, c->n, c->h, c->w, c->ci}, fast.weight, c->p);
+    within_bf16_rounding("bf16 Winograd, bf16 input", c, "dweight", fast.dweight.data, ref.dweight.data, n_weight(c));
+
+    /* With it off, bf16 precision takes oneDNN's kernels: other bits, so the kernel above did run. */
+    conv2d_fast_use_winograd_bf16(false, false);
+    EXPECT(!conv2d_winograd_bf16_fits(shape, c->p), "bf16 Winograd %s: fits while switched off", case_str(c));
+    run_forward(&fast, true);
+    EXPECT(!same_bits(fast.out.data, out1, n_out(c)), "bf16 Winograd %s: oneDNN gave the same bits", case_str(c));
+    conv2d_fast_use_winograd_bf16(true, true);
+    ops_set_precision(OPS_PRECISION_FP32);
+    EXPECT(!conv2d_winograd_bf16_fits(shape, c->p), "bf16 Winograd %s: fits in fp32 precision", case_str(c));
+    conv_check_guards(&fast, "bf16 Winograd");
+    free(dinp1), free(out1), free(dweight1), free(inp_bf16);
+    conv_free(&fast);
+    conv_free(&ref);
+}
+
+/* Whether the size rule (conv2d_winograd_bf16.c) picks the bf16 Winograd for N images of HxW, ci -> co. */
+static bool winograd_bf16_picks(size_t n, size_t h, size_t w, size_t ci, size_t co, Conv2dParams p) {
+    return conv2d_winograd_bf16_fits((Conv2dShape){n, h, w, ci, co, 3, 3, h, w}, p);
+}
+
+static void test_winograd_bf16(void) {
+    const Conv2dParams s1p1 = conv2d_params(1, 1);
+    ops_set_precision(OPS_PRECISION_BF16);
+    const bool runs = winograd_bf16_picks(16, 32, 32, 128, 128, s1p1);
+    if (runs) {
+        EXPECT(winograd_bf16_picks(16, 8, 8, 512, 256, s1p1) && winograd_bf16_picks(64, 4, 4, 256, 256, s1p1),
+               "bf16 Winograd: not picked from 128 channels and 1024 positions");
+        EXPECT(!winograd_bf16_picks(16, 4, 4, 256, 256, s1p1) && !winograd_bf16_picks(64, 14, 14, 64, 128, s1p1) &&
+                   !winograd_bf16_picks(64, 14, 14, 128, 96, s1p1) && !winograd_bf16_picks(16, 32, 32, 144, 128, s1p1),
+               "bf16 Winograd: picked below 1024 positions, below 128 channels or off blocks of 32 channels");
+        EXPECT(!winograd_bf16_picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 2, PAD(0, 1, 0, 1)}) &&
+                   !winograd_bf16_picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 1}),
+               "bf16 Winograd: picked for a stride of 2 or no padding");
+    }
+    ops_set_precision(OPS_PRECISION_FP32);
+    if (!runs) {
+        printf("  skipped: built without AVX-512 BF16, or this CPU lacks it or has AMX\n");
+        return;
+    }
+    /* At every size it can run: even and odd sides (partial tiles at the last row and column), 32 to 128
+     * channels (output blocks of 64 and 32), tile counts off the GEMM's row blocks, several chunks per
+     * thread (the 32x32 case). */
+    conv2d_fast_use_winograd_bf16(true, true);
+    static const Case cases[] = {
+        {2, 14, 14, 32, 32, 3, 3, S1P1, true},  {3, 7, 7, 64, 64, 3, 3, S1P1, true},
+        {1, 9, 5, 96, 32, 3, 3, S1P1, false},   {1, 5, 5, 32, 96, 3, 3, S1P1, true},
+        {4, 32, 32, 64, 128, 3, 3, S1P1, true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) winograd_bf16_case(&cases[k], 300 + 5 * k);
+    conv2d_fast_use_winograd_bf16(true, false);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -632,9 +751,11 @@ static void test_held_weights(void) {
     held_weights_case(&blocked, OPS_PRECISION_FP32, true);
     conv2d_fast_use_own_weight_moves(true);
     held_weights_case(&few_positions, OPS_PRECISION_FP32, false);
-    if (ops_bf16_supported()) {
+    if (ops_bf16_supported()) { /* oneDNN's kernels: the bf16 Winograd transforms its weights every call */
+        conv2d_fast_use_winograd_bf16(false, false);
         held_weights_case(&blocked, OPS_PRECISION_BF16, true);
         held_weights_case(&few_positions, OPS_PRECISION_BF16, true);
+        conv2d_fast_use_winograd_bf16(true, false);
     }
 }
 
@@ -870,6 +991,7 @@ int main(void) {
     RUN(test_winograd_plans);
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
+    RUN(test_winograd_bf16);
     RUN(test_held_weights);
     RUN(test_held_weights_fp32_budget);
     RUN(test_thread_count_dependence);

@@ -31,6 +31,8 @@
  *     C API offers no way around that.) oneDNN sizes its work partition by the thread count when a
  *     primitive is created, hence the count in the key.
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
+ *   - In bf16 precision on CPUs with AVX-512 BF16 but no AMX, wide 3x3 convolutions at stride 1 leave
+ *     oneDNN for our own bf16 Winograd (conv2d_winograd_bf16.c), and their bias gradient is summed here.
  *   - In bf16 precision (ops/precision.h) the two operands of each pass are bf16 and the result fp32:
  *     the activation operand (forward and backward-weights: inp; backward-data and backward-weights:
  *     dout) is rounded into a bf16 copy in the workspace, and the weights reach the kernel's layout
@@ -125,7 +127,7 @@ enum { PLAN_CACHE_CAPACITY = 256 };
 /* Buffers shared by every plan; each grows to the largest need seen and is never shrunk. */
 typedef struct Workspace {
     GrowBuffer wei, dwei, scratchpad, dinp, dbias, cols, inp_bf16, dout_bf16, flipped, src_copy, dout_copy, result_copy,
-        grad_sums;
+        grad_sums, bias_partials;
 } Workspace;
 
 /* Held weights (conv2d_hold_weights): a forward plan's weights in its kernel's layout (bf16 plans: rounded),
@@ -648,10 +650,11 @@ void conv2d_hold_weights(bool hold) {
 
 void conv2d_cache_free(void) {
     held_weights_free();
+    conv2d_winograd_bf16_free();
     lru_cache_clear(&plans);
     GrowBuffer *buffers[] = {&ws.wei,       &ws.dwei,     &ws.scratchpad, &ws.dinp,      &ws.dbias,
                              &ws.cols,      &ws.inp_bf16, &ws.dout_bf16,  &ws.flipped,   &ws.src_copy,
-                             &ws.dout_copy, &ws.result_copy, &ws.grad_sums};
+                             &ws.dout_copy, &ws.result_copy, &ws.grad_sums, &ws.bias_partials};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) grow_buffer_free(buffers[i]);
 }
 
@@ -853,24 +856,34 @@ static Tensor bf16_shape(const char *where, Tensor out, Bf16Image inp) {
  * 7.91). Calls of as many images as a divisor of the batch allows within WINOGRAD_CALL_BYTES of the
  * widest activation: 32 MB peaked at 7.08 GB with the training step as fast (10.6 s; 8 MB: 6.91 GB but
  * 11.2 s). Calls too small for winograd_fits make one call of the whole batch instead, so the direct
- * kernels never run in pieces. */
+ * kernels never run in pieces.
+ * bf16 plans run in calls too (BF16_CALL_BYTES of the widest activation in fp32), for their bf16 copies of
+ * the activation operand and oneDNN's backward-data result: whole, these held 190 MB at ddpm-cifar10's
+ * batch 128 (the 1x1 shortcuts of 384 channels at 32x32); in calls, its peak fell from 5.21 to 5.10 GB
+ * (16 MB calls: 5.08), the step as fast. Not the narrow layers, whose plans divide the batch their own way. */
 #define WINOGRAD_CALL_BYTES ((size_t)32 << 20)
+#define BF16_CALL_BYTES ((size_t)32 << 20)
 
 static size_t images_per_call(Conv2dShape s, Conv2dParams p) {
     PlanKey key = key_of(PLAN_FORWARD, s, p, false);
-    if (!winograd_fits(&key)) return s.n;
+    const bool winograd = winograd_fits(&key), bf16 = key.bf16 && s.ci >= NARROW_CI && s.co >= NARROW_CO;
+    if (!winograd && !bf16) return s.n;
     const size_t image_bytes = s.h * s.w * (s.ci > s.co ? s.ci : s.co) * sizeof(float);
-    const size_t limit = winograd_call_bytes ? winograd_call_bytes : WINOGRAD_CALL_BYTES;
+    const size_t limit = bf16 ? BF16_CALL_BYTES : winograd_call_bytes ? winograd_call_bytes : WINOGRAD_CALL_BYTES;
     size_t images = 1;
     for (size_t g = 1; g <= s.n; g++)
         if (s.n % g == 0 && g * image_bytes <= limit) images = g;
     key.s.n = images;
-    return winograd_fits(&key) ? images : s.n;
+    return bf16 || winograd_fits(&key) ? images : s.n;
 }
 
 static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t *inp_bf16, Tensor weight, Tensor bias,
                     Conv2dParams p) {
     bool with_bias = !tensor_is_none(bias);
+    if (conv2d_winograd_bf16_fits(s, p)) {
+        conv2d_winograd_bf16_forward(out.data, inp, inp_bf16, weight.data, with_bias ? bias.data : NULL, s);
+        return;
+    }
     Conv2dShape call = s;
     call.n = images_per_call(s, p);
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
@@ -969,13 +982,28 @@ static void backward_data(Plan *plan, dnnl_memory_t wei, float *dinp, size_t n_d
     if (!copies && !as_forward && !set) add_into(dinp, ws.dinp.data, n_dinp);
 }
 
-/* dbias alone, when no weight gradient is wanted: a fixed-order sum per channel (as the reference). */
+/* dbias alone, when no weight gradient is wanted (or the bf16 Winograd computes it): the sum of dout's
+ * rows in double, over a fixed number of blocks of rows summed in parallel and then in order, so the bits
+ * do not depend on the thread count. Rows stream whole: a sum per channel down dout's column took 56 ms
+ * of ddpm-cifar10's 32x32 128-channel backward at batch 128, this about 2. */
+#define BIAS_BLOCKS 32
+
 static void backward_bias_only(float *dbias, const float *dout, size_t n_pos, size_t co) {
+    double *partial = grow_buffer(&ws.bias_partials, BIAS_BLOCKS * co * sizeof(double));
 #pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < BIAS_BLOCKS; b++) {
+        double *acc = partial + b * co;
+        for (size_t o = 0; o < co; o++) acc[o] = 0;
+        for (size_t pos = b * n_pos / BIAS_BLOCKS; pos < (b + 1) * n_pos / BIAS_BLOCKS; pos++) {
+            const float *row = dout + pos * co;
+#pragma omp simd
+            for (size_t o = 0; o < co; o++) acc[o] += row[o];
+        }
+    }
     for (size_t o = 0; o < co; o++) {
-        double acc = 0;
-        for (size_t pos = 0; pos < n_pos; pos++) acc += dout[pos * co + o];
-        dbias[o] += (float)acc;
+        double sum = 0;
+        for (size_t b = 0; b < BIAS_BLOCKS; b++) sum += partial[b * co + o];
+        dbias[o] += (float)sum;
     }
 }
 
@@ -1022,6 +1050,12 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
                      const uint16_t *inp_bf16, Tensor weight, Conv2dParams p) {
     const bool want_dinp = !tensor_is_none(dinp);
     bool want_dweight = !tensor_is_none(dweight);
+    if (conv2d_winograd_bf16_fits(s, p)) {
+        if (want_dinp) conv2d_winograd_bf16_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
+        if (want_dweight) conv2d_winograd_bf16_backward_weights(dweight.data, dout.data, inp, inp_bf16, s);
+        if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
+        return;
+    }
     if (want_dweight && inp && ops_precision() == OPS_PRECISION_FP32 && conv2d_narrow_weights_fit(s, p)) {
         conv2d_narrow_weight_grad(dweight, dbias, dout.data, inp, s, p);
         want_dweight = false;
@@ -1029,10 +1063,8 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
     }
     if (!want_dinp && !want_dweight) return;
-    /* In bf16, both passes read the same rounded copy of dout. */
-    const uint16_t *dout_bf16 = NULL;
-    if (ops_precision() == OPS_PRECISION_BF16 && (want_dweight || s.ci >= NARROW_CI))
-        dout_bf16 = bf16_copy(&ws.dout_bf16, dout.data, tensor_numel(dout));
+    /* In bf16, both passes of a call read the same rounded copy of its dout. */
+    const bool dout_rounded = ops_precision() == OPS_PRECISION_BF16 && (want_dweight || s.ci >= NARROW_CI);
     Conv2dShape call = s;
     call.n = images_per_call(s, p);
     Plan *data = NULL, *weights = NULL;
@@ -1062,7 +1094,7 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
     for (size_t k = 0; k * call.n < s.n; k++) {
         bool dout_copied = false;
         const float *dout_k = dout.data + k * out_step;
-        const uint16_t *dout_bf16_k = dout_bf16 ? dout_bf16 + k * out_step : NULL;
+        const uint16_t *dout_bf16_k = dout_rounded ? bf16_copy(&ws.dout_bf16, dout_k, out_step) : NULL;
         if (data)
             backward_data(data, data_wei, dinp.data + k * in_step, in_step, dinp.overwrite, dout_k, dout_bf16_k,
                           &dout_copied);

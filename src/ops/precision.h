@@ -4,12 +4,14 @@
  * attention.
  * Activations, parameters, gradients, optimizer state and everything else stay fp32 (the "master" copies);
  * a bf16 convolution rounds its two operands to bf16 on the way in (forward: input and weight;
- * backward-data: output gradient and weight; backward-weights: input and output gradient), bf16 attention
- * the operands of its four products (q, k, v, the output gradient, the probabilities and the score
- * gradients; softmax stays fp32), on CPUs with AMX and for the shapes where that measured faster
- * (ops/attention_bf16.c; elsewhere attention stays fp32), and a bf16 linear layer the operands of its
- * three products (input, weight, output gradient; bias and bias gradient stay fp32), on CPUs with AMX and
- * for 256 rows or more (ops/linear_dnnl.c; the time embedding's few rows stay fp32). Convolutions are
+ * backward-data: output gradient and weight; backward-weights: input and output gradient; on CPUs with
+ * AVX-512 BF16 but no AMX, the 3x3 ones of 128 channels or more round them after a Winograd transform,
+ * ops/conv2d_winograd_bf16.c), bf16 attention the operands of its four products (q, k, v, the output
+ * gradient, the probabilities and the score gradients; softmax stays fp32), on CPUs with AMX and for the
+ * shapes where that measured faster (ops/attention_bf16.c; elsewhere attention stays fp32), and a bf16
+ * linear layer the operands of its three products (input, weight, output gradient; bias and bias gradient
+ * stay fp32), for 256 rows or more on CPUs with AMX, or with AVX-512 BF16 from 128 features in and out
+ * (ops/linear_dnnl.c; the time embedding's few rows stay fp32). Convolutions are
  * 83-92 % of the FLOPs of the presets, linear layers most of the rest. */
 #ifndef DIFFUSE_PRECISION_H
 #define DIFFUSE_PRECISION_H
