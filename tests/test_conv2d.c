@@ -72,6 +72,15 @@ static void conv_fill(Conv *v, uint64_t seed) {
     if (c->with_bias) fill_normal(v->bias.data, c->co, seed + 3);
 }
 
+/* dst's operands (inp, weight, dout, bias) = src's. */
+static void conv_copy_operands(Conv *dst, const Conv *src) {
+    const Case *c = &src->c;
+    memcpy(dst->inp.data, src->inp.data, n_inp(c) * sizeof(float));
+    memcpy(dst->weight.data, src->weight.data, n_weight(c) * sizeof(float));
+    memcpy(dst->dout.data, src->dout.data, n_out(c) * sizeof(float));
+    if (c->with_bias) memcpy(dst->bias.data, src->bias.data, c->co * sizeof(float));
+}
+
 static void conv_zero_grads(Conv *v) {
     memset(v->dinp.data, 0, n_inp(&v->c) * sizeof(float));
     memset(v->dweight.data, 0, n_weight(&v->c) * sizeof(float));
@@ -313,10 +322,7 @@ static void fast_matches_reference(const Case *cases, size_t n_cases) {
         const Case *c = &cases[k];
         Conv fast = conv_alloc(c), ref = conv_alloc(c);
         conv_fill(&ref, 7 * k + 1);
-        memcpy(fast.inp.data, ref.inp.data, n_inp(c) * sizeof(float));
-        memcpy(fast.weight.data, ref.weight.data, n_weight(c) * sizeof(float));
-        if (c->with_bias) memcpy(fast.bias.data, ref.bias.data, c->co * sizeof(float));
-        memcpy(fast.dout.data, ref.dout.data, n_out(c) * sizeof(float));
+        conv_copy_operands(&fast, &ref);
 
         run_forward(&ref, false);
         run_forward(&fast, true);
@@ -466,10 +472,7 @@ static void round_to_bf16(float *x, size_t n) {
 static void bf16_matches_rounded_reference(const Case *c, uint64_t seed) {
     Conv fast = conv_alloc(c), ref = conv_alloc(c);
     conv_fill(&fast, seed);
-    memcpy(ref.inp.data, fast.inp.data, n_inp(c) * sizeof(float));
-    memcpy(ref.weight.data, fast.weight.data, n_weight(c) * sizeof(float));
-    memcpy(ref.dout.data, fast.dout.data, n_out(c) * sizeof(float));
-    if (c->with_bias) memcpy(ref.bias.data, fast.bias.data, c->co * sizeof(float));
+    conv_copy_operands(&ref, &fast);
     /* The unrounded fp32 result first, to show that bf16 changes it. */
     run_forward(&ref, false);
     float *out_fp32 = copy_of(ref.out.data, n_out(c));
@@ -565,10 +568,7 @@ static void winograd_bf16_case(const Case *c, uint64_t seed) {
                                .ho = c->h, .wo = c->w};
     Conv fast = conv_alloc(c), ref = conv_alloc(c);
     conv_fill(&ref, seed);
-    memcpy(fast.inp.data, ref.inp.data, n_inp(c) * sizeof(float));
-    memcpy(fast.weight.data, ref.weight.data, n_weight(c) * sizeof(float));
-    memcpy(fast.dout.data, ref.dout.data, n_out(c) * sizeof(float));
-    if (c->with_bias) memcpy(fast.bias.data, ref.bias.data, c->co * sizeof(float));
+    conv_copy_operands(&fast, &ref);
     run_forward(&ref, false);
     conv_zero_grads(&ref);
     run_backward(&ref, false);

@@ -120,22 +120,26 @@ static void transform_weights(uint16_t *u, const float *weight, size_t co, size_
         }
 }
 
-/* m[r][o] = sum over b of v[r][b] u[b][o] for R rows and 16 * VECS outputs (u: pairs, see the top). */
-static inline __attribute__((always_inline)) void gemm_block(const uint16_t *v, size_t ins, const uint16_t *u,
-                                                             size_t outs, float *m, const int R, const int VECS) {
+/* c[r][o] (+)= the sum over k of a(r, k) . b(k, o) for R rows and 16 * VECS outputs, each a(r, k) and
+ * b(k, o) a pair of bf16 values (their dot product is one vdpbf16ps lane): a(r, k) at a + r a_row + k a_pair,
+ * b(k, o) at b + 2 (k outs + o); c's rows are outs apart. */
+static inline __attribute__((always_inline)) void pairs_block(const uint16_t *a, size_t a_row, size_t a_pair,
+                                                              const uint16_t *b, size_t outs, size_t pairs, float *c,
+                                                              bool accumulate, const int R, const int VECS) {
     __m512 acc[ROWS_NARROW][4];
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_setzero_ps();
-    for (size_t b = 0; b < ins; b += 2) {
+        for (int j = 0; j < VECS; j++)
+            acc[r][j] = accumulate ? _mm512_loadu_ps(c + r * outs + 16 * j) : _mm512_setzero_ps();
+    for (size_t k = 0; k < pairs; k++) {
         __m512bh w[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) w[j] = (__m512bh)_mm512_loadu_si512(u + b * outs + 32 * j);
+        for (int j = 0; j < VECS; j++) w[j] = (__m512bh)_mm512_loadu_si512(b + 2 * k * outs + 32 * j);
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
             uint32_t pair;
-            memcpy(&pair, v + r * ins + b, sizeof pair);
+            memcpy(&pair, a + r * a_row + k * a_pair, sizeof pair);
             const __m512bh x = (__m512bh)_mm512_set1_epi32((int)pair);
 #pragma GCC unroll 4
             for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], x, w[j]);
@@ -144,7 +148,7 @@ static inline __attribute__((always_inline)) void gemm_block(const uint16_t *v, 
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) _mm512_storeu_ps(m + r * outs + 16 * j, acc[r][j]);
+        for (int j = 0; j < VECS; j++) _mm512_storeu_ps(c + r * outs + 16 * j, acc[r][j]);
 }
 
 /* m = v (rows x ins) times u (ins x outs), outs a multiple of 32. */
@@ -152,14 +156,15 @@ static void gemm(const uint16_t *v, size_t ins, const uint16_t *u, size_t outs, 
     for (size_t o = 0; o < outs;) {
         const bool wide = outs - o >= 64;
         const size_t rows_block = wide ? ROWS_WIDE : ROWS_NARROW;
-        size_t r = 0;
-        for (; r + rows_block <= rows; r += rows_block) {
-            if (wide) gemm_block(v + r * ins, ins, u + 2 * o, outs, m + r * outs + o, ROWS_WIDE, 4);
-            else gemm_block(v + r * ins, ins, u + 2 * o, outs, m + r * outs + o, ROWS_NARROW, 2);
-        }
-        for (; r < rows; r++) {
-            if (wide) gemm_block(v + r * ins, ins, u + 2 * o, outs, m + r * outs + o, 1, 4);
-            else gemm_block(v + r * ins, ins, u + 2 * o, outs, m + r * outs + o, 1, 2);
+        for (size_t r = 0; r < rows;) {
+            const bool whole = r + rows_block <= rows; /* else the last rows one by one */
+            const uint16_t *a = v + r * ins, *b = u + 2 * o;
+            float *c = m + r * outs + o;
+            if (wide && whole) pairs_block(a, ins, 2, b, outs, ins / 2, c, false, ROWS_WIDE, 4);
+            else if (wide) pairs_block(a, ins, 2, b, outs, ins / 2, c, false, 1, 4);
+            else if (whole) pairs_block(a, ins, 2, b, outs, ins / 2, c, false, ROWS_NARROW, 2);
+            else pairs_block(a, ins, 2, b, outs, ins / 2, c, false, 1, 2);
+            r += whole ? rows_block : 1;
         }
         o += wide ? 64 : 32;
     }
@@ -348,44 +353,16 @@ static void transform_chunk_pairs(uint16_t *v, size_t v_stride, uint16_t *z, siz
     }
 }
 
-/* du[r][o] += the sum over pairs p of v[p][r] . z[p][o] (each a pair of tiles) for R input channels and
- * 16 * VECS outputs. */
-static inline __attribute__((always_inline)) void gemm_weights_block(const uint16_t *v, size_t ins, const uint16_t *z,
-                                                                     size_t outs, size_t pairs, float *du,
-                                                                     const int R, const int VECS) {
-    __m512 acc[WEIGHTS_ROWS_NARROW][4];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_loadu_ps(du + r * outs + 16 * j);
-    for (size_t p = 0; p < pairs; p++) {
-        __m512bh w[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) w[j] = (__m512bh)_mm512_loadu_si512(z + p * outs * 2 + 32 * j);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            uint32_t pair;
-            memcpy(&pair, v + (p * ins + r) * 2, sizeof pair);
-            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)pair);
-#pragma GCC unroll 4
-            for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], x, w[j]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) _mm512_storeu_ps(du + r * outs + 16 * j, acc[r][j]);
-}
-
 /* du (ins x outs) += v^T z over the chunk's pairs of tiles. */
 static void gemm_weights(const uint16_t *v, size_t ins, const uint16_t *z, size_t outs, size_t pairs, float *du) {
     for (size_t o = 0; o < outs;) {
         const bool wide = outs - o >= 64;
         const size_t rows = wide ? WEIGHTS_ROWS_WIDE : WEIGHTS_ROWS_NARROW;
         for (size_t r = 0; r < ins; r += rows) {
-            float *block = du + r * outs + o;
-            if (wide) gemm_weights_block(v + 2 * r, ins, z + 2 * o, outs, pairs, block, WEIGHTS_ROWS_WIDE, 4);
-            else gemm_weights_block(v + 2 * r, ins, z + 2 * o, outs, pairs, block, WEIGHTS_ROWS_NARROW, 2);
+            const uint16_t *a = v + 2 * r;
+            float *c = du + r * outs + o;
+            if (wide) pairs_block(a, 2, 2 * ins, z + 2 * o, outs, pairs, c, true, WEIGHTS_ROWS_WIDE, 4);
+            else pairs_block(a, 2, 2 * ins, z + 2 * o, outs, pairs, c, true, WEIGHTS_ROWS_NARROW, 2);
         }
         o += wide ? 64 : 32;
     }
