@@ -170,11 +170,12 @@ static void gemm(const uint16_t *v, size_t ins, const uint16_t *u, size_t outs, 
     }
 }
 
-/* Sixteen channels of one input position, or zeros outside the image (valid false). */
-static inline __attribute__((always_inline)) __m512 load16(const float *f, const uint16_t *h, size_t at, bool valid) {
-    if (!valid) return _mm512_setzero_ps();
-    if (f) return _mm512_loadu_ps(f + at);
-    const __m256i bits = _mm256_loadu_si256((const __m256i *)(h + at));
+/* Sixteen channels of one input position from f (fp32) or h (bf16), zeros where the mask is (padding):
+ * masked loads, so no branch. */
+static inline __attribute__((always_inline)) __m512 load16(const float *f, const uint16_t *h, size_t at,
+                                                           __mmask16 mask) {
+    if (f) return _mm512_maskz_loadu_ps(mask, f + at);
+    const __m256i bits = _mm256_maskz_loadu_epi16(mask, h + at);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
@@ -203,7 +204,7 @@ typedef struct Geometry {
  * are inside the image (the others are padding). */
 typedef struct Patch {
     size_t at[4][4];
-    bool valid[4][4];
+    __mmask16 inside[4][4]; /* all lanes, or none */
 } Patch;
 
 static Patch patch_of(Geometry g, size_t tile) {
@@ -213,8 +214,9 @@ static Patch patch_of(Geometry g, size_t tile) {
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) {
             const long y = y0 + i, x = x0 + j;
-            p.valid[i][j] = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
-            p.at[i][j] = p.valid[i][j] ? ((n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
+            const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
+            p.inside[i][j] = inside ? 0xFFFF : 0;
+            p.at[i][j] = inside ? ((n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
         }
     return p;
 }
@@ -224,12 +226,13 @@ static inline __attribute__((always_inline)) void transform_patch(__m512 v[16], 
                                                                   const uint16_t *in_bf16, const Patch *p, size_t c) {
     __m512 d[4][4];
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) d[i][j] = load16(in, in_bf16, p->at[i][j] + c, p->valid[i][j]);
+        for (int j = 0; j < 4; j++) d[i][j] = load16(in, in_bf16, p->at[i][j] + c, p->inside[i][j]);
     input_transform(v, d);
 }
 
-static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, const uint16_t *in_bf16, Geometry g,
-                                   size_t first, size_t count) {
+static inline __attribute__((always_inline)) void transform_tiles(uint16_t *v, size_t stride, const float *in,
+                                                                  const uint16_t *in_bf16, Geometry g, size_t first,
+                                                                  size_t count) {
     for (size_t t = 0; t < count; t++) {
         const Patch p = patch_of(g, first + t);
         for (size_t c = 0; c < g.ins; c += 16) {
@@ -239,6 +242,13 @@ static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, 
                 _mm256_storeu_si256((__m256i *)(v + x * stride + t * g.ins + c), (__m256i)_mm512_cvtneps_pbh(e[x]));
         }
     }
+}
+
+/* V of the chunk's tiles; one copy of the loop per input type, so that no load asks which. */
+static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, const uint16_t *in_bf16, Geometry g,
+                                   size_t first, size_t count) {
+    if (in) transform_tiles(v, stride, in, NULL, g, first, count);
+    else transform_tiles(v, stride, NULL, in_bf16, g, first, count);
 }
 
 /* out (+)= A^T M A (+ bias) for the chunk's tiles, cut at the image's last row and column. */
