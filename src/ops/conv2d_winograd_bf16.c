@@ -200,6 +200,21 @@ typedef struct Geometry {
     size_t h, w, ins, outs, tiles_w, tiles_per_image;
 } Geometry;
 
+static Geometry geometry_of(size_t h, size_t w, size_t ins, size_t outs) {
+    return (Geometry){.h = h, .w = w, .ins = ins, .outs = outs, .tiles_w = (w + 1) / 2,
+                      .tiles_per_image = ((h + 1) / 2) * ((w + 1) / 2)};
+}
+
+/* The image of tile `tile` and its first output position. */
+typedef struct TileOrigin {
+    size_t n, y, x;
+} TileOrigin;
+
+static TileOrigin origin_of(Geometry g, size_t tile) {
+    const size_t in_image = tile % g.tiles_per_image;
+    return (TileOrigin){tile / g.tiles_per_image, 2 * (in_image / g.tiles_w), 2 * (in_image % g.tiles_w)};
+}
+
 /* Where tile `tile`'s 4x4 input patch lies: the offsets of its 16 positions' channels, and which of them
  * are inside the image (the others are padding). */
 typedef struct Patch {
@@ -208,15 +223,14 @@ typedef struct Patch {
 } Patch;
 
 static Patch patch_of(Geometry g, size_t tile) {
-    const size_t n = tile / g.tiles_per_image, in_image = tile % g.tiles_per_image;
-    const long y0 = 2 * (long)(in_image / g.tiles_w) - 1, x0 = 2 * (long)(in_image % g.tiles_w) - 1;
+    const TileOrigin o = origin_of(g, tile);
     Patch p;
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) {
-            const long y = y0 + i, x = x0 + j;
+            const long y = (long)o.y - 1 + i, x = (long)o.x - 1 + j; /* padding 1 */
             const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
             p.inside[i][j] = inside ? 0xFFFF : 0;
-            p.at[i][j] = inside ? ((n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
+            p.at[i][j] = inside ? ((o.n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
         }
     return p;
 }
@@ -255,8 +269,7 @@ static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, 
 static void transform_chunk_outputs(float *out, bool accumulate, const float *bias, const float *m, size_t stride,
                                     Geometry g, size_t first, size_t count) {
     for (size_t t = 0; t < count; t++) {
-        const size_t tile = first + t, n = tile / g.tiles_per_image, in_image = tile % g.tiles_per_image;
-        const size_t y0 = 2 * (in_image / g.tiles_w), x0 = 2 * (in_image % g.tiles_w);
+        const TileOrigin at = origin_of(g, first + t);
         for (size_t o = 0; o < g.outs; o += 16) {
             __m512 p[4][4], q[2][4];
             for (int i = 0; i < 4; i++)
@@ -267,11 +280,11 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
                 q[1][j] = _mm512_sub_ps(_mm512_sub_ps(p[1][j], p[2][j]), p[3][j]);
             }
             const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
-            for (size_t i = 0; i < 2 && y0 + i < g.h; i++) {
+            for (size_t i = 0; i < 2 && at.y + i < g.h; i++) {
                 const __m512 y[2] = {_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[i][0], q[i][1]), q[i][2]), b),
                                      _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[i][1], q[i][2]), q[i][3]), b)};
-                for (size_t j = 0; j < 2 && x0 + j < g.w; j++) {
-                    float *dst = out + ((n * g.h + y0 + i) * g.w + x0 + j) * g.outs + o;
+                for (size_t j = 0; j < 2 && at.x + j < g.w; j++) {
+                    float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
                     _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), y[j]) : y[j]);
                 }
             }
@@ -282,10 +295,8 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
 /* out (n, h, w, outs) (+)= the convolution of in (n, h, w, ins; fp32, or bf16 in in_bf16) with the
  * transformed weights u, plus bias (NULL: none). */
 static void run(float *out, bool accumulate, const float *in, const uint16_t *in_bf16, const uint16_t *u,
-                const float *bias, size_t n, size_t h, size_t w, size_t ins, size_t outs) {
-    const Geometry g = {.h = h, .w = w, .ins = ins, .outs = outs, .tiles_w = (w + 1) / 2,
-                        .tiles_per_image = ((h + 1) / 2) * ((w + 1) / 2)};
-    const size_t tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
+                const float *bias, size_t n, Geometry g) {
+    const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
     /* Chunks: a multiple of both row blocks, within CHUNK_BYTES, and at least two per thread. */
     const size_t tile_bytes = 16 * (ins * sizeof(uint16_t) + outs * sizeof(float));
     size_t chunk = CHUNK_BYTES / tile_bytes / ROWS_NARROW * ROWS_NARROW;
@@ -317,13 +328,12 @@ static void run(float *out, bool accumulate, const float *in, const uint16_t *in
 /* Z = A dY A^T of tile `tile`'s 2x2 output gradient dY (zero outside the image), sixteen channels from c. */
 static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], const float *dout, Geometry g,
                                                                  size_t tile, size_t c) {
-    const size_t n = tile / g.tiles_per_image, in_image = tile % g.tiles_per_image;
-    const size_t y0 = 2 * (in_image / g.tiles_w), x0 = 2 * (in_image % g.tiles_w);
+    const TileOrigin o = origin_of(g, tile);
     __m512 dy[2][2];
     for (size_t i = 0; i < 2; i++)
         for (size_t j = 0; j < 2; j++)
-            dy[i][j] = y0 + i < g.h && x0 + j < g.w
-                           ? _mm512_loadu_ps(dout + ((n * g.h + y0 + i) * g.w + x0 + j) * g.outs + c)
+            dy[i][j] = o.y + i < g.h && o.x + j < g.w
+                           ? _mm512_loadu_ps(dout + ((o.n * g.h + o.y + i) * g.w + o.x + j) * g.outs + c)
                            : _mm512_setzero_ps();
     const __m512 zero = _mm512_setzero_ps();
     const __m512 rows[4][2] = {{dy[0][0], dy[0][1]},
@@ -413,8 +423,7 @@ static void add_weight_gradient(float *dweight, const float *du, size_t ci, size
 
 void conv2d_winograd_bf16_backward_weights(float *dweight, const float *dout, const float *inp,
                                            const uint16_t *inp_bf16, Conv2dShape s) {
-    const Geometry g = {.h = s.h, .w = s.w, .ins = s.ci, .outs = s.co, .tiles_w = (s.w + 1) / 2,
-                        .tiles_per_image = ((s.h + 1) / 2) * ((s.w + 1) / 2)};
+    const Geometry g = geometry_of(s.h, s.w, s.ci, s.co);
     const size_t tiles = s.n * g.tiles_per_image;
     size_t chunk = WEIGHTS_CHUNK_BYTES / (16 * (s.ci + s.co) * sizeof(uint16_t)) / 2 * 2;
     if (chunk > tiles + 1) chunk = (tiles + 1) / 2 * 2;
@@ -439,14 +448,14 @@ void conv2d_winograd_bf16_forward(float *out, const float *inp, const uint16_t *
                                   const float *bias, Conv2dShape s) {
     uint16_t *u = grow_buffer(&transformed_weights, 16 * s.ci * s.co * sizeof(uint16_t));
     transform_weights(u, weight, s.co, s.ci, false);
-    run(out, false, inp, inp_bf16, u, bias, s.n, s.h, s.w, s.ci, s.co);
+    run(out, false, inp, inp_bf16, u, bias, s.n, geometry_of(s.h, s.w, s.ci, s.co));
 }
 
 void conv2d_winograd_bf16_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
                                         Conv2dShape s) {
     uint16_t *u = grow_buffer(&transformed_weights, 16 * s.ci * s.co * sizeof(uint16_t));
     transform_weights(u, weight, s.co, s.ci, true);
-    run(dinp, accumulate, dout, NULL, u, NULL, s.n, s.h, s.w, s.co, s.ci);
+    run(dinp, accumulate, dout, NULL, u, NULL, s.n, geometry_of(s.h, s.w, s.co, s.ci));
 }
 
 void conv2d_winograd_bf16_free(void) {
