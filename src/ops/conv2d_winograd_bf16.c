@@ -84,8 +84,10 @@ static inline __attribute__((always_inline)) void store_pair(uint16_t *dst, __m5
 static inline __attribute__((always_inline)) void transform16(__m512 out[16], const float *base, __m512i lanes,
                                                              bool reversed) {
     __m512 g[9], t[4][3];
+#pragma GCC unroll 9
     for (int k = 0; k < 9; k++) g[k] = _mm512_i32gather_ps(lanes, base + (reversed ? 8 - k : k), 4);
     const __m512 half = _mm512_set1_ps(0.5f);
+#pragma GCC unroll 3
     for (int c = 0; c < 3; c++) { /* G g */
         const __m512 outer = _mm512_add_ps(g[c], g[6 + c]);
         t[0][c] = g[c];
@@ -93,6 +95,7 @@ static inline __attribute__((always_inline)) void transform16(__m512 out[16], co
         t[2][c] = _mm512_mul_ps(half, _mm512_sub_ps(outer, g[3 + c]));
         t[3][c] = g[6 + c];
     }
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++) { /* (G g) G^T */
         const __m512 outer = _mm512_add_ps(t[r][0], t[r][2]);
         out[4 * r + 0] = t[r][0];
@@ -116,6 +119,7 @@ static void transform_weights(uint16_t *u, const float *weight, size_t co, size_
             __m512 even[16], odd[16];
             transform16(even, weight + a * a_step + 2 * bp * b_step, lanes, flipped);
             transform16(odd, weight + a * a_step + (2 * bp + 1) * b_step, lanes, flipped);
+#pragma GCC unroll 16
             for (size_t x = 0; x < 16; x++) store_pair(u + ((x * (ins / 2) + bp) * outs + a) * 2, even[x], odd[x]);
         }
 }
@@ -182,12 +186,14 @@ static inline __attribute__((always_inline)) __m512 load16(const float *f, const
 /* B^T d B of a 4x4 input patch d, sixteen channels. */
 static inline __attribute__((always_inline)) void input_transform(__m512 v[16], __m512 d[4][4]) {
     __m512 r[4][4];
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         r[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
         r[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
         r[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
         r[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
     }
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         v[4 * i + 0] = _mm512_sub_ps(r[i][0], r[i][2]);
         v[4 * i + 1] = _mm512_add_ps(r[i][1], r[i][2]);
@@ -239,7 +245,9 @@ static Patch patch_of(Geometry g, size_t tile) {
 static inline __attribute__((always_inline)) void transform_patch(__m512 v[16], const float *in,
                                                                   const uint16_t *in_bf16, const Patch *p, size_t c) {
     __m512 d[4][4];
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) d[i][j] = load16(in, in_bf16, p->at[i][j] + c, p->inside[i][j]);
     input_transform(v, d);
 }
@@ -252,6 +260,7 @@ static inline __attribute__((always_inline)) void transform_tiles(uint16_t *v, s
         for (size_t c = 0; c < g.ins; c += 16) {
             __m512 e[16];
             transform_patch(e, in, in_bf16, &p, c);
+#pragma GCC unroll 16
             for (size_t x = 0; x < 16; x++)
                 _mm256_storeu_si256((__m256i *)(v + x * stride + t * g.ins + c), (__m256i)_mm512_cvtneps_pbh(e[x]));
         }
@@ -272,18 +281,25 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
         const TileOrigin at = origin_of(g, first + t);
         for (size_t o = 0; o < g.outs; o += 16) {
             __m512 p[4][4], q[2][4];
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
                 for (int j = 0; j < 4; j++)
                     p[i][j] = _mm512_loadu_ps(m + (size_t)(4 * i + j) * stride + t * g.outs + o);
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 q[0][j] = _mm512_add_ps(_mm512_add_ps(p[0][j], p[1][j]), p[2][j]);
                 q[1][j] = _mm512_sub_ps(_mm512_sub_ps(p[1][j], p[2][j]), p[3][j]);
             }
             const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
-            for (size_t i = 0; i < 2 && at.y + i < g.h; i++) {
+#pragma GCC unroll 2
+            for (size_t i = 0; i < 2; i++) {
+                if (at.y + i == g.h) break;
                 const __m512 y[2] = {_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[i][0], q[i][1]), q[i][2]), b),
                                      _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[i][1], q[i][2]), q[i][3]), b)};
-                for (size_t j = 0; j < 2 && at.x + j < g.w; j++) {
+#pragma GCC unroll 2
+                for (size_t j = 0; j < 2; j++) {
+                    if (at.x + j == g.w) break;
                     float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
                     _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), y[j]) : y[j]);
                 }
@@ -330,7 +346,9 @@ static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], c
                                                                  size_t tile, size_t c) {
     const TileOrigin o = origin_of(g, tile);
     __m512 dy[2][2];
+#pragma GCC unroll 2
     for (size_t i = 0; i < 2; i++)
+#pragma GCC unroll 2
         for (size_t j = 0; j < 2; j++)
             dy[i][j] = o.y + i < g.h && o.x + j < g.w
                            ? _mm512_loadu_ps(dout + ((o.n * g.h + o.y + i) * g.w + o.x + j) * g.outs + c)
@@ -340,6 +358,7 @@ static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], c
                                {_mm512_add_ps(dy[0][0], dy[1][0]), _mm512_add_ps(dy[0][1], dy[1][1])},
                                {_mm512_sub_ps(dy[0][0], dy[1][0]), _mm512_sub_ps(dy[0][1], dy[1][1])},
                                {_mm512_sub_ps(zero, dy[1][0]), _mm512_sub_ps(zero, dy[1][1])}};
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         z[4 * i + 0] = rows[i][0];
         z[4 * i + 1] = _mm512_add_ps(rows[i][0], rows[i][1]);
@@ -360,6 +379,7 @@ static void transform_chunk_pairs(uint16_t *v, size_t v_stride, uint16_t *z, siz
             __m512 e0[16], e1[16];
             transform_patch(e0, in, in_bf16, &p0, c);
             transform_patch(e1, in, in_bf16, &p1, c);
+#pragma GCC unroll 16
             for (size_t x = 0; x < 16; x++) store_pair(v + x * v_stride + (pair * g.ins + c) * 2, e0[x], e1[x]);
         }
         for (size_t c = 0; c < g.outs; c += 16) {
@@ -368,6 +388,7 @@ static void transform_chunk_pairs(uint16_t *v, size_t v_stride, uint16_t *z, siz
             if (t1 < tiles) transform_grad(z1, dout, g, t1, c);
             else
                 for (int x = 0; x < 16; x++) z1[x] = _mm512_setzero_ps();
+#pragma GCC unroll 16
             for (size_t x = 0; x < 16; x++) store_pair(z + x * z_stride + (pair * g.outs + c) * 2, z0[x], z1[x]);
         }
     }
@@ -397,6 +418,7 @@ static void add_weight_gradient(float *dweight, const float *du, size_t ci, size
     for (size_t i = 0; i < ci; i++)
         for (size_t o = 0; o < co; o += 16) {
             __m512 t[3][4]; /* G^T dU */
+#pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
                 const __m512 m0 = _mm512_loadu_ps(du + ((size_t)(0 + c) * ci + i) * co + o);
                 const __m512 m1 = _mm512_loadu_ps(du + ((size_t)(4 + c) * ci + i) * co + o);
@@ -408,11 +430,13 @@ static void add_weight_gradient(float *dweight, const float *du, size_t ci, size
                 t[2][c] = _mm512_add_ps(inner, m3);
             }
             float *base = dweight + (o * ci + i) * 9;
+#pragma GCC unroll 3
             for (int r = 0; r < 3; r++) { /* (G^T dU) G */
                 const __m512 inner = _mm512_mul_ps(half, _mm512_add_ps(t[r][1], t[r][2]));
                 const __m512 k[3] = {_mm512_add_ps(t[r][0], inner),
                                      _mm512_mul_ps(half, _mm512_sub_ps(t[r][1], t[r][2])),
                                      _mm512_add_ps(inner, t[r][3])};
+#pragma GCC unroll 3
                 for (int c = 0; c < 3; c++) {
                     float *at = base + 3 * r + c;
                     _mm512_i32scatter_ps(at, lanes, _mm512_add_ps(_mm512_i32gather_ps(lanes, at, 4), k[c]), 4);
