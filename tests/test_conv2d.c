@@ -608,6 +608,26 @@ static void winograd_bf16_case(const Case *c, uint64_t seed) {
                                (Bf16Image){inp_bf16, c->n, c->h, c->w, c->ci}, fast.weight, c->p);
     within_bf16_rounding("bf16 Winograd, bf16 input", c, "dweight", fast.dweight.data, ref.dweight.data, n_weight(c));
 
+    /* Each output and each sum stays with one thread: the same bits with 1 and 3 threads (uneven splits). */
+    const int saved_threads = threads_get();
+    Conv by_threads[2];
+    for (int t = 0; t < 2; t++) {
+        threads_set(t == 0 ? 1 : 3);
+        by_threads[t] = conv_alloc(c);
+        conv_copy_operands(&by_threads[t], &ref);
+        run_forward(&by_threads[t], true);
+        conv_zero_grads(&by_threads[t]);
+        run_backward(&by_threads[t], true);
+    }
+    threads_set(saved_threads);
+    EXPECT(same_bits(by_threads[0].out.data, by_threads[1].out.data, n_out(c)) &&
+               same_bits(by_threads[0].dinp.data, by_threads[1].dinp.data, n_inp(c)) &&
+               same_bits(by_threads[0].dweight.data, by_threads[1].dweight.data, n_weight(c)) &&
+               (!c->with_bias || same_bits(by_threads[0].dbias.data, by_threads[1].dbias.data, c->co)),
+           "bf16 Winograd %s: differs between 1 and 3 threads", case_str(c));
+    conv_free(&by_threads[0]);
+    conv_free(&by_threads[1]);
+
     /* With it off, bf16 precision takes oneDNN's kernels: other bits, so the kernel above did run. */
     conv2d_fast_use_winograd_bf16(false, false);
     EXPECT(!conv2d_winograd_bf16_fits(shape, c->p), "bf16 Winograd %s: fits while switched off", case_str(c));
