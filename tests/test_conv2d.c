@@ -771,10 +771,15 @@ static void test_held_weights(void) {
     held_weights_case(&blocked, OPS_PRECISION_FP32, true);
     conv2d_fast_use_own_weight_moves(true);
     held_weights_case(&few_positions, OPS_PRECISION_FP32, false);
-    if (ops_bf16_supported()) { /* oneDNN's kernels: the bf16 Winograd transforms its weights every call */
+    if (ops_bf16_supported()) { /* oneDNN's kernels, then the bf16 Winograd's transformed weights */
         conv2d_fast_use_winograd_bf16(false, false);
         held_weights_case(&blocked, OPS_PRECISION_BF16, true);
         held_weights_case(&few_positions, OPS_PRECISION_BF16, true);
+        conv2d_fast_use_winograd_bf16(true, true);
+        const Case winograd = {2, 8, 8, 64, 32, 3, 3, S1P1, true};
+        ops_set_precision(OPS_PRECISION_BF16);
+        if (winograd_bf16_picks(2, 8, 8, 64, 32, winograd.p)) held_weights_case(&winograd, OPS_PRECISION_BF16, true);
+        ops_set_precision(OPS_PRECISION_FP32);
         conv2d_fast_use_winograd_bf16(true, false);
     }
 }

@@ -637,6 +637,7 @@ void conv2d_fast_winograd_split_fma(int mode) {
 }
 
 static void held_weights_free(void) {
+    conv2d_winograd_bf16_release_held();
     for (size_t i = 0; i < n_held; i++) alloc_free(held[i].data);
     free(held);
     held = NULL;
@@ -881,7 +882,8 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
                     Conv2dParams p) {
     bool with_bias = !tensor_is_none(bias);
     if (conv2d_winograd_bf16_fits(s, p)) {
-        conv2d_winograd_bf16_forward(out.data, inp, inp_bf16, weight.data, with_bias ? bias.data : NULL, s);
+        conv2d_winograd_bf16_forward(out.data, inp, inp_bf16, weight.data, with_bias ? bias.data : NULL, s,
+                                     hold_weights);
         return;
     }
     Conv2dShape call = s;

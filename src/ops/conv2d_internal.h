@@ -62,16 +62,18 @@ size_t conv2d_fast_plans_built(void);
 
 /* bf16 Winograd F(2x2, 3x3) for 3x3 convolutions at stride 1 with padding 1 on CPUs with AVX-512 BF16 and
  * no AMX (conv2d_winograd_bf16.c). fits: whether it runs this shape in the current precision on this CPU.
- * forward: out = conv(inp or inp_bf16, weight) + bias (NULL: none). backward_data: dinp (+)= the input
- * gradient of dout. free: releases its buffers. */
+ * forward: out = conv(inp or inp_bf16, weight) + bias (NULL: none); with hold, keeps the weights
+ * transformed, by their address, until release_held (conv2d_hold_weights' promise). backward_data: dinp
+ * (+)= the input gradient of dout. free: releases its buffers and held weights. */
 bool conv2d_winograd_bf16_fits(Conv2dShape s, Conv2dParams p);
 void conv2d_winograd_bf16_forward(float *out, const float *inp, const uint16_t *inp_bf16, const float *weight,
-                                  const float *bias, Conv2dShape s);
+                                  const float *bias, Conv2dShape s, bool hold);
 void conv2d_winograd_bf16_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
                                         Conv2dShape s);
 /* dweight += the weight gradient of dout for the input inp (fp32) or inp_bf16. */
 void conv2d_winograd_bf16_backward_weights(float *dweight, const float *dout, const float *inp,
                                            const uint16_t *inp_bf16, Conv2dShape s);
+void conv2d_winograd_bf16_release_held(void);
 void conv2d_winograd_bf16_free(void);
 /* Tests only: on false keeps bf16 precision on oneDNN's kernels; every_size runs the bf16 Winograd at
  * every shape it can, small ones included (default: on, by its size rule). */
