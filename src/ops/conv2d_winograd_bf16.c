@@ -314,12 +314,12 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
             const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
 #pragma GCC unroll 2
             for (size_t i = 0; i < 2; i++) {
-                if (at.y + i == g.h) break;
+                if (at.y + i >= g.h) break;
                 const __m512 y[2] = {_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[i][0], q[i][1]), q[i][2]), b),
                                      _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[i][1], q[i][2]), q[i][3]), b)};
 #pragma GCC unroll 2
                 for (size_t j = 0; j < 2; j++) {
-                    if (at.x + j == g.w) break;
+                    if (at.x + j >= g.w) break;
                     float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
                     _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), y[j]) : y[j]);
                 }
