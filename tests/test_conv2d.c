@@ -440,6 +440,7 @@ static void winograd_case(const WinogradCase *w, size_t k, bool winograd, const 
 static void test_winograd_plans(void) {
     const bool available = conv2d_fast_has_winograd();
     if (!available) printf("  this CPU has no Winograd kernels: every case must take the direct ones\n");
+    conv2d_fast_use_winograd_fp32(false, false); /* oneDNN's Winograd here; ours: test_winograd_fp32 */
     for (int split_fma = 0; split_fma < 2; split_fma++) {
         conv2d_fast_winograd_split_fma(split_fma);
         for (size_t k = 0; k < sizeof winograd_cases / sizeof winograd_cases[0]; k++)
@@ -448,6 +449,76 @@ static void test_winograd_plans(void) {
     }
     conv2d_fast_winograd_split_fma(-1);
     conv2d_fast_use_winograd(true, 0);
+    conv2d_fast_use_winograd_fp32(true, false);
+}
+
+/* Our fp32 Winograd F(4x4, 3x3) (conv2d_winograd_fp32.c): its size rule on cores that split 512-bit FMAs;
+ * then at every size it can run (any AVX-512 CPU), against the reference through fast_matches_reference
+ * (accumulation, repeats, each gradient alone), with other bits than oneDNN's kernels (so it ran), and
+ * the same bits with 1 and 3 threads. */
+/* Whether a Winograd's size rule (picks) takes a 32x32 128->128 convolution at stride 2 or without padding. */
+static bool picks_strided_or_unpadded(bool (*picks)(size_t, size_t, size_t, size_t, size_t, Conv2dParams)) {
+    return picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 2, PAD(0, 1, 0, 1)}) ||
+           picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 1});
+}
+
+static bool winograd_fp32_picks(size_t n, size_t h, size_t w, size_t ci, size_t co, Conv2dParams p) {
+    return conv2d_winograd_fp32_fits((Conv2dShape){n, h, w, ci, co, 3, 3, h, w}, p);
+}
+
+static void test_winograd_fp32(void) {
+    const Conv2dParams s1p1 = conv2d_params(1, 1);
+    if (winograd_fp32_picks(16, 32, 32, 128, 128, s1p1)) {
+        EXPECT(winograd_fp32_picks(64, 7, 7, 64, 64, s1p1) && winograd_fp32_picks(16, 16, 16, 256, 256, s1p1) &&
+                   winograd_fp32_picks(64, 14, 14, 96, 32, s1p1),
+               "fp32 Winograd: not picked from 32 channels, 128 tiles, up to 256x256 channels");
+        EXPECT(!winograd_fp32_picks(16, 16, 16, 512, 256, s1p1) && !winograd_fp32_picks(16, 8, 8, 256, 256, s1p1) &&
+                   !winograd_fp32_picks(64, 28, 28, 16, 32, s1p1) && !winograd_fp32_picks(64, 14, 14, 48, 32, s1p1),
+               "fp32 Winograd: picked past 256x256 channels, below 128 tiles, 32 channels or blocks of 32");
+        EXPECT(!picks_strided_or_unpadded(winograd_fp32_picks),
+               "fp32 Winograd: picked for a stride of 2 or no padding");
+        ops_set_precision(OPS_PRECISION_BF16);
+        EXPECT(!winograd_fp32_picks(16, 32, 32, 128, 128, s1p1), "fp32 Winograd: picked in bf16 precision");
+        ops_set_precision(OPS_PRECISION_FP32);
+    }
+    conv2d_fast_use_winograd_fp32(true, true);
+    if (!winograd_fp32_picks(1, 4, 4, 32, 32, s1p1)) {
+        printf("  skipped: built without AVX-512\n");
+        conv2d_fast_use_winograd_fp32(true, false);
+        return;
+    }
+    /* Even and odd sides (partial tiles at the last row and column), output blocks of 64 and 32, tile
+     * counts off the GEMM's row blocks, several chunks per thread (the 24x24 case). */
+    static const Case cases[] = {
+        {2, 14, 14, 32, 32, 3, 3, S1P1, true}, {3, 7, 7, 64, 64, 3, 3, S1P1, true},
+        {1, 9, 5, 96, 32, 3, 3, S1P1, false},  {1, 5, 5, 32, 96, 3, 3, S1P1, true},
+        {4, 24, 24, 64, 128, 3, 3, S1P1, true},
+    };
+    const size_t n_cases = sizeof cases / sizeof cases[0];
+    fast_matches_reference(cases, n_cases);
+    for (size_t k = 0; k < n_cases; k++) {
+        const Case *c = &cases[k];
+        Conv v[3]; /* ours with 1 thread, with 3 threads; oneDNN's */
+        const int saved_threads = threads_get();
+        for (int r = 0; r < 3; r++) {
+            threads_set(r == 1 ? 3 : r == 0 ? 1 : saved_threads);
+            conv2d_fast_use_winograd_fp32(r < 2, true);
+            v[r] = conv_alloc(c);
+            conv_fill(&v[r], 40 + k);
+            conv_zero_grads(&v[r]);
+            run_forward(&v[r], true);
+            run_backward(&v[r], true);
+        }
+        threads_set(saved_threads);
+        conv2d_fast_use_winograd_fp32(true, true);
+        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) && same_bits(v[0].dinp.data, v[1].dinp.data, n_inp(c)),
+               "fp32 Winograd %s: differs between 1 and 3 threads", case_str(c));
+        EXPECT(!same_bits(v[0].out.data, v[2].out.data, n_out(c)) &&
+                   !same_bits(v[0].dinp.data, v[2].dinp.data, n_inp(c)),
+               "fp32 Winograd %s: oneDNN's kernels gave the same bits, so it did not run", case_str(c));
+        for (int r = 0; r < 3; r++) conv_free(&v[r]);
+    }
+    conv2d_fast_use_winograd_fp32(true, false);
 }
 
 /* The fast path moves weights with its own loops where it can (conv2d_weights.c) and with oneDNN's
@@ -657,8 +728,7 @@ static void test_winograd_bf16(void) {
         EXPECT(!winograd_bf16_picks(16, 4, 4, 256, 256, s1p1) && !winograd_bf16_picks(64, 14, 14, 64, 128, s1p1) &&
                    !winograd_bf16_picks(64, 14, 14, 128, 96, s1p1) && !winograd_bf16_picks(16, 32, 32, 144, 128, s1p1),
                "bf16 Winograd: picked below 1024 positions, below 128 channels or off blocks of 32 channels");
-        EXPECT(!winograd_bf16_picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 2, PAD(0, 1, 0, 1)}) &&
-                   !winograd_bf16_picks(16, 32, 32, 128, 128, (Conv2dParams){.stride = 1}),
+        EXPECT(!picks_strided_or_unpadded(winograd_bf16_picks),
                "bf16 Winograd: picked for a stride of 2 or no padding");
     }
     ops_set_precision(OPS_PRECISION_FP32);
@@ -1014,6 +1084,7 @@ int main(void) {
     RUN(test_fast_matches_pytorch);
     RUN(test_fast_matches_reference);
     RUN(test_winograd_plans);
+    RUN(test_winograd_fp32);
     RUN(test_fast_with_onednn_weight_reorders);
     RUN(test_bf16_matches_rounded_reference);
     RUN(test_winograd_bf16);

@@ -33,6 +33,8 @@
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
  *   - In bf16 precision on CPUs with AVX-512 BF16 but no AMX, wide 3x3 convolutions at stride 1 leave
  *     oneDNN for our own bf16 Winograd (conv2d_winograd_bf16.c), and their bias gradient is summed here.
+ *     In fp32 on cores that split 512-bit FMAs, the forward and backward-data passes of 3x3 convolutions
+ *     up to 256x256 channels take our own fp32 Winograd (conv2d_winograd_fp32.c).
  *   - In bf16 precision (ops/precision.h) the two operands of each pass are bf16 and the result fp32:
  *     the activation operand (forward and backward-weights: inp; backward-data and backward-weights:
  *     dout) is rounded into a bf16 copy in the workspace, and the weights reach the kernel's layout
@@ -652,6 +654,7 @@ void conv2d_hold_weights(bool hold) {
 void conv2d_cache_free(void) {
     held_weights_free();
     conv2d_winograd_bf16_free();
+    conv2d_winograd_fp32_free();
     lru_cache_clear(&plans);
     GrowBuffer *buffers[] = {&ws.wei,       &ws.dwei,     &ws.scratchpad, &ws.dinp,      &ws.dbias,
                              &ws.cols,      &ws.inp_bf16, &ws.dout_bf16,  &ws.flipped,   &ws.src_copy,
@@ -886,6 +889,10 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
                                      hold_weights);
         return;
     }
+    if (inp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
+        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s);
+        return;
+    }
     Conv2dShape call = s;
     call.n = images_per_call(s, p);
     PlanKey key = key_of(PLAN_FORWARD, call, p, with_bias);
@@ -1050,13 +1057,17 @@ static void backward_weights(Plan *plan, Tensor dweight, Tensor dbias, const flo
  * accumulation stays one addition per element. */
 static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const float *inp,
                      const uint16_t *inp_bf16, Tensor weight, Conv2dParams p) {
-    const bool want_dinp = !tensor_is_none(dinp);
+    bool want_dinp = !tensor_is_none(dinp);
     bool want_dweight = !tensor_is_none(dweight);
     if (conv2d_winograd_bf16_fits(s, p)) {
         if (want_dinp) conv2d_winograd_bf16_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
         if (want_dweight) conv2d_winograd_bf16_backward_weights(dweight.data, dout.data, inp, inp_bf16, s);
         if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
         return;
+    }
+    if (want_dinp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
+        conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
+        want_dinp = false;
     }
     if (want_dweight && inp && ops_precision() == OPS_PRECISION_FP32 && conv2d_narrow_weights_fit(s, p)) {
         conv2d_narrow_weight_grad(dweight, dbias, dout.data, inp, s, p);

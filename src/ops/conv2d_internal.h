@@ -48,8 +48,8 @@ void conv2d_narrow_weight_grad(Tensor dweight, Tensor dbias, const float *dout, 
 /* Tests only: false makes the fast path move weights with oneDNN's reorders instead of our own loops
  * (conv2d_weights.c), so both stay tested. Frees the plan cache. */
 void conv2d_fast_use_own_weight_moves(bool on);
-/* Tests only: false keeps the fast path off its Winograd plans (conv2d_dnnl.c, winograd_fits), so the
- * direct kernels stay tested at the shapes that would take them; call_bytes replaces the limit on each
+/* Tests only: false keeps the fast path off its Winograd plans (conv2d_dnnl.c, winograd_fits) and off our
+ * fp32 Winograd, so the direct kernels stay tested at the shapes that would take them; call_bytes replaces the limit on each
  * Winograd call's activations (WINOGRAD_CALL_BYTES; 0: that default), so small tests run in several
  * calls. Frees the plan cache. */
 void conv2d_fast_use_winograd(bool on, size_t call_bytes);
@@ -75,6 +75,16 @@ void conv2d_winograd_bf16_backward_weights(float *dweight, const float *dout, co
                                            const uint16_t *inp_bf16, Conv2dShape s);
 void conv2d_winograd_bf16_release_held(void);
 void conv2d_winograd_bf16_free(void);
+/* fp32 Winograd F(4x4, 3x3) for 3x3 convolutions at stride 1 with padding 1 on CPUs that split 512-bit
+ * FMAs (conv2d_winograd_fp32.c): forward and backward-data, as the bf16 ones above. Tests only: on false
+ * keeps fp32 on oneDNN's kernels; every_size runs it at every shape it can (default: on, by its rule). */
+bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p);
+void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                  Conv2dShape s);
+void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
+                                        Conv2dShape s);
+void conv2d_winograd_fp32_free(void);
+void conv2d_fast_use_winograd_fp32(bool on, bool every_size);
 /* Tests only: on false keeps bf16 precision on oneDNN's kernels; every_size runs the bf16 Winograd at
  * every shape it can, small ones included (default: on, by its size rule). */
 void conv2d_fast_use_winograd_bf16(bool on, bool every_size);

@@ -36,6 +36,7 @@
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
 #include "ops/precision.h"
+#include "ops/winograd_tiles.h"
 
 /* Where it beats oneDNN's bf16 direct kernels (2 threads, Zen 4; Winograd / direct ms, forward and
  * backward-data; backward-weights gains about as much, 16x16 256->256 batch 128 63-65 / 87 ms, 32x32
@@ -222,25 +223,6 @@ static inline __attribute__((always_inline)) void input_transform(__m512 v[16], 
     }
 }
 
-typedef struct Geometry {
-    size_t h, w, ins, outs, tiles_w, tiles_per_image;
-} Geometry;
-
-static Geometry geometry_of(size_t h, size_t w, size_t ins, size_t outs) {
-    return (Geometry){.h = h, .w = w, .ins = ins, .outs = outs, .tiles_w = (w + 1) / 2,
-                      .tiles_per_image = ((h + 1) / 2) * ((w + 1) / 2)};
-}
-
-/* The image of tile `tile` and its first output position. */
-typedef struct TileOrigin {
-    size_t n, y, x;
-} TileOrigin;
-
-static TileOrigin origin_of(Geometry g, size_t tile) {
-    const size_t in_image = tile % g.tiles_per_image;
-    return (TileOrigin){tile / g.tiles_per_image, 2 * (in_image / g.tiles_w), 2 * (in_image % g.tiles_w)};
-}
-
 /* Where tile `tile`'s 4x4 input patch lies: the offsets of its 16 positions' channels, and which of them
  * are inside the image (the others are padding). */
 typedef struct Patch {
@@ -248,16 +230,11 @@ typedef struct Patch {
     __mmask16 inside[4][4]; /* all lanes, or none */
 } Patch;
 
-static Patch patch_of(Geometry g, size_t tile) {
-    const TileOrigin o = origin_of(g, tile);
+static Patch patch_of(TileGeometry g, size_t tile) {
+    const TileOrigin o = tile_origin(g, tile);
     Patch p;
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) {
-            const long y = (long)o.y - 1 + i, x = (long)o.x - 1 + j; /* padding 1 */
-            const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
-            p.inside[i][j] = inside ? 0xFFFF : 0;
-            p.at[i][j] = inside ? ((o.n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
-        }
+        for (int j = 0; j < 4; j++) p.inside[i][j] = tile_patch_position(g, o, i, j, &p.at[i][j]) ? 0xFFFF : 0;
     return p;
 }
 
@@ -273,7 +250,7 @@ static inline __attribute__((always_inline)) void transform_patch(__m512 v[16], 
 }
 
 static inline __attribute__((always_inline)) void transform_tiles(uint16_t *v, size_t stride, const float *in,
-                                                                  const uint16_t *in_bf16, Geometry g, size_t first,
+                                                                  const uint16_t *in_bf16, TileGeometry g, size_t first,
                                                                   size_t count) {
     for (size_t t = 0; t < count; t++) {
         const Patch p = patch_of(g, first + t);
@@ -288,7 +265,7 @@ static inline __attribute__((always_inline)) void transform_tiles(uint16_t *v, s
 }
 
 /* V of the chunk's tiles; one copy of the loop per input type, so that no load asks which. */
-static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, const uint16_t *in_bf16, Geometry g,
+static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, const uint16_t *in_bf16, TileGeometry g,
                                    size_t first, size_t count) {
     if (in) transform_tiles(v, stride, in, NULL, g, first, count);
     else transform_tiles(v, stride, NULL, in_bf16, g, first, count);
@@ -296,9 +273,9 @@ static void transform_chunk_inputs(uint16_t *v, size_t stride, const float *in, 
 
 /* out (+)= A^T M A (+ bias) for the chunk's tiles, cut at the image's last row and column. */
 static void transform_chunk_outputs(float *out, bool accumulate, const float *bias, const float *m, size_t stride,
-                                    Geometry g, size_t first, size_t count) {
+                                    TileGeometry g, size_t first, size_t count) {
     for (size_t t = 0; t < count; t++) {
-        const TileOrigin at = origin_of(g, first + t);
+        const TileOrigin at = tile_origin(g, first + t);
         for (size_t o = 0; o < g.outs; o += 16) {
             __m512 p[4][4], q[2][4];
 #pragma GCC unroll 4
@@ -331,7 +308,7 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
 /* out (n, h, w, outs) (+)= the convolution of in (n, h, w, ins; fp32, or bf16 in in_bf16) with the
  * transformed weights u, plus bias (NULL: none). */
 static void run(float *out, bool accumulate, const float *in, const uint16_t *in_bf16, const uint16_t *u,
-                const float *bias, size_t n, Geometry g) {
+                const float *bias, size_t n, TileGeometry g) {
     const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
     /* Chunks: a multiple of both row blocks, within CHUNK_BYTES, and at least two per thread. */
     const size_t tile_bytes = 16 * (ins * sizeof(uint16_t) + outs * sizeof(float));
@@ -362,9 +339,9 @@ static void run(float *out, bool accumulate, const float *in, const uint16_t *in
 /* Backward-weights */
 
 /* Z = A dY A^T of tile `tile`'s 2x2 output gradient dY (zero outside the image), sixteen channels from c. */
-static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], const float *dout, Geometry g,
+static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], const float *dout, TileGeometry g,
                                                                  size_t tile, size_t c) {
-    const TileOrigin o = origin_of(g, tile);
+    const TileOrigin o = tile_origin(g, tile);
     __m512 dy[2][2];
 #pragma GCC unroll 2
     for (size_t i = 0; i < 2; i++)
@@ -389,8 +366,8 @@ static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], c
 
 /* V and Z of the chunk's tiles, two by two (a missing second tile of the last pair counts as zeros). */
 static void transform_chunk_pairs(uint16_t *v, size_t v_stride, uint16_t *z, size_t z_stride, const float *in,
-                                  const uint16_t *in_bf16, const float *dout, Geometry g, size_t first, size_t count,
-                                  size_t tiles) {
+                                  const uint16_t *in_bf16, const float *dout, TileGeometry g, size_t first,
+                                  size_t count, size_t tiles) {
 #pragma omp for schedule(static)
     for (size_t pair = 0; pair < (count + 1) / 2; pair++) {
         const size_t t0 = first + 2 * pair, t1 = t0 + 1;
@@ -468,7 +445,7 @@ static void add_weight_gradient(float *dweight, const float *du, size_t ci, size
 
 void conv2d_winograd_bf16_backward_weights(float *dweight, const float *dout, const float *inp,
                                            const uint16_t *inp_bf16, Conv2dShape s) {
-    const Geometry g = geometry_of(s.h, s.w, s.ci, s.co);
+    const TileGeometry g = tile_geometry(s.h, s.w, s.ci, s.co, 2);
     const size_t tiles = s.n * g.tiles_per_image;
     size_t chunk = WEIGHTS_CHUNK_BYTES / (16 * (s.ci + s.co) * sizeof(uint16_t)) / 2 * 2;
     if (chunk > tiles + 1) chunk = (tiles + 1) / 2 * 2;
@@ -516,14 +493,14 @@ static const uint16_t *forward_weights(const float *weight, Conv2dShape s, bool 
 
 void conv2d_winograd_bf16_forward(float *out, const float *inp, const uint16_t *inp_bf16, const float *weight,
                                   const float *bias, Conv2dShape s, bool hold) {
-    run(out, false, inp, inp_bf16, forward_weights(weight, s, hold), bias, s.n, geometry_of(s.h, s.w, s.ci, s.co));
+    run(out, false, inp, inp_bf16, forward_weights(weight, s, hold), bias, s.n, tile_geometry(s.h, s.w, s.ci, s.co, 2));
 }
 
 void conv2d_winograd_bf16_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
                                         Conv2dShape s) {
     uint16_t *u = grow_buffer(&transformed_weights, 16 * s.ci * s.co * sizeof(uint16_t));
     transform_weights(u, weight, s.co, s.ci, true);
-    run(dinp, accumulate, dout, NULL, u, NULL, s.n, geometry_of(s.h, s.w, s.co, s.ci));
+    run(dinp, accumulate, dout, NULL, u, NULL, s.n, tile_geometry(s.h, s.w, s.co, s.ci, 2));
 }
 
 void conv2d_winograd_bf16_release_held(void) {

@@ -1,0 +1,308 @@
+/* 3x3 convolutions at stride 1 with padding 1 in fp32 as Winograd F(4x4, 3x3) of our own, on CPUs whose
+ * cores split 512-bit FMAs into halves (AMD Zen 4): the forward pass, and backward-data as a forward pass of
+ * the flipped weights (backward-weights stays with oneDNN).
+ *
+ * Why: there oneDNN 2.6's fp32 Winograd ran these passes 20-30 % slower than this (below), for the same
+ * algorithm and rounding: 36 products per 4x4 tile instead of 144 multiplies.
+ *
+ * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
+ * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
+ * then the outputs. Transformed weights U[36][ins][outs]. */
+
+#include <omp.h>
+
+#include "core/alloc.h"
+#include "core/check.h"
+#include "core/cpu.h"
+#include "core/threads.h"
+#include "ops/conv2d_internal.h"
+#include "ops/precision.h"
+#include "ops/winograd_tiles.h"
+
+/* Where it beats oneDNN's fp32 Winograd (2 threads, Zen 4, batch 64; ours / oneDNN's ms, forward; backward-
+ * data alike): 32x32 128->128 27.5 / 36-41, 16x16 256->256 25.3 / 32.5, 32x32 256->128 52.7 / 74-78, 28x28
+ * 32->32 1.8 / 2.6, 14x14 96->32 1.4 / 2.0, 7x7 64->64 0.48 / 0.69. Not with larger weights: 16x16
+ * 512->256 68-105 / 60-67 (its 19 MB of transformed weights stream through each chunk; chunks of 48-96
+ * tiles only came level), and not with few tiles for their weights, whose transform (4x their size) then
+ * costs as much as the products: 8x8 and 4x4 256->256 at batch 16 and 64 measured either way. */
+#define WINOGRAD_FP32_MIN_CHANNELS 32
+#define WINOGRAD_FP32_MAX_WEIGHTS (256 * 256) /* ci * co */
+#define WINOGRAD_FP32_MIN_TILES 128
+
+static bool enabled = true, any_size = false;
+
+void conv2d_fast_use_winograd_fp32(bool on, bool every_size) {
+    enabled = on;
+    any_size = every_size;
+}
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define KERNEL_BUILT 1
+
+/* Transformed weights and chunk buffers; they only grow (conv2d_cache_free frees them). */
+static GrowBuffer transformed_weights, chunk_buffers;
+
+/* Bytes of one thread's V and M buffers together: about half of Zen 4's 1 MB L2 per core. */
+#define CHUNK_BYTES ((size_t)768 << 10)
+
+/* The GEMM's register blocks: ROWS tiles x 16 * VECS outputs (24 accumulators either way). */
+#define ROWS_WIDE 6
+#define ROWS_NARROW 12
+
+/* G g G^T (6x6) of sixteen kernels g, one per lane, gathered from base + lane * step + (tap k or 8 - k). */
+static inline __attribute__((always_inline)) void transform16(__m512 out[36], const float *base, __m512i lanes,
+                                                             bool reversed) {
+    __m512 g[9], t[6][3];
+#pragma GCC unroll 9
+    for (int k = 0; k < 9; k++) g[k] = _mm512_i32gather_ps(lanes, base + (reversed ? 8 - k : k), 4);
+    const __m512 quarter = _mm512_set1_ps(1.0f / 4), sixth = _mm512_set1_ps(1.0f / 6),
+                 twelfth = _mm512_set1_ps(1.0f / 12), twentyfourth = _mm512_set1_ps(1.0f / 24);
+#pragma GCC unroll 3
+    for (int c = 0; c < 3; c++) { /* G g: column c */
+        const __m512 g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+        const __m512 outer = _mm512_add_ps(g0, g2);
+        const __m512 a = _mm512_fmadd_ps(g0, twentyfourth, _mm512_mul_ps(g2, sixth));
+        t[0][c] = _mm512_mul_ps(g0, quarter);
+        t[1][c] = _mm512_mul_ps(_mm512_add_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
+        t[2][c] = _mm512_mul_ps(_mm512_sub_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
+        t[3][c] = _mm512_fmadd_ps(g1, twelfth, a);
+        t[4][c] = _mm512_fnmadd_ps(g1, twelfth, a);
+        t[5][c] = g2;
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; r++) { /* (G g) G^T: row r */
+        const __m512 g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
+        const __m512 outer = _mm512_add_ps(g0, g2);
+        const __m512 a = _mm512_fmadd_ps(g0, twentyfourth, _mm512_mul_ps(g2, sixth));
+        out[6 * r + 0] = _mm512_mul_ps(g0, quarter);
+        out[6 * r + 1] = _mm512_mul_ps(_mm512_add_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
+        out[6 * r + 2] = _mm512_mul_ps(_mm512_sub_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
+        out[6 * r + 3] = _mm512_fmadd_ps(g1, twelfth, a);
+        out[6 * r + 4] = _mm512_fnmadd_ps(g1, twelfth, a);
+        out[6 * r + 5] = g2;
+    }
+}
+
+/* U for every pair (a: output, b: input): forward, g(a, b) = weight[a][b]; flipped, weight[b][a] reversed. */
+static void transform_weights(float *u, const float *weight, size_t co, size_t ci, bool flipped) {
+    const size_t outs = flipped ? ci : co, ins = flipped ? co : ci;
+    const size_t a_step = flipped ? 9 : ci * 9, b_step = flipped ? ci * 9 : 9;
+    const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int)a_step));
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < ins; b++)
+        for (size_t a = 0; a < outs; a += 16) {
+            __m512 w[36];
+            transform16(w, weight + a * a_step + b * b_step, lanes, flipped);
+#pragma GCC unroll 36
+            for (size_t x = 0; x < 36; x++) _mm512_storeu_ps(u + (x * ins + b) * outs + a, w[x]);
+        }
+}
+
+/* c[r][o] = the sum over k of a[r * a_row + k] * b[k * outs + o] for R rows and 16 * VECS outputs. */
+static inline __attribute__((always_inline)) void fma_block(const float *a, size_t a_row, const float *b, size_t outs,
+                                                            size_t depth, float *c, const int R, const int VECS) {
+    __m512 acc[ROWS_NARROW][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_setzero_ps();
+    for (size_t k = 0; k < depth; k++) {
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; j++) w[j] = _mm512_loadu_ps(b + k * outs + 16 * j);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            const __m512 x = _mm512_set1_ps(a[r * a_row + k]);
+#pragma GCC unroll 4
+            for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_fmadd_ps(x, w[j], acc[r][j]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < VECS; j++) _mm512_storeu_ps(c + r * outs + 16 * j, acc[r][j]);
+}
+
+/* m = v (rows x ins) times u (ins x outs), outs a multiple of 32. */
+static void gemm(const float *v, size_t ins, const float *u, size_t outs, float *m, size_t rows) {
+    for (size_t o = 0; o < outs;) {
+        const bool wide = outs - o >= 64;
+        const size_t rows_block = wide ? ROWS_WIDE : ROWS_NARROW;
+        for (size_t r = 0; r < rows;) {
+            const bool whole = r + rows_block <= rows; /* else the last rows one by one */
+            const float *a = v + r * ins, *b = u + o;
+            float *c = m + r * outs + o;
+            if (wide && whole) fma_block(a, ins, b, outs, ins, c, ROWS_WIDE, 4);
+            else if (wide) fma_block(a, ins, b, outs, ins, c, 1, 4);
+            else if (whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 2);
+            else fma_block(a, ins, b, outs, ins, c, 1, 2);
+            r += whole ? rows_block : 1;
+        }
+        o += wide ? 64 : 32;
+    }
+}
+
+/* B^T d (one column of six) */
+static inline __attribute__((always_inline)) void bt6(__m512 t[6], const __m512 d[6]) {
+    const __m512 four = _mm512_set1_ps(4), five = _mm512_set1_ps(5), two = _mm512_set1_ps(2);
+    const __m512 p = _mm512_fnmadd_ps(four, d[2], d[4]), q = _mm512_fnmadd_ps(four, d[1], d[3]);
+    const __m512 r = _mm512_sub_ps(d[4], d[2]), s = _mm512_sub_ps(d[3], d[1]);
+    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    t[1] = _mm512_add_ps(p, q);
+    t[2] = _mm512_sub_ps(p, q);
+    t[3] = _mm512_fmadd_ps(two, s, r);
+    t[4] = _mm512_fnmadd_ps(two, s, r);
+    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* A^T m (six to four) */
+static inline __attribute__((always_inline)) void at6(__m512 y[4], const __m512 m[6]) {
+    const __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
+    const __m512 c = _mm512_add_ps(m[3], m[4]), d = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), c);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2), d, b);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4), c, a);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8), d, b), m[5]);
+}
+
+/* V = B^T d B of the chunk's tiles (padding read as zeros through masked loads). */
+static void transform_chunk_inputs(float *v, size_t stride, const float *in, TileGeometry g, size_t first,
+                                   size_t count) {
+    for (size_t t = 0; t < count; t++) {
+        const TileOrigin o = tile_origin(g, first + t);
+        size_t at[6][6];
+        __mmask16 inside[6][6];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) inside[i][j] = tile_patch_position(g, o, i, j, &at[i][j]) ? 0xFFFF : 0;
+        for (size_t c = 0; c < g.ins; c += 16) {
+            __m512 cols[6][6]; /* B^T d: [row of result][column of patch] */
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) {
+                __m512 d[6], t6[6];
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++) d[i] = _mm512_maskz_loadu_ps(inside[i][j], in + at[i][j] + c);
+                bt6(t6, d);
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++) cols[i][j] = t6[i];
+            }
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
+                __m512 t6[6];
+                bt6(t6, cols[i]);
+#pragma GCC unroll 6
+                for (int j = 0; j < 6; j++) _mm512_storeu_ps(v + (size_t)(6 * i + j) * stride + t * g.ins + c, t6[j]);
+            }
+        }
+    }
+}
+
+/* out (+)= A^T M A (+ bias) for the chunk's tiles, cut at the image's last row and column. */
+static void transform_chunk_outputs(float *out, bool accumulate, const float *bias, const float *m, size_t stride,
+                                    TileGeometry g, size_t first, size_t count) {
+    for (size_t t = 0; t < count; t++) {
+        const TileOrigin at = tile_origin(g, first + t);
+        for (size_t o = 0; o < g.outs; o += 16) {
+            __m512 rows[4][6]; /* A^T M: [row of result][column] */
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) {
+                __m512 col[6], y[4];
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++) col[i] = _mm512_loadu_ps(m + (size_t)(6 * i + j) * stride + t * g.outs + o);
+                at6(y, col);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) rows[i][j] = y[i];
+            }
+            const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+            for (size_t i = 0; i < 4; i++) {
+                if (at.y + i >= g.h) break;
+                __m512 y[4];
+                at6(y, rows[i]);
+#pragma GCC unroll 4
+                for (size_t j = 0; j < 4; j++) {
+                    if (at.x + j >= g.w) break;
+                    float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
+                    const __m512 r = _mm512_add_ps(y[j], b);
+                    _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), r) : r);
+                }
+            }
+        }
+    }
+}
+
+/* out (n, h, w, outs) (+)= the convolution of in (n, h, w, ins) with the transformed weights u, plus bias
+ * (NULL: none). */
+static void run(float *out, bool accumulate, const float *in, const float *u, const float *bias, size_t n,
+                TileGeometry g) {
+    const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
+    /* Chunks: a multiple of both row blocks, within CHUNK_BYTES, and at least two per thread. */
+    const size_t tile_bytes = 36 * (ins + outs) * sizeof(float);
+    size_t chunk = CHUNK_BYTES / tile_bytes / ROWS_NARROW * ROWS_NARROW;
+    const size_t spread = (tiles + 2 * n_threads - 1) / (2 * n_threads);
+    if (chunk > spread) chunk = (spread + ROWS_NARROW - 1) / ROWS_NARROW * ROWS_NARROW;
+    if (chunk == 0) chunk = ROWS_NARROW;
+    const size_t v_stride = chunk * ins, m_stride = chunk * outs;
+    const size_t thread_bytes = (36 * (v_stride + m_stride) * sizeof(float) + 63) / 64 * 64;
+    char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
+    const size_t n_chunks = (tiles + chunk - 1) / chunk;
+#pragma omp parallel num_threads((int)n_threads)
+    {
+        float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes);
+        float *m = v + 36 * v_stride;
+#pragma omp for schedule(static)
+        for (size_t c = 0; c < n_chunks; c++) {
+            const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
+            transform_chunk_inputs(v, v_stride, in, g, first, count);
+            for (size_t x = 0; x < 36; x++)
+                gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
+            transform_chunk_outputs(out, accumulate, bias, m, m_stride, g, first, count);
+        }
+    }
+}
+
+void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                  Conv2dShape s) {
+    float *u = grow_buffer(&transformed_weights, 36 * s.ci * s.co * sizeof(float));
+    transform_weights(u, weight, s.co, s.ci, false);
+    run(out, false, inp, u, bias, s.n, tile_geometry(s.h, s.w, s.ci, s.co, 4));
+}
+
+void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
+                                        Conv2dShape s) {
+    float *u = grow_buffer(&transformed_weights, 36 * s.ci * s.co * sizeof(float));
+    transform_weights(u, weight, s.co, s.ci, true);
+    run(dinp, accumulate, dout, u, NULL, s.n, tile_geometry(s.h, s.w, s.co, s.ci, 4));
+}
+
+void conv2d_winograd_fp32_free(void) {
+    grow_buffer_free(&transformed_weights);
+    grow_buffer_free(&chunk_buffers);
+}
+#else
+#define KERNEL_BUILT 0
+void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                  Conv2dShape s) {
+    (void)out, (void)inp, (void)weight, (void)bias, (void)s;
+    CHECK(false, "conv2d_winograd_fp32_forward: built without AVX-512");
+}
+void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
+                                        Conv2dShape s) {
+    (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s;
+    CHECK(false, "conv2d_winograd_fp32_backward_data: built without AVX-512");
+}
+void conv2d_winograd_fp32_free(void) {}
+#endif
+
+bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p) {
+    static int splits = -1;
+    if (splits < 0) splits = cpu_splits_fma512();
+    const bool pad1 = p.pad_top == 1 && p.pad_bottom == 1 && p.pad_left == 1 && p.pad_right == 1;
+    const size_t tiles = s.n * ((s.h + 3) / 4) * ((s.w + 3) / 4);
+    const bool sized = s.ci >= WINOGRAD_FP32_MIN_CHANNELS && s.co >= WINOGRAD_FP32_MIN_CHANNELS &&
+                       s.ci * s.co <= WINOGRAD_FP32_MAX_WEIGHTS && tiles >= WINOGRAD_FP32_MIN_TILES;
+    return KERNEL_BUILT && enabled && (splits || any_size) && ops_precision() == OPS_PRECISION_FP32 && s.kh == 3 &&
+           s.kw == 3 && p.stride == 1 && pad1 && s.ci % 32 == 0 && s.co % 32 == 0 && (sized || any_size);
+}

@@ -1,0 +1,39 @@
+/* The tiles of a Winograd convolution (3x3, stride 1, padding 1) over channels-last images (N, H, W, C):
+ * m x m outputs per tile, numbered image by image, row by row; each reads an (m + 2) x (m + 2) input patch
+ * from one row and column before its first output. conv2d_winograd_bf16.c tiles by 2, conv2d_winograd_fp32.c
+ * by 4. */
+#ifndef DIFFUSE_OPS_WINOGRAD_TILES_H
+#define DIFFUSE_OPS_WINOGRAD_TILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct TileGeometry {
+    size_t h, w, ins, outs, m, tiles_w, tiles_per_image;
+} TileGeometry;
+
+static inline TileGeometry tile_geometry(size_t h, size_t w, size_t ins, size_t outs, size_t m) {
+    return (TileGeometry){.h = h, .w = w, .ins = ins, .outs = outs, .m = m, .tiles_w = (w + m - 1) / m,
+                          .tiles_per_image = ((h + m - 1) / m) * ((w + m - 1) / m)};
+}
+
+/* The image of a tile and its first output position. */
+typedef struct TileOrigin {
+    size_t n, y, x;
+} TileOrigin;
+
+static inline TileOrigin tile_origin(TileGeometry g, size_t tile) {
+    const size_t in_image = tile % g.tiles_per_image;
+    return (TileOrigin){tile / g.tiles_per_image, g.m * (in_image / g.tiles_w), g.m * (in_image % g.tiles_w)};
+}
+
+/* Whether position (i, j) of the input patch of the tile at o lies inside the image (else it is padding),
+ * and where its channels start in the input (*at; 0 for padding). */
+static inline bool tile_patch_position(TileGeometry g, TileOrigin o, int i, int j, size_t *at) {
+    const long y = (long)o.y - 1 + i, x = (long)o.x - 1 + j;
+    const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
+    *at = inside ? ((o.n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
+    return inside;
+}
+
+#endif
