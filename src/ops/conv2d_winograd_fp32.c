@@ -7,7 +7,8 @@
  *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
  * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
- * then the outputs. Transformed weights U[36][ins][outs]. */
+ * then the outputs. Transformed weights U[36][ins][outs], four times the weights' size: transformed on every
+ * call, and not held while sampling (conv2d_hold_weights), which would cost 4x the model's size in memory. */
 
 #include <omp.h>
 
