@@ -852,6 +852,11 @@ static void test_held_weights(void) {
         ops_set_precision(OPS_PRECISION_FP32);
         conv2d_fast_use_winograd_bf16(true, false);
     }
+    conv2d_fast_use_winograd_fp32(true, true); /* our fp32 Winograd's transformed weights */
+    const Case winograd_fp32 = {2, 8, 8, 64, 32, 3, 3, S1P1, true};
+    if (winograd_fp32_picks(2, 8, 8, 64, 32, winograd_fp32.p))
+        held_weights_case(&winograd_fp32, OPS_PRECISION_FP32, true);
+    conv2d_fast_use_winograd_fp32(true, false);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

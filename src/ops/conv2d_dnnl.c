@@ -640,6 +640,7 @@ void conv2d_fast_winograd_split_fma(int mode) {
 
 static void held_weights_free(void) {
     conv2d_winograd_bf16_release_held();
+    conv2d_winograd_fp32_release_held();
     for (size_t i = 0; i < n_held; i++) alloc_free(held[i].data);
     free(held);
     held = NULL;
@@ -890,7 +891,7 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
         return;
     }
     if (inp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
-        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s);
+        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s, hold_weights);
         return;
     }
     Conv2dShape call = s;

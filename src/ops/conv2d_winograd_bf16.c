@@ -25,7 +25,6 @@
  * Small loops of fixed length carry `#pragma GCC unroll`: at -O2 GCC kept the 4x4 patches in stack arrays,
  * which cost 9-10 % of a bf16 step. */
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <omp.h>
@@ -35,6 +34,7 @@
 #include "core/half.h"
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
+#include "ops/held_transforms.h"
 #include "ops/precision.h"
 #include "ops/winograd_tiles.h"
 
@@ -64,17 +64,9 @@ void conv2d_fast_use_winograd_bf16(bool on, bool every_size) {
  * them). */
 static GrowBuffer transformed_weights, chunk_buffers, weight_sums;
 
-/* Forward weights kept transformed while weights are held (conv2d_hold_weights), by the address of the
- * weights they came from and their shape: sampling runs the same weights step after step, and their
- * transform took 4 % of a ddpm-cifar10 batch-16 bf16 sampling step. */
-typedef struct HeldTransform {
-    const float *weight;
-    size_t ci, co;
-    uint16_t *u;
-} HeldTransform;
-
-static HeldTransform *held;
-static size_t n_held, held_capacity;
+/* Forward weights kept transformed while weights are held (held_transforms.h): their transform took 4 % of
+ * a ddpm-cifar10 batch-16 bf16 sampling step. */
+static HeldTransforms held;
 
 /* Bytes of one thread's V and M buffers together: about half of Zen 4's 1 MB L2 per core. */
 #define CHUNK_BYTES ((size_t)768 << 10)
@@ -479,15 +471,10 @@ static const uint16_t *forward_weights(const float *weight, Conv2dShape s, bool 
         transform_weights(u, weight, s.co, s.ci, false);
         return u;
     }
-    for (size_t i = 0; i < n_held; i++)
-        if (held[i].weight == weight && held[i].ci == s.ci && held[i].co == s.co) return held[i].u;
-    if (n_held == held_capacity) {
-        held_capacity = held_capacity ? 2 * held_capacity : 64;
-        held = xrealloc(held, held_capacity * sizeof *held);
-    }
-    uint16_t *u = alloc_aligned(bytes);
+    uint16_t *u = held_transform_find(&held, weight, s.ci, s.co);
+    if (u) return u;
+    u = held_transform_add(&held, weight, s.ci, s.co, bytes);
     transform_weights(u, weight, s.co, s.ci, false);
-    held[n_held++] = (HeldTransform){.weight = weight, .ci = s.ci, .co = s.co, .u = u};
     return u;
 }
 
@@ -503,12 +490,7 @@ void conv2d_winograd_bf16_backward_data(float *dinp, bool accumulate, const floa
     run(dinp, accumulate, dout, NULL, u, NULL, s.n, tile_geometry(s.h, s.w, s.co, s.ci, 2));
 }
 
-void conv2d_winograd_bf16_release_held(void) {
-    for (size_t i = 0; i < n_held; i++) alloc_free(held[i].u);
-    free(held);
-    held = NULL;
-    n_held = held_capacity = 0;
-}
+void conv2d_winograd_bf16_release_held(void) { held_transforms_free(&held); }
 
 void conv2d_winograd_bf16_free(void) {
     conv2d_winograd_bf16_release_held();

@@ -7,8 +7,8 @@
  *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
  * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
- * then the outputs. Transformed weights U[36][ins][outs], four times the weights' size: transformed on every
- * call, and not held while sampling (conv2d_hold_weights), which would cost 4x the model's size in memory. */
+ * then the outputs. Transformed weights U[36][ins][outs], four times the weights' size: while weights are
+ * held (sampling) kept from step to step only within HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
 #include <omp.h>
 
@@ -17,6 +17,7 @@
 #include "core/cpu.h"
 #include "core/threads.h"
 #include "ops/conv2d_internal.h"
+#include "ops/held_transforms.h"
 #include "ops/precision.h"
 #include "ops/winograd_tiles.h"
 
@@ -44,6 +45,11 @@ void conv2d_fast_use_winograd_fp32(bool on, bool every_size) {
 
 /* Transformed weights and chunk buffers; they only grow (conv2d_cache_free frees them). */
 static GrowBuffer transformed_weights, chunk_buffers;
+
+/* Forward weights kept transformed while weights are held, while all fit in this many bytes: fashion-mnist's
+ * all (11 MB; their transform took 3 % of its sampling step), the first layers of larger models. */
+#define HOLD_BYTES ((size_t)64 << 20)
+static HeldTransforms held;
 
 /* Bytes of one thread's V and M buffers together: about half of Zen 4's 1 MB L2 per core. */
 #define CHUNK_BYTES ((size_t)768 << 10)
@@ -264,11 +270,21 @@ static void run(float *out, bool accumulate, const float *in, const float *u, co
     }
 }
 
-void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s) {
-    float *u = grow_buffer(&transformed_weights, 36 * s.ci * s.co * sizeof(float));
+/* The forward's transformed weights: a held copy (made on first use) while hold is set and the budget
+ * allows, else transformed into the shared buffer. */
+static const float *forward_weights(const float *weight, Conv2dShape s, bool hold) {
+    const size_t bytes = 36 * s.ci * s.co * sizeof(float);
+    float *u = hold ? held_transform_find(&held, weight, s.ci, s.co) : NULL;
+    if (u) return u;
+    u = hold && held.bytes + bytes <= HOLD_BYTES ? held_transform_add(&held, weight, s.ci, s.co, bytes)
+                                                 : grow_buffer(&transformed_weights, bytes);
     transform_weights(u, weight, s.co, s.ci, false);
-    run(out, false, inp, u, bias, s.n, tile_geometry(s.h, s.w, s.ci, s.co, 4));
+    return u;
+}
+
+void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
+                                  Conv2dShape s, bool hold) {
+    run(out, false, inp, forward_weights(weight, s, hold), bias, s.n, tile_geometry(s.h, s.w, s.ci, s.co, 4));
 }
 
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
@@ -278,15 +294,18 @@ void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const floa
     run(dinp, accumulate, dout, u, NULL, s.n, tile_geometry(s.h, s.w, s.co, s.ci, 4));
 }
 
+void conv2d_winograd_fp32_release_held(void) { held_transforms_free(&held); }
+
 void conv2d_winograd_fp32_free(void) {
+    conv2d_winograd_fp32_release_held();
     grow_buffer_free(&transformed_weights);
     grow_buffer_free(&chunk_buffers);
 }
 #else
 #define KERNEL_BUILT 0
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s) {
-    (void)out, (void)inp, (void)weight, (void)bias, (void)s;
+                                  Conv2dShape s, bool hold) {
+    (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)hold;
     CHECK(false, "conv2d_winograd_fp32_forward: built without AVX-512");
 }
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
@@ -294,6 +313,7 @@ void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const floa
     (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s;
     CHECK(false, "conv2d_winograd_fp32_backward_data: built without AVX-512");
 }
+void conv2d_winograd_fp32_release_held(void) {}
 void conv2d_winograd_fp32_free(void) {}
 #endif
 
