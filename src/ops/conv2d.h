@@ -59,7 +59,8 @@ void conv2d_cache_free(void);
  * rounds it no more; the caller promises that no weight it passes to conv2d_forward changes until it
  * releases them with conv2d_hold_weights(false), which frees the copies (as conv2d_cache_free does).
  * The copies take half the size of the convolution weights (the bf16 Winograd's, conv2d_winograd_bf16.c,
- * 16/9 of that: its 4x4 transformed kernels). fp32 forwards hold their moved copies too,
+ * 16/9 of that: its 4x4 transformed kernels). fp32 forwards hold their moved copies too (and the fp32
+ * Winograd, conv2d_winograd_fp32.c, its transformed weights, within 64 MB of their own),
  * but only while all copies fit in 64 MB: an fp32 move is cheap (1-2 % of a ddpm-cifar10 sampling step,
  * against 7 % for bf16's rounding reorder; 0.5 % of fashion-mnist's, whose weights all fit) and a copy
  * of all is as large as the weights (+0.86 GB for the default preset, past PyTorch's sampling memory). */
