@@ -245,12 +245,8 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
 static void run(float *out, bool accumulate, const float *in, const float *u, const float *bias, size_t n,
                 TileGeometry g) {
     const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
-    /* Chunks: a multiple of both row blocks, within CHUNK_BYTES, and at least two per thread. */
-    const size_t tile_bytes = 36 * (ins + outs) * sizeof(float);
-    size_t chunk = CHUNK_BYTES / tile_bytes / ROWS_NARROW * ROWS_NARROW;
-    const size_t spread = (tiles + 2 * n_threads - 1) / (2 * n_threads);
-    if (chunk > spread) chunk = (spread + ROWS_NARROW - 1) / ROWS_NARROW * ROWS_NARROW;
-    if (chunk == 0) chunk = ROWS_NARROW;
+    const size_t tile_bytes = 36 * (ins + outs) * sizeof(float); /* of V and M */
+    const size_t chunk = tile_chunk(tiles, tile_bytes, CHUNK_BYTES, ROWS_NARROW, n_threads); /* both row blocks */
     const size_t v_stride = chunk * ins, m_stride = chunk * outs;
     const size_t thread_bytes = (36 * (v_stride + m_stride) * sizeof(float) + 63) / 64 * 64;
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);

@@ -36,4 +36,13 @@ static inline bool tile_patch_position(TileGeometry g, TileOrigin o, int i, int 
     return inside;
 }
 
+/* Tiles per chunk: a multiple of `block` (the GEMM's row blocks), whose buffers of tile_bytes per tile fit
+ * in chunk_bytes, and at least two chunks per thread. */
+static inline size_t tile_chunk(size_t tiles, size_t tile_bytes, size_t chunk_bytes, size_t block, size_t n_threads) {
+    size_t chunk = chunk_bytes / tile_bytes / block * block;
+    const size_t spread = (tiles + 2 * n_threads - 1) / (2 * n_threads);
+    if (chunk > spread) chunk = (spread + block - 1) / block * block;
+    return chunk ? chunk : block;
+}
+
 #endif
