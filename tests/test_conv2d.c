@@ -470,11 +470,12 @@ static void test_winograd_fp32(void) {
     const Conv2dParams s1p1 = conv2d_params(1, 1);
     if (winograd_fp32_picks(16, 32, 32, 128, 128, s1p1)) {
         EXPECT(winograd_fp32_picks(64, 7, 7, 64, 64, s1p1) && winograd_fp32_picks(16, 16, 16, 256, 256, s1p1) &&
-                   winograd_fp32_picks(64, 14, 14, 96, 32, s1p1),
-               "fp32 Winograd: not picked from 32 channels, 128 tiles, up to 256x256 channels");
+                   winograd_fp32_picks(64, 14, 14, 96, 32, s1p1) && winograd_fp32_picks(64, 28, 28, 16, 16, s1p1) &&
+                   winograd_fp32_picks(64, 14, 14, 48, 32, s1p1),
+               "fp32 Winograd: not picked from 16 channels, 128 tiles, up to 256x256 channels");
         EXPECT(!winograd_fp32_picks(16, 16, 16, 512, 256, s1p1) && !winograd_fp32_picks(16, 8, 8, 256, 256, s1p1) &&
-                   !winograd_fp32_picks(64, 28, 28, 16, 32, s1p1) && !winograd_fp32_picks(64, 14, 14, 48, 32, s1p1),
-               "fp32 Winograd: picked past 256x256 channels, below 128 tiles, 32 channels or blocks of 32");
+                   !winograd_fp32_picks(64, 28, 28, 8, 16, s1p1) && !winograd_fp32_picks(64, 28, 28, 16, 24, s1p1),
+               "fp32 Winograd: picked past 256x256 channels, below 128 tiles, 16 channels or blocks of 16");
         EXPECT(!picks_strided_or_unpadded(winograd_fp32_picks),
                "fp32 Winograd: picked for a stride of 2 or no padding");
         ops_set_precision(OPS_PRECISION_BF16);
@@ -487,12 +488,13 @@ static void test_winograd_fp32(void) {
         conv2d_fast_use_winograd_fp32(true, false);
         return;
     }
-    /* Even and odd sides (partial tiles at the last row and column), output blocks of 64 and 32, tile
+    /* Even and odd sides (partial tiles at the last row and column), output blocks of 64, 32 and 16, tile
      * counts off the GEMM's row blocks, several chunks per thread (the 24x24 case). */
     static const Case cases[] = {
         {2, 14, 14, 32, 32, 3, 3, S1P1, true}, {3, 7, 7, 64, 64, 3, 3, S1P1, true},
         {1, 9, 5, 96, 32, 3, 3, S1P1, false},  {1, 5, 5, 32, 96, 3, 3, S1P1, true},
-        {4, 24, 24, 64, 128, 3, 3, S1P1, true},
+        {4, 24, 24, 64, 128, 3, 3, S1P1, true}, {2, 11, 13, 16, 16, 3, 3, S1P1, true},
+        {1, 10, 6, 48, 80, 3, 3, S1P1, true},
     };
     const size_t n_cases = sizeof cases / sizeof cases[0];
     fast_matches_reference(cases, n_cases);

@@ -23,11 +23,14 @@
 
 /* Where it beats oneDNN's fp32 Winograd (2 threads, Zen 4, batch 64; ours / oneDNN's ms, forward; backward-
  * data alike): 32x32 128->128 27.5 / 36-41, 16x16 256->256 25.3 / 32.5, 32x32 256->128 52.7 / 74-78, 28x28
- * 32->32 1.8 / 2.6, 14x14 96->32 1.4 / 2.0, 7x7 64->64 0.48 / 0.69. Not with larger weights: 16x16
+ * 32->32 1.8 / 2.6, 14x14 96->32 1.4 / 2.0, 7x7 64->64 0.48 / 0.69. At fashion-mnist's other shapes (oneDNN:
+ * direct below 32 channels, else its Winograd; forward, backward-data, two runs): 28x28 16->16
+ * 0.63-0.91 / 1.0-2.0, 0.84 / 1.21; 28x28 48->16 2.1-2.5 / 3.5-6.3, 2.5-2.7 / 3.7; 14x14 48->32 0.84-0.97 /
+ * 1.26-1.88, 0.97 / 1.42; 7x7 96->64 0.98 / 1.04-1.53, 0.83-1.07 / 1.08-1.20. Not with larger weights: 16x16
  * 512->256 68-105 / 60-67 (its 19 MB of transformed weights stream through each chunk; chunks of 48-96
  * tiles only came level), and not with few tiles for their weights, whose transform (4x their size) then
  * costs as much as the products: 8x8 and 4x4 256->256 at batch 16 and 64 measured either way. */
-#define WINOGRAD_FP32_MIN_CHANNELS 32
+#define WINOGRAD_FP32_MIN_CHANNELS 16
 #define WINOGRAD_FP32_MAX_WEIGHTS (256 * 256) /* ci * co */
 #define WINOGRAD_FP32_MIN_TILES 128
 
@@ -133,22 +136,25 @@ static inline __attribute__((always_inline)) void fma_block(const float *a, size
         for (int j = 0; j < VECS; j++) _mm512_storeu_ps(c + r * outs + 16 * j, acc[r][j]);
 }
 
-/* m = v (rows x ins) times u (ins x outs), outs a multiple of 32. */
+/* m = v (rows x ins) times u (ins x outs), outs a multiple of 16. */
 static void gemm(const float *v, size_t ins, const float *u, size_t outs, float *m, size_t rows) {
     for (size_t o = 0; o < outs;) {
-        const bool wide = outs - o >= 64;
-        const size_t rows_block = wide ? ROWS_WIDE : ROWS_NARROW;
+        const size_t vecs = outs - o >= 64 ? 4 : outs - o >= 32 ? 2 : 1;
+        const size_t rows_block = vecs == 4 ? ROWS_WIDE : ROWS_NARROW;
         for (size_t r = 0; r < rows;) {
             const bool whole = r + rows_block <= rows; /* else the last rows one by one */
             const float *a = v + r * ins, *b = u + o;
             float *c = m + r * outs + o;
-            if (wide && whole) fma_block(a, ins, b, outs, ins, c, ROWS_WIDE, 4);
-            else if (wide) fma_block(a, ins, b, outs, ins, c, 1, 4);
-            else if (whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 2);
-            else fma_block(a, ins, b, outs, ins, c, 1, 2);
+            /* constant block sizes, so that the accumulators stay in registers */
+            if (vecs == 4 && whole) fma_block(a, ins, b, outs, ins, c, ROWS_WIDE, 4);
+            else if (vecs == 4) fma_block(a, ins, b, outs, ins, c, 1, 4);
+            else if (vecs == 2 && whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 2);
+            else if (vecs == 2) fma_block(a, ins, b, outs, ins, c, 1, 2);
+            else if (whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 1);
+            else fma_block(a, ins, b, outs, ins, c, 1, 1);
             r += whole ? rows_block : 1;
         }
-        o += wide ? 64 : 32;
+        o += 16 * vecs;
     }
 }
 
@@ -321,5 +327,5 @@ bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p) {
     const bool sized = s.ci >= WINOGRAD_FP32_MIN_CHANNELS && s.co >= WINOGRAD_FP32_MIN_CHANNELS &&
                        s.ci * s.co <= WINOGRAD_FP32_MAX_WEIGHTS && tiles >= WINOGRAD_FP32_MIN_TILES;
     return KERNEL_BUILT && enabled && (splits || any_size) && ops_precision() == OPS_PRECISION_FP32 && s.kh == 3 &&
-           s.kw == 3 && p.stride == 1 && pad1 && s.ci % 32 == 0 && s.co % 32 == 0 && (sized || any_size);
+           s.kw == 3 && p.stride == 1 && pad1 && s.ci % 16 == 0 && s.co % 16 == 0 && (sized || any_size);
 }
