@@ -489,12 +489,13 @@ static void test_winograd_fp32(void) {
         return;
     }
     /* Even and odd sides (partial tiles at the last row and column), output blocks of 64, 32 and 16, tile
-     * counts off the GEMM's row blocks, several chunks per thread (the 24x24 case). */
+     * counts off the GEMM's row blocks, several chunks per thread (the 24x24 case); backward-weights chunk
+     * by chunk (up to 64x64 channels; several chunks: the 32x32 case) and in shared chunks (24x24). */
     static const Case cases[] = {
         {2, 14, 14, 32, 32, 3, 3, S1P1, true}, {3, 7, 7, 64, 64, 3, 3, S1P1, true},
         {1, 9, 5, 96, 32, 3, 3, S1P1, false},  {1, 5, 5, 32, 96, 3, 3, S1P1, true},
         {4, 24, 24, 64, 128, 3, 3, S1P1, true}, {2, 11, 13, 16, 16, 3, 3, S1P1, true},
-        {1, 10, 6, 48, 80, 3, 3, S1P1, true},
+        {1, 10, 6, 48, 80, 3, 3, S1P1, true},  {2, 32, 32, 32, 32, 3, 3, S1P1, true},
     };
     const size_t n_cases = sizeof cases / sizeof cases[0];
     fast_matches_reference(cases, n_cases);
@@ -513,10 +514,12 @@ static void test_winograd_fp32(void) {
         }
         threads_set(saved_threads);
         conv2d_fast_use_winograd_fp32(true, true);
-        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) && same_bits(v[0].dinp.data, v[1].dinp.data, n_inp(c)),
+        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) && same_bits(v[0].dinp.data, v[1].dinp.data, n_inp(c)) &&
+                   same_bits(v[0].dweight.data, v[1].dweight.data, n_weight(c)),
                "fp32 Winograd %s: differs between 1 and 3 threads", case_str(c));
         EXPECT(!same_bits(v[0].out.data, v[2].out.data, n_out(c)) &&
-                   !same_bits(v[0].dinp.data, v[2].dinp.data, n_inp(c)),
+                   !same_bits(v[0].dinp.data, v[2].dinp.data, n_inp(c)) &&
+                   !same_bits(v[0].dweight.data, v[2].dweight.data, n_weight(c)),
                "fp32 Winograd %s: oneDNN's kernels gave the same bits, so it did not run", case_str(c));
         for (int r = 0; r < 3; r++) conv_free(&v[r]);
     }

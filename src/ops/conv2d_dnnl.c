@@ -33,8 +33,8 @@
  *   - Calls come from one thread at a time (ops.h), so the cache and buffers need no lock.
  *   - In bf16 precision on CPUs with AVX-512 BF16 but no AMX, wide 3x3 convolutions at stride 1 leave
  *     oneDNN for our own bf16 Winograd (conv2d_winograd_bf16.c), and their bias gradient is summed here.
- *     In fp32 on cores that split 512-bit FMAs, the forward and backward-data passes of 3x3 convolutions
- *     up to 256x256 channels take our own fp32 Winograd (conv2d_winograd_fp32.c).
+ *     In fp32 on cores that split 512-bit FMAs, 3x3 convolutions up to 256x256 channels take our own fp32
+ *     Winograd (conv2d_winograd_fp32.c) for all three passes.
  *   - In bf16 precision (ops/precision.h) the two operands of each pass are bf16 and the result fp32:
  *     the activation operand (forward and backward-weights: inp; backward-data and backward-weights:
  *     dout) is rounded into a bf16 copy in the workspace, and the weights reach the kernel's layout
@@ -1066,9 +1066,11 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         if (!tensor_is_none(dbias)) backward_bias_only(dbias.data, dout.data, s.n * s.ho * s.wo, s.co);
         return;
     }
-    if (want_dinp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
-        conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
+    if (use_winograd && conv2d_winograd_fp32_fits(s, p)) { /* the bias gradient below */
+        if (want_dinp) conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
+        if (want_dweight && inp) conv2d_winograd_fp32_backward_weights(dweight.data, dout.data, inp, s);
         want_dinp = false;
+        want_dweight = want_dweight && !inp;
     }
     if (want_dweight && inp && ops_precision() == OPS_PRECISION_FP32 && conv2d_narrow_weights_fit(s, p)) {
         conv2d_narrow_weight_grad(dweight, dbias, dout.data, inp, s, p);

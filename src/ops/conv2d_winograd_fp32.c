@@ -11,6 +11,7 @@
  * held (sampling) kept from step to step only within HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
 #include <omp.h>
+#include <string.h>
 
 #include "core/alloc.h"
 #include "core/check.h"
@@ -46,8 +47,9 @@ void conv2d_fast_use_winograd_fp32(bool on, bool every_size) {
 
 #define KERNEL_BUILT 1
 
-/* Transformed weights and chunk buffers; they only grow (conv2d_cache_free frees them). */
-static GrowBuffer transformed_weights, chunk_buffers;
+/* Transformed weights, chunk buffers and backward-weights' sums; they only grow (conv2d_cache_free frees
+ * them). */
+static GrowBuffer transformed_weights, chunk_buffers, weight_sums;
 
 /* Forward weights kept transformed while weights are held, while all fit in this many bytes: fashion-mnist's
  * all (11 MB; their transform took 3 % of its sampling step), the first layers of larger models. */
@@ -57,9 +59,26 @@ static HeldTransforms held;
 /* Bytes of one thread's V and M buffers together: about half of Zen 4's 1 MB L2 per core. */
 #define CHUNK_BYTES ((size_t)768 << 10)
 
-/* The GEMM's register blocks: ROWS tiles x 16 * VECS outputs (24 accumulators either way). */
+/* The GEMM's register blocks: ROWS tiles x 16 * VECS outputs (24 accumulators, 12 for 16 outputs). */
 #define ROWS_WIDE 6
 #define ROWS_NARROW 12
+
+/* Backward-weights sums dU over tiles in one of two ways; each sum runs in tile order on one thread, so the
+ * bits do not depend on the thread count.
+ * - Up to PARTIAL_WEIGHTS (ci * co), chunk by chunk: a chunk of tiles is one thread's, transformed into its
+ *   L2 as the forward's are, with its own partial dU; the partials are added in chunk order at the end.
+ * - Wider, shared chunks of WEIGHTS_CHUNK_BYTES (in L3, each term's share in L2): the threads transform its
+ *   tiles, then split its sums by term and by WEIGHTS_GROUP input channels (rows of dU).
+ * Shared chunks stream V and Z through L3, (ci + co) / (ci co) * 8 bytes per multiply-add; chunk by chunk
+ * writes and rereads partials, about (ci + co) / 680 bytes: the first is less from about 74x74 channels.
+ * fashion-mnist's 16-channel layers in shared chunks ran 4 % faster or 8 % slower than oneDNN by the
+ * machine's state (training step). Register blocks: input channels x 16 * VECS outputs (16 accumulators,
+ * 8 for 16 outputs). */
+#define PARTIAL_WEIGHTS (64 * 64)
+#define WEIGHTS_CHUNK_BYTES ((size_t)8 << 20)
+#define WEIGHTS_GROUP 16
+#define WEIGHTS_ROWS_WIDE 4
+#define WEIGHTS_ROWS_NARROW 8
 
 /* G g G^T (6x6) of sixteen kernels g, one per lane, gathered from base + lane * step + (tap k or 8 - k). */
 static inline __attribute__((always_inline)) void transform16(__m512 out[36], const float *base, __m512i lanes,
@@ -111,21 +130,29 @@ static void transform_weights(float *u, const float *weight, size_t co, size_t c
         }
 }
 
-/* c[r][o] = the sum over k of a[r * a_row + k] * b[k * outs + o] for R rows and 16 * VECS outputs. */
-static inline __attribute__((always_inline)) void fma_block(const float *a, size_t a_row, const float *b, size_t outs,
-                                                            size_t depth, float *c, const int R, const int VECS) {
+/* c[r][o] (+)= the sum over k of a[r * a_row + k * a_step] * b[k * outs + o] for R rows and 16 * VECS
+ * outputs. */
+static inline __attribute__((always_inline)) void fma_block(const float *a, size_t a_row, size_t a_step,
+                                                            const float *b, size_t outs, size_t depth, float *c,
+                                                            bool accumulate, const int R, const int VECS) {
     __m512 acc[ROWS_NARROW][4];
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_setzero_ps();
+        for (int j = 0; j < VECS; j++)
+            acc[r][j] = accumulate ? _mm512_loadu_ps(c + r * outs + 16 * j) : _mm512_setzero_ps();
     for (size_t k = 0; k < depth; k++) {
         __m512 w[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < VECS; j++) w[j] = _mm512_loadu_ps(b + k * outs + 16 * j);
+        for (int j = 0; j < VECS; j++) {
+            w[j] = _mm512_loadu_ps(b + k * outs + 16 * j);
+            /* in a register: GCC would fold the load into each row's FMA, R loads where one does (backward-
+             * weights' 4x64 block ran 1.5x slower so) */
+            __asm__("" : "+v"(w[j]));
+        }
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
-            const __m512 x = _mm512_set1_ps(a[r * a_row + k]);
+            const __m512 x = _mm512_set1_ps(a[r * a_row + k * a_step]);
 #pragma GCC unroll 4
             for (int j = 0; j < VECS; j++) acc[r][j] = _mm512_fmadd_ps(x, w[j], acc[r][j]);
         }
@@ -146,12 +173,12 @@ static void gemm(const float *v, size_t ins, const float *u, size_t outs, float 
             const float *a = v + r * ins, *b = u + o;
             float *c = m + r * outs + o;
             /* constant block sizes, so that the accumulators stay in registers */
-            if (vecs == 4 && whole) fma_block(a, ins, b, outs, ins, c, ROWS_WIDE, 4);
-            else if (vecs == 4) fma_block(a, ins, b, outs, ins, c, 1, 4);
-            else if (vecs == 2 && whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 2);
-            else if (vecs == 2) fma_block(a, ins, b, outs, ins, c, 1, 2);
-            else if (whole) fma_block(a, ins, b, outs, ins, c, ROWS_NARROW, 1);
-            else fma_block(a, ins, b, outs, ins, c, 1, 1);
+            if (vecs == 4 && whole) fma_block(a, ins, 1, b, outs, ins, c, false, ROWS_WIDE, 4);
+            else if (vecs == 4) fma_block(a, ins, 1, b, outs, ins, c, false, 1, 4);
+            else if (vecs == 2 && whole) fma_block(a, ins, 1, b, outs, ins, c, false, ROWS_NARROW, 2);
+            else if (vecs == 2) fma_block(a, ins, 1, b, outs, ins, c, false, 1, 2);
+            else if (whole) fma_block(a, ins, 1, b, outs, ins, c, false, ROWS_NARROW, 1);
+            else fma_block(a, ins, 1, b, outs, ins, c, false, 1, 1);
             r += whole ? rows_block : 1;
         }
         o += 16 * vecs;
@@ -272,6 +299,182 @@ static void run(float *out, bool accumulate, const float *in, const float *u, co
     }
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Backward-weights: dU[36][ins][outs], the sum over tiles of V^T Z (V = B^T d B of a tile's input patch, Z =
+ * A dY A^T of its output gradient), then dweight += G^T dU G. */
+
+/* A dY (four to six) */
+static inline __attribute__((always_inline)) void a6(__m512 z[6], const __m512 d[4]) {
+    const __m512 p = _mm512_add_ps(d[0], d[2]), q = _mm512_add_ps(d[1], d[3]);
+    const __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(4), d[2], d[0]);
+    const __m512 s = _mm512_fmadd_ps(_mm512_set1_ps(8), d[3], _mm512_add_ps(d[1], d[1]));
+    z[0] = d[0];
+    z[1] = _mm512_add_ps(p, q);
+    z[2] = _mm512_sub_ps(p, q);
+    z[3] = _mm512_add_ps(r, s);
+    z[4] = _mm512_sub_ps(r, s);
+    z[5] = d[3];
+}
+
+/* Z of the chunk's tiles, their output gradient read as zeros past the image's last row and column. */
+static void transform_chunk_grads(float *z, size_t stride, const float *dout, TileGeometry g, size_t first,
+                                  size_t count) {
+    for (size_t t = 0; t < count; t++) {
+        const TileOrigin at = tile_origin(g, first + t);
+        for (size_t o = 0; o < g.outs; o += 16) {
+            __m512 rows[6][4]; /* A dY: [row of result][column] */
+#pragma GCC unroll 4
+            for (size_t j = 0; j < 4; j++) {
+                __m512 col[4], y[6];
+#pragma GCC unroll 4
+                for (size_t i = 0; i < 4; i++)
+                    col[i] = at.y + i < g.h && at.x + j < g.w
+                                 ? _mm512_loadu_ps(dout + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o)
+                                 : _mm512_setzero_ps();
+                a6(y, col);
+#pragma GCC unroll 6
+                for (int i = 0; i < 6; i++) rows[i][j] = y[i];
+            }
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
+                __m512 y[6];
+                a6(y, rows[i]);
+#pragma GCC unroll 6
+                for (int j = 0; j < 6; j++) _mm512_storeu_ps(z + (size_t)(6 * i + j) * stride + t * g.outs + o, y[j]);
+            }
+        }
+    }
+}
+
+/* Rows `first` to `first + WEIGHTS_GROUP` of du (ins x outs) += v^T z over the chunk's `count` tiles. */
+static void gemm_weights(const float *v, size_t ins, size_t first, const float *z, size_t outs, size_t count,
+                         float *du) {
+    for (size_t o = 0; o < outs;) {
+        const size_t vecs = outs - o >= 64 ? 4 : outs - o >= 32 ? 2 : 1;
+        const size_t rows = vecs == 4 ? WEIGHTS_ROWS_WIDE : WEIGHTS_ROWS_NARROW;
+        for (size_t r = first; r < first + WEIGHTS_GROUP; r += rows) {
+            const float *a = v + r, *b = z + o;
+            float *c = du + r * outs + o;
+            if (vecs == 4) fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_WIDE, 4);
+            else if (vecs == 2) fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_NARROW, 2);
+            else fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_NARROW, 1);
+        }
+        o += 16 * vecs;
+    }
+}
+
+/* G^T m (six to three) */
+static inline __attribute__((always_inline)) void gt6(__m512 k[3], const __m512 m[6]) {
+    const __m512 sum12 = _mm512_add_ps(m[1], m[2]), sum34 = _mm512_add_ps(m[3], m[4]);
+    const __m512 sixth = _mm512_set1_ps(1.0f / 6);
+    k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 4), m[0],
+                           _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), sum34, _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), sum12)));
+    k[1] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 12), _mm512_sub_ps(m[3], m[4]),
+                           _mm512_mul_ps(sixth, _mm512_sub_ps(m[2], m[1])));
+    k[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(sum34, sum12), m[5]);
+}
+
+/* dweight (Co, Ci, 3, 3) += G^T dU G for every kernel, dU the sum of `parts` partials in order, sixteen
+ * output channels at a time. */
+static void add_weight_gradient(float *dweight, const float *du, size_t parts, size_t ci, size_t co) {
+    const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int)(ci * 9)));
+    const size_t part = 36 * ci * co;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < ci; i++)
+        for (size_t o = 0; o < co; o += 16) {
+            __m512 t[3][6]; /* G^T dU */
+#pragma GCC unroll 6
+            for (int c = 0; c < 6; c++) {
+                __m512 m[6], k[3];
+#pragma GCC unroll 6
+                for (int r = 0; r < 6; r++) {
+                    const float *at = du + ((size_t)(6 * r + c) * ci + i) * co + o;
+                    m[r] = _mm512_loadu_ps(at);
+                    for (size_t p = 1; p < parts; p++) m[r] = _mm512_add_ps(m[r], _mm512_loadu_ps(at + p * part));
+                }
+                gt6(k, m);
+#pragma GCC unroll 3
+                for (int r = 0; r < 3; r++) t[r][c] = k[r];
+            }
+            float *base = dweight + (o * ci + i) * 9;
+#pragma GCC unroll 3
+            for (int r = 0; r < 3; r++) { /* (G^T dU) G */
+                __m512 k[3];
+                gt6(k, t[r]);
+#pragma GCC unroll 3
+                for (int c = 0; c < 3; c++) {
+                    float *at = base + 3 * r + c;
+                    _mm512_i32scatter_ps(at, lanes, _mm512_add_ps(_mm512_i32gather_ps(lanes, at, 4), k[c]), 4);
+                }
+            }
+        }
+}
+
+/* dU chunk by chunk: partial c (36 ci co floats from partials + c * 36 ci co) sums chunk c's tiles. */
+static void sums_by_chunk(float *partials, const float *dout, const float *inp, TileGeometry g, size_t tiles,
+                          size_t chunk) {
+    const size_t ins = g.ins, outs = g.outs, part = 36 * ins * outs, n_threads = (size_t)threads_get();
+    const size_t thread_bytes = (36 * chunk * (ins + outs) * sizeof(float) + 63) / 64 * 64;
+    char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
+    const size_t n_chunks = (tiles + chunk - 1) / chunk;
+#pragma omp parallel num_threads((int)n_threads)
+    {
+        float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes), *z = v + 36 * chunk * ins;
+#pragma omp for schedule(static)
+        for (size_t c = 0; c < n_chunks; c++) {
+            const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
+            float *du = partials + c * part;
+            memset(du, 0, part * sizeof(float));
+            transform_chunk_inputs(v, chunk * ins, inp, g, first, count);
+            transform_chunk_grads(z, chunk * outs, dout, g, first, count);
+            for (size_t x = 0; x < 36; x++)
+                for (size_t r = 0; r < ins; r += WEIGHTS_GROUP)
+                    gemm_weights(v + x * chunk * ins, ins, r, z + x * chunk * outs, outs, count, du + x * ins * outs);
+        }
+    }
+}
+
+/* dU in shared chunks. */
+static void sums_shared(float *du, const float *dout, const float *inp, TileGeometry g, size_t tiles, size_t chunk) {
+    const size_t ins = g.ins, outs = g.outs, v_stride = chunk * ins, z_stride = chunk * outs; /* between terms */
+    float *v = grow_buffer(&chunk_buffers, 36 * (v_stride + z_stride) * sizeof(float)), *z = v + 36 * v_stride;
+    memset(du, 0, 36 * ins * outs * sizeof(float));
+    const size_t groups = ins / WEIGHTS_GROUP;
+#pragma omp parallel num_threads(threads_get())
+    for (size_t first = 0; first < tiles; first += chunk) {
+        const size_t count = tiles - first < chunk ? tiles - first : chunk;
+#pragma omp for schedule(static)
+        for (size_t t = 0; t < count; t++) {
+            transform_chunk_inputs(v + t * ins, v_stride, inp, g, first + t, 1);
+            transform_chunk_grads(z + t * outs, z_stride, dout, g, first + t, 1);
+        }
+#pragma omp for schedule(static)
+        for (size_t item = 0; item < 36 * groups; item++) {
+            const size_t x = item / groups;
+            gemm_weights(v + x * v_stride, ins, item % groups * WEIGHTS_GROUP, z + x * z_stride, outs, count,
+                         du + x * ins * outs);
+        }
+    }
+}
+
+void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s) {
+    const TileGeometry g = tile_geometry(s.h, s.w, s.ci, s.co, 4);
+    const size_t tiles = s.n * g.tiles_per_image, tile_bytes = 36 * (s.ci + s.co) * sizeof(float);
+    const bool by_chunk = s.ci * s.co <= PARTIAL_WEIGHTS;
+    /* chunks not by thread count; the tests' (every_size) 16 times smaller, so that they span several */
+    size_t chunk = (by_chunk ? CHUNK_BYTES : WEIGHTS_CHUNK_BYTES) / tile_bytes / (any_size ? 16 : 1);
+    if (chunk > tiles) chunk = tiles;
+    if (chunk == 0) chunk = 1;
+    const size_t parts = by_chunk ? (tiles + chunk - 1) / chunk : 1;
+    float *du = grow_buffer(&weight_sums, parts * 36 * s.ci * s.co * sizeof(float));
+    if (by_chunk) sums_by_chunk(du, dout, inp, g, tiles, chunk);
+    else sums_shared(du, dout, inp, g, tiles, chunk);
+    add_weight_gradient(dweight, du, parts, s.ci, s.co);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
 /* The forward's transformed weights: a held copy (made on first use) while hold is set and the budget
  * allows, else transformed into the shared buffer. */
 static const float *forward_weights(const float *weight, Conv2dShape s, bool hold) {
@@ -302,6 +505,7 @@ void conv2d_winograd_fp32_free(void) {
     conv2d_winograd_fp32_release_held();
     grow_buffer_free(&transformed_weights);
     grow_buffer_free(&chunk_buffers);
+    grow_buffer_free(&weight_sums);
 }
 #else
 #define KERNEL_BUILT 0
@@ -314,6 +518,10 @@ void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const floa
                                         Conv2dShape s) {
     (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s;
     CHECK(false, "conv2d_winograd_fp32_backward_data: built without AVX-512");
+}
+void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s) {
+    (void)dweight, (void)dout, (void)inp, (void)s;
+    CHECK(false, "conv2d_winograd_fp32_backward_weights: built without AVX-512");
 }
 void conv2d_winograd_fp32_release_held(void) {}
 void conv2d_winograd_fp32_free(void) {}
