@@ -66,7 +66,8 @@ static HeldTransforms held;
 /* Backward-weights sums dU over tiles in one of two ways; each sum runs in tile order on one thread, so the
  * bits do not depend on the thread count.
  * - Up to PARTIAL_WEIGHTS (ci * co), chunk by chunk: a chunk of tiles is one thread's, transformed into its
- *   L2 as the forward's are, with its own partial dU; the partials are added in chunk order at the end.
+ *   L2 as the forward's are, and summed into the partial dU of its run of chunks (at most MAX_PARTIALS runs,
+ *   so at most 38 MB of partials); the partials are added in order at the end.
  * - Wider, shared chunks of WEIGHTS_CHUNK_BYTES (in L3, each term's share in L2): the threads transform its
  *   tiles, then split its sums by term and by WEIGHTS_GROUP input channels (rows of dU).
  * Shared chunks stream V and Z through L3, (ci + co) / (ci co) * 8 bytes per multiply-add; chunk by chunk
@@ -75,6 +76,7 @@ static HeldTransforms held;
  * machine's state (training step). Register blocks: input channels x 16 * VECS outputs (16 accumulators,
  * 8 for 16 outputs). */
 #define PARTIAL_WEIGHTS (64 * 64)
+#define MAX_PARTIALS 64
 #define WEIGHTS_CHUNK_BYTES ((size_t)8 << 20)
 #define WEIGHTS_GROUP 16
 #define WEIGHTS_ROWS_WIDE 4
@@ -411,9 +413,10 @@ static void add_weight_gradient(float *dweight, const float *du, size_t parts, s
         }
 }
 
-/* dU chunk by chunk: partial c (36 ci co floats from partials + c * 36 ci co) sums chunk c's tiles. */
-static void sums_by_chunk(float *partials, const float *dout, const float *inp, TileGeometry g, size_t tiles,
-                          size_t chunk) {
+/* dU chunk by chunk into `parts` partials (36 ci co floats each): partial p sums the tiles of a run of
+ * consecutive chunks, one thread's, in tile order. */
+static void sums_by_chunk(float *partials, size_t parts, const float *dout, const float *inp, TileGeometry g,
+                          size_t tiles, size_t chunk) {
     const size_t ins = g.ins, outs = g.outs, part = 36 * ins * outs, n_threads = (size_t)threads_get();
     const size_t thread_bytes = (36 * chunk * (ins + outs) * sizeof(float) + 63) / 64 * 64;
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
@@ -422,15 +425,18 @@ static void sums_by_chunk(float *partials, const float *dout, const float *inp, 
     {
         float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes), *z = v + 36 * chunk * ins;
 #pragma omp for schedule(static)
-        for (size_t c = 0; c < n_chunks; c++) {
-            const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
-            float *du = partials + c * part;
+        for (size_t p = 0; p < parts; p++) {
+            float *du = partials + p * part;
             memset(du, 0, part * sizeof(float));
-            transform_chunk_inputs(v, chunk * ins, inp, g, first, count);
-            transform_chunk_grads(z, chunk * outs, dout, g, first, count);
-            for (size_t x = 0; x < 36; x++)
-                for (size_t r = 0; r < ins; r += WEIGHTS_GROUP)
-                    gemm_weights(v + x * chunk * ins, ins, r, z + x * chunk * outs, outs, count, du + x * ins * outs);
+            for (size_t c = p * n_chunks / parts; c < (p + 1) * n_chunks / parts; c++) {
+                const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
+                transform_chunk_inputs(v, chunk * ins, inp, g, first, count);
+                transform_chunk_grads(z, chunk * outs, dout, g, first, count);
+                for (size_t x = 0; x < 36; x++)
+                    for (size_t r = 0; r < ins; r += WEIGHTS_GROUP)
+                        gemm_weights(v + x * chunk * ins, ins, r, z + x * chunk * outs, outs, count,
+                                     du + x * ins * outs);
+            }
         }
     }
 }
@@ -466,9 +472,10 @@ void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, co
     size_t chunk = (by_chunk ? CHUNK_BYTES : WEIGHTS_CHUNK_BYTES) / tile_bytes / (any_size ? 16 : 1);
     if (chunk > tiles) chunk = tiles;
     if (chunk == 0) chunk = 1;
-    const size_t parts = by_chunk ? (tiles + chunk - 1) / chunk : 1;
+    const size_t n_chunks = (tiles + chunk - 1) / chunk;
+    const size_t parts = by_chunk ? (n_chunks < MAX_PARTIALS ? n_chunks : MAX_PARTIALS) : 1;
     float *du = grow_buffer(&weight_sums, parts * 36 * s.ci * s.co * sizeof(float));
-    if (by_chunk) sums_by_chunk(du, dout, inp, g, tiles, chunk);
+    if (by_chunk) sums_by_chunk(du, parts, dout, inp, g, tiles, chunk);
     else sums_shared(du, dout, inp, g, tiles, chunk);
     add_weight_gradient(dweight, du, parts, s.ci, s.co);
 }
