@@ -515,7 +515,8 @@ static void test_winograd_fp32(void) {
         }
         threads_set(saved_threads);
         conv2d_fast_use_winograd_fp32(true, true);
-        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) && same_bits(v[0].dinp.data, v[1].dinp.data, n_inp(c)) &&
+        EXPECT(same_bits(v[0].out.data, v[1].out.data, n_out(c)) &&
+                   same_bits(v[0].dinp.data, v[1].dinp.data, n_inp(c)) &&
                    same_bits(v[0].dweight.data, v[1].dweight.data, n_weight(c)),
                "fp32 Winograd %s: differs between 1 and 3 threads", case_str(c));
         EXPECT(!same_bits(v[0].out.data, v[2].out.data, n_out(c)) &&

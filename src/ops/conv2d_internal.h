@@ -77,8 +77,9 @@ void conv2d_winograd_bf16_release_held(void);
 void conv2d_winograd_bf16_free(void);
 /* fp32 Winograd F(4x4, 3x3) for 3x3 convolutions at stride 1 with padding 1 on CPUs that split 512-bit
  * FMAs (conv2d_winograd_fp32.c): forward, backward-data and backward-weights (dweight +=; inp in fp32),
- * as the bf16 ones above (hold: within a budget). Tests only: on false keeps fp32 on oneDNN's kernels; every_size runs it at every shape it can
- * (default: on, by its rule). */
+ * as the bf16 ones above (hold: within a budget). Tests only: on false keeps fp32 on oneDNN's kernels;
+ * every_size runs it at every shape it can, backward-weights in chunks 16x smaller (default: on, by its
+ * rule). */
 bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p);
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
                                   Conv2dShape s, bool hold);

@@ -1,9 +1,10 @@
 /* 3x3 convolutions at stride 1 with padding 1 in fp32 as Winograd F(4x4, 3x3) of our own, on CPUs whose
- * cores split 512-bit FMAs into halves (AMD Zen 4): the forward pass, and backward-data as a forward pass of
- * the flipped weights (backward-weights stays with oneDNN).
+ * cores split 512-bit FMAs into halves (AMD Zen 4): the forward pass, backward-data as a forward pass of the
+ * flipped weights, and backward-weights (dU = the sum over tiles of V^T Z, then G^T dU G).
  *
  * Why: there oneDNN 2.6's fp32 Winograd ran these passes 20-30 % slower than this (below), for the same
- * algorithm and rounding: 36 products per 4x4 tile instead of 144 multiplies.
+ * algorithm and rounding: 36 products per 4x4 tile instead of 144 multiplies; and below 32 channels, where
+ * oneDNN has only direct kernels, 30-50 % slower.
  *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
  * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
@@ -71,10 +72,10 @@ static HeldTransforms held;
  * - Wider, shared chunks of WEIGHTS_CHUNK_BYTES (in L3, each term's share in L2): the threads transform its
  *   tiles, then split its sums by term and by WEIGHTS_GROUP input channels (rows of dU).
  * Shared chunks stream V and Z through L3, (ci + co) / (ci co) * 8 bytes per multiply-add; chunk by chunk
- * writes and rereads partials, about (ci + co) / 680 bytes: the first is less from about 74x74 channels.
- * fashion-mnist's 16-channel layers in shared chunks ran 4 % faster or 8 % slower than oneDNN by the
- * machine's state (training step). Register blocks: input channels x 16 * VECS outputs (16 accumulators,
- * 8 for 16 outputs). */
+ * writes and rereads partials, at most about (ci + co) / 680 bytes: the first is less from about 74x74
+ * channels. fashion-mnist (16-64 channels) trained 3.6 % faster than with oneDNN's backward-weights chunk by
+ * chunk, and in shared chunks 4 % faster or 8 % slower by the machine's state. Register blocks: input
+ * channels x 16 * VECS outputs (16 accumulators, 8 for 16 outputs). */
 #define PARTIAL_WEIGHTS (64 * 64)
 #define MAX_PARTIALS 64
 #define WEIGHTS_CHUNK_BYTES ((size_t)8 << 20)
@@ -148,8 +149,8 @@ static inline __attribute__((always_inline)) void fma_block(const float *a, size
 #pragma GCC unroll 4
         for (int j = 0; j < VECS; j++) {
             w[j] = _mm512_loadu_ps(b + k * outs + 16 * j);
-            /* in a register: GCC would fold the load into each row's FMA, R loads where one does (backward-
-             * weights' 4x64 block ran 1.5x slower so) */
+            /* kept in a register: GCC folded the load into every row's FMA, R loads where one does, and
+             * backward-weights' 4-row block ran 1.2-1.5x slower */
             __asm__("" : "+v"(w[j]));
         }
 #pragma GCC unroll 12
@@ -369,8 +370,8 @@ static void gemm_weights(const float *v, size_t ins, size_t first, const float *
 static inline __attribute__((always_inline)) void gt6(__m512 k[3], const __m512 m[6]) {
     const __m512 sum12 = _mm512_add_ps(m[1], m[2]), sum34 = _mm512_add_ps(m[3], m[4]);
     const __m512 sixth = _mm512_set1_ps(1.0f / 6);
-    k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 4), m[0],
-                           _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), sum34, _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), sum12)));
+    const __m512 inner = _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), sum12);
+    k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 4), m[0], _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), sum34, inner));
     k[1] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 12), _mm512_sub_ps(m[3], m[4]),
                            _mm512_mul_ps(sixth, _mm512_sub_ps(m[2], m[1])));
     k[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(sum34, sum12), m[5]);
