@@ -151,7 +151,7 @@ void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, c
 /* The weight gradient: a register block holds R output channels x J vectors of 16 input channels; for each
  * row it loads J input vectors and broadcasts R values of dout, R J fused multiply-adds. */
 
-/* Rows per chunk of the weight gradient's partial sums: the chunks, not the threads, fix the order. */
+/* Rows per chunk of the weight gradient's partial sums, at most: the chunks, not the threads, fix the order. */
 #define GRAD_CHUNK_ROWS 256
 
 bool narrow_weight_grad_serves(size_t co, size_t ci) {
@@ -205,14 +205,17 @@ void narrow_weight_grad(float *dweight, const float *dout, size_t co, const floa
     CHECK(narrow_weight_grad_serves(co, ci), "narrow_weight_grad: %zu x %zu is not served here", co, ci);
 #if defined(__AVX512F__)
     if (rows == 0) return;
-    const size_t n_chunks = (rows + GRAD_CHUNK_ROWS - 1) / GRAD_CHUNK_ROWS, size = co * ci;
+    /* an even number of chunks of about the same size, so that two threads share them evenly */
+    const size_t wanted = ((rows + GRAD_CHUNK_ROWS - 1) / GRAD_CHUNK_ROWS + 1) / 2 * 2;
+    const size_t chunk_rows = (rows + wanted - 1) / wanted, n_chunks = (rows + chunk_rows - 1) / chunk_rows;
+    const size_t size = co * ci;
     float *partial = grow_buffer(&grad_partials, n_chunks * size * sizeof(float));
 #pragma omp parallel if (rows * size >= 64 * NARROW_PARALLEL_ELEMS)
     {
 #pragma omp for schedule(static)
         for (size_t c = 0; c < n_chunks; c++) {
-            const size_t r1 = (c + 1) * GRAD_CHUNK_ROWS < rows ? (c + 1) * GRAD_CHUNK_ROWS : rows;
-            grad_chunk(partial + c * size, dout, co, inp, ci, c * GRAD_CHUNK_ROWS, r1);
+            const size_t r1 = (c + 1) * chunk_rows < rows ? (c + 1) * chunk_rows : rows;
+            grad_chunk(partial + c * size, dout, co, inp, ci, c * chunk_rows, r1);
         }
 #pragma omp for schedule(static)
         for (size_t x = 0; x < size; x += 16) {
