@@ -303,18 +303,18 @@ static void run(float *out, bool accumulate, const float *in, const uint16_t *in
                 const float *bias, size_t n, TileGeometry g) {
     const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
     const size_t tile_bytes = 16 * (ins * sizeof(uint16_t) + outs * sizeof(float)); /* of V and M */
-    const size_t chunk = tile_chunk(tiles, tile_bytes, CHUNK_BYTES, ROWS_NARROW, n_threads); /* both row blocks */
-    const size_t v_stride = chunk * ins, m_stride = chunk * outs;
+    const size_t chunk_max = tile_chunk_max(tile_bytes, CHUNK_BYTES, ROWS_NARROW); /* both row blocks */
+    const size_t v_stride = chunk_max * ins, m_stride = chunk_max * outs;
     const size_t thread_bytes = (16 * v_stride * sizeof(uint16_t) + 16 * m_stride * sizeof(float) + 63) / 64 * 64;
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
-    const size_t n_chunks = (tiles + chunk - 1) / chunk;
 #pragma omp parallel num_threads((int)n_threads)
     {
-        uint16_t *v = (uint16_t *)(buffers + (size_t)omp_get_thread_num() * thread_bytes);
+        const size_t id = (size_t)omp_get_thread_num();
+        uint16_t *v = (uint16_t *)(buffers + id * thread_bytes);
         float *m = (float *)(v + 16 * v_stride);
-#pragma omp for schedule(static)
-        for (size_t c = 0; c < n_chunks; c++) {
-            const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
+        const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
+        for (size_t first = share.begin; first < share.end; first += share.chunk) {
+            const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
             transform_chunk_inputs(v, v_stride, in, in_bf16, g, first, count);
             for (size_t x = 0; x < 16; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);

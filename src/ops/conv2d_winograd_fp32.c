@@ -8,11 +8,9 @@
  *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
  * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
- * then the outputs. Each thread takes an even share of the tiles (whole row blocks) in chunks of about the
- * same size: against chunks dealt out in turn, the forward at fashion-mnist's 7x7 and 14x14 layers ran
- * 4-12 % faster (a 7x7 layer of batch 64 had four chunks of 72, 72, 72 and 40 tiles). Transformed weights
- * U[36][ins][outs], four times the weights' size: while weights are held (sampling) kept from step to step
- * only within HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
+ * then the outputs, each thread an even share of the tiles (tile_share). Transformed weights U[36][ins][outs],
+ * four times the weights' size: while weights are held (sampling) kept from step to step only within
+ * HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
 #include <omp.h>
 #include <string.h>
@@ -293,24 +291,17 @@ static void run(float *out, bool accumulate, const float *in, const float *u, co
                 TileGeometry g) {
     const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
     const size_t tile_bytes = 36 * (ins + outs) * sizeof(float); /* of V and M */
-    size_t chunk_max = CHUNK_BYTES / tile_bytes / ROWS_NARROW * ROWS_NARROW; /* both row blocks */
-    if (chunk_max == 0) chunk_max = ROWS_NARROW;
+    const size_t chunk_max = tile_chunk_max(tile_bytes, CHUNK_BYTES, ROWS_NARROW); /* both row blocks */
     const size_t v_stride = term_stride(chunk_max * ins), m_stride = term_stride(chunk_max * outs);
     const size_t thread_bytes = 36 * (v_stride + m_stride) * sizeof(float);
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
 #pragma omp parallel num_threads((int)n_threads)
     {
-        float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes);
-        float *m = v + 36 * v_stride;
-        const size_t team = (size_t)omp_get_num_threads(), blocks = (tiles + ROWS_NARROW - 1) / ROWS_NARROW;
         const size_t id = (size_t)omp_get_thread_num();
-        const size_t begin = blocks * id / team * ROWS_NARROW;
-        size_t end = blocks * (id + 1) / team * ROWS_NARROW;
-        if (end > tiles) end = tiles;
-        const size_t pieces = end > begin ? (end - begin + chunk_max - 1) / chunk_max : 1;
-        const size_t chunk = ((end - begin + pieces - 1) / pieces + ROWS_NARROW - 1) / ROWS_NARROW * ROWS_NARROW;
-        for (size_t first = begin; first < end; first += chunk) {
-            const size_t count = end - first < chunk ? end - first : chunk;
+        float *v = (float *)(buffers + id * thread_bytes), *m = v + 36 * v_stride;
+        const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
+        for (size_t first = share.begin; first < share.end; first += share.chunk) {
+            const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
             transform_chunk_inputs(v, v_stride, in, g, first, count);
             for (size_t x = 0; x < 36; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
