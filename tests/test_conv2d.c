@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/half.h"
 #include "ops/lru_cache.h"
+#include "ops/narrow_gemm.h"
 #include "core/threads.h"
 #include "harness.h"
 #include "ops/conv2d.h"
@@ -914,6 +915,38 @@ static void test_thread_count_dependence(void) {
     thread_count_case(&(Case){2, 32, 32, 64, 3, 3, 3, S1P1, true});
 }
 
+/* fp32 1x1 convolutions on few channels (the narrow resnet blocks' shortcuts) take their backward from
+ * narrow_gemm.c (conv2d_dnnl.c, pointwise_narrow_fits): against the reference (accumulation, each gradient
+ * alone), and on AVX-512 builds the same bits as narrow_gemm_kco and narrow_weight_grad called directly,
+ * so the path is known to run. Rows 546 and 98: chunks and row blocks with tails. */
+static void test_pointwise_narrow(void) {
+    const Case cases[] = {
+        {3, 14, 13, 48, 16, 1, 1, {.stride = 1}, true},
+        {2, 7, 7, 96, 64, 1, 1, {.stride = 1}, false},
+        {2, 7, 7, 16, 128, 1, 1, {.stride = 1}, true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const Case *c = &cases[k];
+        fast_matches_reference(c, 1);
+        if (!narrow_gemm_serves(c->co, c->ci)) continue;
+        Conv v = conv_alloc(c);
+        conv_fill(&v, 5 + k);
+        conv_zero_grads(&v);
+        const size_t rows = c->n * c->h * c->w;
+        float *dinp = xmalloc(n_inp(c) * sizeof(float)), *dweight = xmalloc(n_weight(c) * sizeof(float));
+        narrow_gemm_kco(dinp, NULL, v.dout.data, c->co, NULL, 0, v.weight.data, NULL, c->ci, rows, 1.0f);
+        memset(dweight, 0, n_weight(c) * sizeof(float));
+        narrow_weight_grad(dweight, v.dout.data, c->co, v.inp.data, c->ci, rows);
+        conv2d_backward(v.dinp, v.dweight, v.dbias, v.dout, v.inp, v.weight, c->p);
+        EXPECT(same_bits(v.dinp.data, dinp, n_inp(c)), "%s: dinp is not narrow_gemm_kco's", case_str(c));
+        EXPECT(same_bits(v.dweight.data, dweight, n_weight(c)), "%s: dweight is not narrow_weight_grad's",
+               case_str(c));
+        free(dinp), free(dweight);
+        conv_check_guards(&v, "pointwise");
+        conv_free(&v);
+    }
+}
+
 /* The cache behind the plans (ops/lru_cache.h), on int keys: a hit returns the same entry, a miss when
  * full destroys the least recently used entry, and clearing destroys the rest. */
 static int lru_created, lru_destroyed;
@@ -1103,6 +1136,7 @@ int main(void) {
     RUN(test_held_weights);
     RUN(test_held_weights_fp32_budget);
     RUN(test_thread_count_dependence);
+    RUN(test_pointwise_narrow);
     RUN(test_lru_cache_order);
     RUN(test_plan_cache_eviction);
     RUN(test_bad_arguments);
