@@ -18,6 +18,8 @@
  *     outputs with fewer than 16 (conv_out) the forward (plan_create_narrow) and, in fp32 at 3x3 and
  *     stride 1, the weight gradient from our own loops (conv2d_narrow_weights.c): oneDNN's convolution
  *     kernels waste most of each vector there.
+ *   - fp32 1x1 convolutions on few channels (both <= 128) take their backward from our narrow kernels
+ *     (narrow_gemm.c, pointwise_narrow_fits); their forward comes fused from shortcut_add.c.
  *   - fp32 forward convolutions with 16 outputs or fewer take oneDNN's direct kernels rather than the
  *     brgemm ones it offers first (prefers_direct).
  *   - fp32 3x3 convolutions at stride 1 with enough channels and positions (most of a U-Net's FLOPs) run

@@ -1,6 +1,6 @@
 /* Products of activation rows with a narrow weight, for the layers with so few channels that oneDNN's
- * kernels stay far from the machine's peak: the 1x1 shortcuts of narrow resnet blocks (shortcut_add.c)
- * and narrow linear layers (linear.c). Internal to the ops; the _serves functions say which shapes they
+ * kernels stay far from the machine's peak: the 1x1 shortcuts of narrow resnet blocks (forward:
+ * shortcut_add.c; backward: conv2d_dnnl.c) and narrow linear layers (linear.c). Internal to the ops; the _serves functions say which shapes they
  * take (none without AVX-512).
  *
  * narrow_gemm: out[r, :] = (residual[r, :] + concat(a[r, :], b[r, :]) weightᵀ + bias) scale    for r < rows
