@@ -1055,10 +1055,6 @@ static void backward_weights(Plan *plan, Tensor dweight, Tensor dbias, const flo
     if (with_bias) add_into(dbias.data, ws.dbias.data, dbias.shape[0]);
 }
 
-/* Both gradients call by call (images_per_call): each call's backward-data then backward-weights, which
- * share its copy of dout when they run in another layout. With several calls, the weight and bias
- * gradients are summed in the workspace first and added to dweight and dbias once, as one call would:
- * accumulation stays one addition per element. */
 /* fp32 1x1 convolutions at stride 1 without padding on few channels (the narrow resnet blocks' shortcuts):
  * their backward as narrow_gemm.c's products of the positions' rows. oneDNN's 1x1 kernels ran
  * fashion-mnist's at 75-160 GFLOP/s (backward-weights of 64x28x28 48->16: 1.0 ms), 5.9 ms of its 145 ms
@@ -1070,6 +1066,10 @@ static bool pointwise_narrow_fits(Conv2dShape s, Conv2dParams p) {
            narrow_weight_grad_serves(s.co, s.ci);
 }
 
+/* Both gradients call by call (images_per_call): each call's backward-data then backward-weights, which
+ * share its copy of dout when they run in another layout. With several calls, the weight and bias
+ * gradients are summed in the workspace first and added to dweight and dbias once, as one call would:
+ * accumulation stays one addition per element. */
 static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, const float *inp,
                      const uint16_t *inp_bf16, Tensor weight, Conv2dParams p) {
     bool want_dinp = !tensor_is_none(dinp);

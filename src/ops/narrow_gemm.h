@@ -1,7 +1,7 @@
 /* Products of activation rows with a narrow weight, for the layers with so few channels that oneDNN's
  * kernels stay far from the machine's peak: the 1x1 shortcuts of narrow resnet blocks (forward:
- * shortcut_add.c; backward: conv2d_dnnl.c) and narrow linear layers (linear.c). Internal to the ops; the _serves functions say which shapes they
- * take (none without AVX-512).
+ * shortcut_add.c; backward: conv2d_dnnl.c) and narrow linear layers (linear.c). Internal to the ops; the
+ * _serves functions say which shapes they take (none without AVX-512).
  *
  * narrow_gemm: out[r, :] = (residual[r, :] + concat(a[r, :], b[r, :]) weightᵀ + bias) scale    for r < rows
  *   with a (rows, ca), b (rows, cb) or NULL (cb = 0), weight (co, ca + cb) in PyTorch's layout (a linear
