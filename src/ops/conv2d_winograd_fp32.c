@@ -13,7 +13,7 @@
  * HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
 #include <omp.h>
-#include <string.h>
+#include <stdint.h>
 
 #include "core/alloc.h"
 #include "core/check.h"
@@ -65,18 +65,27 @@ static HeldTransforms held;
 #define ROWS_WIDE 6
 #define ROWS_NARROW 12
 
-/* Backward-weights sums dU over tiles in one of two ways; each sum runs in tile order on one thread, so the
+/* Backward-weights sums dU over tiles in one of three ways; each sum runs in tile order on one thread, so the
  * bits do not depend on the thread count.
- * - Up to PARTIAL_WEIGHTS (ci * co), chunk by chunk: a chunk of tiles is one thread's, transformed into its
- *   L2 as the forward's are, and summed into the partial dU of its run of chunks (at most MAX_PARTIALS runs,
- *   so at most 38 MB of partials); the partials are added in order at the end.
+ * - Below BLOCK_WEIGHTS (ci * co), chunk by chunk: a chunk of tiles is one thread's, transformed into its L2
+ *   as the forward's are, and summed into the partial dU of its run of chunks (at most MAX_PARTIALS runs, so
+ *   at most 38 MB of partials); the partials are added in order at the end.
+ * - From there up to PARTIAL_WEIGHTS, by block (weights_by_block): each thread owns a block of dU's input x
+ *   output channels and sums it over every tile, transforming only its channels of each tile: the channels
+ *   of the other side are transformed by every block, but no partials are written, reread and added. The
+ *   partials had cost as much as the products: 7x7 64->64 at batch 64, 8 chunks of 32 tiles, each with a
+ *   590 KB partial. Backward-weights alone, 2 threads: 7x7 64->64 0.60-0.63 -> 0.50 ms, 14x14 96->32
+ *   3.6-3.9 -> 1.6 ms, 7x7 32->64 0.29-0.31 -> 0.27-0.29 ms; below, 14x14 48->32 level and 28x28 16->16
+ *   0.67 -> 1.2 ms (one block: one thread), hence the bound. fashion-mnist's training step -3.0 %.
  * - Wider, shared chunks of WEIGHTS_CHUNK_BYTES (in L3, each term's share in L2): the threads transform its
- *   tiles, then split its sums by term and by WEIGHTS_GROUP input channels (rows of dU).
+ *   tiles, then split its sums by term and by WEIGHTS_GROUP input channels (rows of dU); by block, 7x7
+ *   128->64 ran 0.89 -> 0.93-0.97 ms.
  * Shared chunks stream V and Z through L3, (ci + co) / (ci co) * 8 bytes per multiply-add; chunk by chunk
  * writes and rereads partials, at most about (ci + co) / 680 bytes: the first is less from about 74x74
  * channels. fashion-mnist (16-64 channels) trained 3.6 % faster than with oneDNN's backward-weights chunk by
  * chunk, and in shared chunks 4 % faster or 8 % slower by the machine's state. Register blocks: input
  * channels x 16 * VECS outputs (16 accumulators, 8 for 16 outputs). */
+#define BLOCK_WEIGHTS (32 * 64)
 #define PARTIAL_WEIGHTS (64 * 64)
 #define MAX_PARTIALS 64
 #define WEIGHTS_CHUNK_BYTES ((size_t)8 << 20)
@@ -220,16 +229,18 @@ static inline __attribute__((always_inline)) void at6(__m512 y[4], const __m512 
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8), d, b), m[5]);
 }
 
-/* V = B^T d B of the chunk's tiles (padding read as zeros through masked loads). */
-static void transform_chunk_inputs(float *v, size_t stride, const float *in, TileGeometry g, size_t first,
-                                   size_t count) {
+/* V = B^T d B of the chunk's tiles for input channels [c0, c1), rows of c1 - c0 (padding read as zeros
+ * through masked loads). */
+static void transform_chunk_inputs(float *v, size_t stride, const float *in, TileGeometry g, size_t c0, size_t c1,
+                                   size_t first, size_t count) {
+    const size_t width = c1 - c0;
     for (size_t t = 0; t < count; t++) {
         const TileOrigin o = tile_origin(g, first + t);
         size_t at[6][6];
         __mmask16 inside[6][6];
         for (int i = 0; i < 6; i++)
             for (int j = 0; j < 6; j++) inside[i][j] = tile_patch_position(g, o, i, j, &at[i][j]) ? 0xFFFF : 0;
-        for (size_t c = 0; c < g.ins; c += 16) {
+        for (size_t c = c0; c < c1; c += 16) {
             __m512 cols[6][6]; /* B^T d: [row of result][column of patch] */
 #pragma GCC unroll 6
             for (int j = 0; j < 6; j++) {
@@ -245,7 +256,8 @@ static void transform_chunk_inputs(float *v, size_t stride, const float *in, Til
                 __m512 t6[6];
                 bt6(t6, cols[i]);
 #pragma GCC unroll 6
-                for (int j = 0; j < 6; j++) _mm512_storeu_ps(v + (size_t)(6 * i + j) * stride + t * g.ins + c, t6[j]);
+                for (int j = 0; j < 6; j++)
+                    _mm512_storeu_ps(v + (size_t)(6 * i + j) * stride + t * width + c - c0, t6[j]);
             }
         }
     }
@@ -302,7 +314,7 @@ static void run(float *out, bool accumulate, const float *in, const float *u, co
         const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
         for (size_t first = share.begin; first < share.end; first += share.chunk) {
             const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
-            transform_chunk_inputs(v, v_stride, in, g, first, count);
+            transform_chunk_inputs(v, v_stride, in, g, 0, ins, first, count);
             for (size_t x = 0; x < 36; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
             transform_chunk_outputs(out, accumulate, bias, m, m_stride, g, first, count);
@@ -327,12 +339,14 @@ static inline __attribute__((always_inline)) void a6(__m512 z[6], const __m512 d
     z[5] = d[3];
 }
 
-/* Z of the chunk's tiles, their output gradient read as zeros past the image's last row and column. */
-static void transform_chunk_grads(float *z, size_t stride, const float *dout, TileGeometry g, size_t first,
-                                  size_t count) {
+/* Z of the chunk's tiles for output channels [o0, o1), rows of o1 - o0, their output gradient read as zeros
+ * past the image's last row and column. */
+static void transform_chunk_grads(float *z, size_t stride, const float *dout, TileGeometry g, size_t o0, size_t o1,
+                                  size_t first, size_t count) {
+    const size_t width = o1 - o0;
     for (size_t t = 0; t < count; t++) {
         const TileOrigin at = tile_origin(g, first + t);
-        for (size_t o = 0; o < g.outs; o += 16) {
+        for (size_t o = o0; o < o1; o += 16) {
             __m512 rows[6][4]; /* A dY: [row of result][column] */
 #pragma GCC unroll 4
             for (size_t j = 0; j < 4; j++) {
@@ -351,24 +365,25 @@ static void transform_chunk_grads(float *z, size_t stride, const float *dout, Ti
                 __m512 y[6];
                 a6(y, rows[i]);
 #pragma GCC unroll 6
-                for (int j = 0; j < 6; j++) _mm512_storeu_ps(z + (size_t)(6 * i + j) * stride + t * g.outs + o, y[j]);
+                for (int j = 0; j < 6; j++)
+                    _mm512_storeu_ps(z + (size_t)(6 * i + j) * stride + t * width + o - o0, y[j]);
             }
         }
     }
 }
 
-/* Rows `first` to `first + WEIGHTS_GROUP` of du (ins x outs) += v^T z over the chunk's `count` tiles. */
+/* Rows `first` to `first + WEIGHTS_GROUP` of du (ins x outs) (+)= v^T z over the chunk's `count` tiles. */
 static void gemm_weights(const float *v, size_t ins, size_t first, const float *z, size_t outs, size_t count,
-                         float *du) {
+                         float *du, bool accumulate) {
     for (size_t o = 0; o < outs;) {
         const size_t vecs = outs - o >= 64 ? 4 : outs - o >= 32 ? 2 : 1;
         const size_t rows = vecs == 4 ? WEIGHTS_ROWS_WIDE : WEIGHTS_ROWS_NARROW;
         for (size_t r = first; r < first + WEIGHTS_GROUP; r += rows) {
             const float *a = v + r, *b = z + o;
             float *c = du + r * outs + o;
-            if (vecs == 4) fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_WIDE, 4);
-            else if (vecs == 2) fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_NARROW, 2);
-            else fma_block(a, 1, ins, b, outs, count, c, true, WEIGHTS_ROWS_NARROW, 1);
+            if (vecs == 4) fma_block(a, 1, ins, b, outs, count, c, accumulate, WEIGHTS_ROWS_WIDE, 4);
+            else if (vecs == 2) fma_block(a, 1, ins, b, outs, count, c, accumulate, WEIGHTS_ROWS_NARROW, 2);
+            else fma_block(a, 1, ins, b, outs, count, c, accumulate, WEIGHTS_ROWS_NARROW, 1);
         }
         o += 16 * vecs;
     }
@@ -385,41 +400,53 @@ static inline __attribute__((always_inline)) void gt6(__m512 k[3], const __m512 
     k[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(sum34, sum12), m[5]);
 }
 
-/* dweight (Co, Ci, 3, 3) += G^T dU G for every kernel, dU the sum of `parts` partials in order, sixteen
- * output channels at a time. */
-static void add_weight_gradient(float *dweight, const float *du, size_t parts, size_t ci, size_t co) {
+/* A block of dU: input channels [i0, i1) by output channels [o0, o1) of the whole (ci x co), each of its 36
+ * terms (i1 - i0) x (o1 - o0). */
+typedef struct WeightBlock {
+    size_t i0, i1, o0, o1;
+} WeightBlock;
+
+/* dweight (Co, Ci, 3, 3) += G^T dU G for the kernels of input channel i and block b's output channels, dU the
+ * sum of `parts` partials of b (part floats apart) in order, sixteen output channels at a time. */
+static void add_kernel_gradients(float *dweight, size_t ci, const float *du, size_t parts, size_t part, WeightBlock b,
+                                 size_t i) {
     const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                              _mm512_set1_epi32((int)(ci * 9)));
-    const size_t part = 36 * ci * co;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < ci; i++)
-        for (size_t o = 0; o < co; o += 16) {
-            __m512 t[3][6]; /* G^T dU */
+    const size_t ins = b.i1 - b.i0, outs = b.o1 - b.o0;
+    for (size_t o = b.o0; o < b.o1; o += 16) {
+        __m512 t[3][6]; /* G^T dU */
 #pragma GCC unroll 6
-            for (int c = 0; c < 6; c++) {
-                __m512 m[6], k[3];
+        for (int c = 0; c < 6; c++) {
+            __m512 m[6], k[3];
 #pragma GCC unroll 6
-                for (int r = 0; r < 6; r++) {
-                    const float *at = du + ((size_t)(6 * r + c) * ci + i) * co + o;
-                    m[r] = _mm512_loadu_ps(at);
-                    for (size_t p = 1; p < parts; p++) m[r] = _mm512_add_ps(m[r], _mm512_loadu_ps(at + p * part));
-                }
-                gt6(k, m);
-#pragma GCC unroll 3
-                for (int r = 0; r < 3; r++) t[r][c] = k[r];
+            for (int r = 0; r < 6; r++) {
+                const float *at = du + ((size_t)(6 * r + c) * ins + i - b.i0) * outs + o - b.o0;
+                m[r] = _mm512_loadu_ps(at);
+                for (size_t p = 1; p < parts; p++) m[r] = _mm512_add_ps(m[r], _mm512_loadu_ps(at + p * part));
             }
-            float *base = dweight + (o * ci + i) * 9;
+            gt6(k, m);
 #pragma GCC unroll 3
-            for (int r = 0; r < 3; r++) { /* (G^T dU) G */
-                __m512 k[3];
-                gt6(k, t[r]);
+            for (int r = 0; r < 3; r++) t[r][c] = k[r];
+        }
+        float *base = dweight + (o * ci + i) * 9;
 #pragma GCC unroll 3
-                for (int c = 0; c < 3; c++) {
-                    float *at = base + 3 * r + c;
-                    _mm512_i32scatter_ps(at, lanes, _mm512_add_ps(_mm512_i32gather_ps(lanes, at, 4), k[c]), 4);
-                }
+        for (int r = 0; r < 3; r++) { /* (G^T dU) G */
+            __m512 k[3];
+            gt6(k, t[r]);
+#pragma GCC unroll 3
+            for (int c = 0; c < 3; c++) {
+                float *at = base + 3 * r + c;
+                _mm512_i32scatter_ps(at, lanes, _mm512_add_ps(_mm512_i32gather_ps(lanes, at, 4), k[c]), 4);
             }
         }
+    }
+}
+
+/* dweight += G^T dU G for every kernel, dU (ci x co per term) the sum of `parts` partials in order. */
+static void add_weight_gradient(float *dweight, const float *du, size_t parts, size_t ci, size_t co) {
+    const WeightBlock all = {0, ci, 0, co};
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < ci; i++) add_kernel_gradients(dweight, ci, du, parts, 36 * ci * co, all, i);
 }
 
 /* dU chunk by chunk into `parts` partials (36 ci co floats each): partial p sums the tiles of a run of
@@ -437,14 +464,15 @@ static void sums_by_chunk(float *partials, size_t parts, const float *dout, cons
 #pragma omp for schedule(static)
         for (size_t p = 0; p < parts; p++) {
             float *du = partials + p * part;
-            memset(du, 0, part * sizeof(float));
-            for (size_t c = p * n_chunks / parts; c < (p + 1) * n_chunks / parts; c++) {
+            const size_t c0 = p * n_chunks / parts;
+            for (size_t c = c0; c < (p + 1) * n_chunks / parts; c++) {
                 const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
-                transform_chunk_inputs(v, v_stride, inp, g, first, count);
-                transform_chunk_grads(z, z_stride, dout, g, first, count);
+                transform_chunk_inputs(v, v_stride, inp, g, 0, ins, first, count);
+                transform_chunk_grads(z, z_stride, dout, g, 0, outs, first, count);
                 for (size_t x = 0; x < 36; x++)
                     for (size_t r = 0; r < ins; r += WEIGHTS_GROUP)
-                        gemm_weights(v + x * v_stride, ins, r, z + x * z_stride, outs, count, du + x * ins * outs);
+                        gemm_weights(v + x * v_stride, ins, r, z + x * z_stride, outs, count, du + x * ins * outs,
+                                     c > c0);
             }
         }
     }
@@ -455,28 +483,97 @@ static void sums_shared(float *du, const float *dout, const float *inp, TileGeom
     const size_t ins = g.ins, outs = g.outs;
     const size_t v_stride = term_stride(chunk * ins), z_stride = term_stride(chunk * outs); /* between terms */
     float *v = grow_buffer(&chunk_buffers, 36 * (v_stride + z_stride) * sizeof(float)), *z = v + 36 * v_stride;
-    memset(du, 0, 36 * ins * outs * sizeof(float));
     const size_t groups = ins / WEIGHTS_GROUP;
 #pragma omp parallel num_threads(threads_get())
     for (size_t first = 0; first < tiles; first += chunk) {
         const size_t count = tiles - first < chunk ? tiles - first : chunk;
 #pragma omp for schedule(static)
         for (size_t t = 0; t < count; t++) {
-            transform_chunk_inputs(v + t * ins, v_stride, inp, g, first + t, 1);
-            transform_chunk_grads(z + t * outs, z_stride, dout, g, first + t, 1);
+            transform_chunk_inputs(v + t * ins, v_stride, inp, g, 0, ins, first + t, 1);
+            transform_chunk_grads(z + t * outs, z_stride, dout, g, 0, outs, first + t, 1);
         }
 #pragma omp for schedule(static)
         for (size_t item = 0; item < 36 * groups; item++) {
             const size_t x = item / groups;
             gemm_weights(v + x * v_stride, ins, item % groups * WEIGHTS_GROUP, z + x * z_stride, outs, count,
-                         du + x * ins * outs);
+                         du + x * ins * outs, first > 0);
         }
+    }
+}
+
+/* dU split for a team of threads: a grid of `rows` ranges of input channels by `cols` ranges of output
+ * channels, whole groups of 16 split as evenly as they go. */
+typedef struct BlockGrid {
+    size_t rows, cols;
+} BlockGrid;
+
+static WeightBlock grid_block(size_t ci, size_t co, BlockGrid grid, size_t k) {
+    const size_t gi = ci / 16, go = co / 16, r = k / grid.cols, c = k % grid.cols;
+    return (WeightBlock){gi * r / grid.rows * 16, gi * (r + 1) / grid.rows * 16, go * c / grid.cols * 16,
+                         go * (c + 1) / grid.cols * 16};
+}
+
+/* The largest block of a grid over ci x co. */
+static WeightBlock grid_largest(size_t ci, size_t co, BlockGrid grid) {
+    return (WeightBlock){0, (ci / 16 + grid.rows - 1) / grid.rows * 16, 0, (co / 16 + grid.cols - 1) / grid.cols * 16};
+}
+
+/* The grid of at most `team` blocks whose largest block takes least time per tile: its products (ins outs
+ * multiply-adds per term) and the transforms of its channels, which every block of the same row or column
+ * repeats (each about 4 products' worth per channel); fewer blocks on a tie. */
+static BlockGrid block_grid(size_t ci, size_t co, size_t team) {
+    BlockGrid best = {1, 1};
+    size_t best_cost = SIZE_MAX;
+    for (size_t r = 1; r <= ci / 16 && r <= team; r++)
+        for (size_t c = 1; c <= co / 16 && r * c <= team; c++) {
+            const WeightBlock b = grid_largest(ci, co, (BlockGrid){r, c});
+            const size_t ins = b.i1, outs = b.o1, cost = ins * outs + 4 * (ins + outs);
+            if (cost < best_cost) best = (BlockGrid){r, c}, best_cost = cost;
+        }
+    return best;
+}
+
+/* Backward-weights in blocks of dU, one per thread: a block sums its products over all tiles, chunk by chunk
+ * through the thread's L2, transforming only its channels of each tile, then adds G^T dU G to its kernels.
+ * No partials to add up and no barriers; every element of dU is one chain of fused multiply-adds over the
+ * tiles in order, so the bits do not depend on the split. */
+static void weights_by_block(float *dweight, const float *dout, const float *inp, TileGeometry g, size_t tiles) {
+    const size_t ci = g.ins, co = g.outs;
+    const BlockGrid grid = block_grid(ci, co, (size_t)threads_get());
+    const size_t blocks = grid.rows * grid.cols;
+    const WeightBlock largest = grid_largest(ci, co, grid);
+    const size_t ins = largest.i1, outs = largest.o1, du_floats = 36 * ins * outs;
+    const size_t du_bytes = du_floats * sizeof(float);
+    const size_t budget = du_bytes < CHUNK_BYTES / 2 ? CHUNK_BYTES - du_bytes : CHUNK_BYTES / 2;
+    size_t chunk = tile_chunk_max(36 * (ins + outs) * sizeof(float), budget, 1) / (any_size ? 16 : 1);
+    if (chunk == 0) chunk = 1;
+    const size_t v_stride = term_stride(chunk * ins), z_stride = term_stride(chunk * outs);
+    const size_t block_bytes = (36 * (v_stride + z_stride) + du_floats) * sizeof(float);
+    char *buffers = grow_buffer(&chunk_buffers, blocks * block_bytes);
+#pragma omp parallel for schedule(static) num_threads((int)blocks)
+    for (size_t k = 0; k < blocks; k++) {
+        const WeightBlock b = grid_block(ci, co, grid, k);
+        const size_t ni = b.i1 - b.i0, no = b.o1 - b.o0;
+        float *v = (float *)(buffers + k * block_bytes), *z = v + 36 * v_stride, *du = z + 36 * z_stride;
+        for (size_t first = 0; first < tiles; first += chunk) {
+            const size_t count = tiles - first < chunk ? tiles - first : chunk;
+            transform_chunk_inputs(v, v_stride, inp, g, b.i0, b.i1, first, count);
+            transform_chunk_grads(z, z_stride, dout, g, b.o0, b.o1, first, count);
+            for (size_t x = 0; x < 36; x++)
+                for (size_t r = 0; r < ni; r += WEIGHTS_GROUP)
+                    gemm_weights(v + x * v_stride, ni, r, z + x * z_stride, no, count, du + x * ni * no, first > 0);
+        }
+        for (size_t i = b.i0; i < b.i1; i++) add_kernel_gradients(dweight, ci, du, 1, 0, b, i);
     }
 }
 
 void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s) {
     const TileGeometry g = tile_geometry(s.h, s.w, s.ci, s.co, 4);
     const size_t tiles = s.n * g.tiles_per_image, tile_bytes = 36 * (s.ci + s.co) * sizeof(float);
+    if (s.ci * s.co >= BLOCK_WEIGHTS && s.ci * s.co <= PARTIAL_WEIGHTS) {
+        weights_by_block(dweight, dout, inp, g, tiles);
+        return;
+    }
     const bool by_chunk = s.ci * s.co <= PARTIAL_WEIGHTS;
     /* chunks not by thread count; the tests' (every_size) 16 times smaller, so that they span several */
     size_t chunk = (by_chunk ? CHUNK_BYTES : WEIGHTS_CHUNK_BYTES) / tile_bytes / (any_size ? 16 : 1);
