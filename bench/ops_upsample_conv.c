@@ -17,9 +17,10 @@ typedef struct Shape {
     size_t n, h, ci;
 } Shape;
 
-/* fashion-mnist b64 (7 -> 14, 64 channels; 14 -> 28, 32 channels), ddpm-cifar10 b16 (8 -> 16, 256),
- * the default preset b4 (8 -> 16, 896; 16 -> 32, 672), and 128 channels, where the rule changes. */
-static const Shape shapes[] = {{64, 7, 64}, {64, 14, 32}, {16, 8, 256}, {4, 8, 896}, {4, 16, 672}, {16, 32, 128}};
+/* fashion-mnist b64 (7 -> 14, 64 channels; 14 -> 28, 32 channels), ddpm-cifar10 b16 (8 -> 16 and 16 -> 32,
+ * 256), the default preset b4 (8 -> 16, 896; 16 -> 32, 672), and 128 channels. */
+static const Shape shapes[] = {{64, 7, 64},  {64, 14, 32},  {16, 8, 256},
+                               {16, 16, 256}, {4, 8, 896}, {4, 16, 672}, {16, 32, 128}};
 
 typedef struct Buffers {
     Tensor out, inp, weight, bias, dout, dinp, dweight, dbias;
@@ -70,7 +71,7 @@ static void bench_shape(const Shape *s, const char *filter) {
         for (size_t wi = 0; wi < sizeof ways / sizeof ways[0]; wi++) {
             upsample_conv_force_phases(ways[wi].mode);
             b.work = alloc_floats(upsample_conv_work_floats(n, h, h, c, c, true));
-            const size_t n_phase = upsample_conv_phase_weight_floats(c, c);
+            const size_t n_phase = upsample_conv_phase_weight_floats(n, h, h, c, c);
             b.phase_weights = n_phase ? alloc_floats(n_phase) : NULL;
             char op[64];
             snprintf(op, sizeof op, "upsample_conv_fwd%s", ways[wi].suffix);

@@ -491,13 +491,18 @@ static void test_winograd_fp32(void) {
     }
     /* Even and odd sides (partial tiles at the last row and column), output blocks of 64, 32 and 16, tile
      * counts off the GEMM's row blocks, several chunks per thread (the 24x24 case); backward-weights chunk
-     * by chunk (up to 64x64 channels; runs of several chunks per partial: the 11-image case) and in shared
-     * chunks (24x24). */
+     * by chunk (below 32x64 channels; runs of several chunks per partial: the 11-image case), by block (32x64
+     * to 64x64) and in shared chunks (24x24). 2x2 kernels, F(4x4, 2x2), padded as the upsamplers' four
+     * phases are (upsample_conv.c). */
     static const Case cases[] = {
-        {2, 14, 14, 32, 32, 3, 3, S1P1, true}, {3, 7, 7, 64, 64, 3, 3, S1P1, true},
-        {1, 9, 5, 96, 32, 3, 3, S1P1, false},  {1, 5, 5, 32, 96, 3, 3, S1P1, true},
+        {2, 14, 14, 32, 32, 3, 3, S1P1, true},  {3, 7, 7, 64, 64, 3, 3, S1P1, true},
+        {1, 9, 5, 96, 32, 3, 3, S1P1, false},   {1, 5, 5, 32, 96, 3, 3, S1P1, true},
         {4, 24, 24, 64, 128, 3, 3, S1P1, true}, {2, 11, 13, 16, 16, 3, 3, S1P1, true},
-        {1, 10, 6, 48, 80, 3, 3, S1P1, true},  {11, 32, 32, 16, 16, 3, 3, S1P1, true},
+        {1, 10, 6, 48, 80, 3, 3, S1P1, true},   {11, 32, 32, 16, 16, 3, 3, S1P1, true},
+        {3, 7, 7, 64, 64, 2, 2, {.stride = 1, PAD(1, 0, 0, 1)}, true},
+        {2, 9, 6, 32, 16, 2, 2, {.stride = 1, PAD(0, 1, 1, 0)}, true},
+        {1, 6, 10, 16, 48, 2, 2, {.stride = 1, PAD(1, 0, 1, 0)}, false},
+        {2, 14, 13, 32, 32, 2, 2, {.stride = 1, PAD(0, 1, 0, 1)}, true},
     };
     const size_t n_cases = sizeof cases / sizeof cases[0];
     fast_matches_reference(cases, n_cases);

@@ -10,6 +10,7 @@
 #include "core/alloc.h"
 #include "harness.h"
 #include "ops/conv2d.h"
+#include "ops/conv2d_internal.h"
 #include "ops/precision.h"
 #include "ops/resample.h"
 #include "ops/upsample_conv.h"
@@ -60,7 +61,7 @@ static void check_case(const Case *c, int phases, double tol) {
     if (bias) fill_normal(bias, c->co, 3);
     fill_normal(dout, n_out, 4);
     const size_t n_work = upsample_conv_work_floats(c->n, c->h, c->w, c->ci, c->co, true);
-    const size_t n_phase = upsample_conv_phase_weight_floats(c->ci, c->co);
+    const size_t n_phase = upsample_conv_phase_weight_floats(c->n, c->h, c->w, c->ci, c->co);
     EXPECT((n_phase > 0) == (phases == 1), "phase weights %zu floats with the phases %s", n_phase, phases ? "on" : "off");
     float *work = alloc_floats(n_work), *phase_weights = n_phase ? alloc_floats(n_phase) : NULL;
     char what[160];
@@ -131,12 +132,20 @@ static void test_bf16(void) {
     ops_set_precision(OPS_PRECISION_FP32);
 }
 
+/* Narrow layers take the phases; wider ones where the phases run on our fp32 Winograd (ddpm-cifar10's 16x16
+ * upsampler at batch 16), else upsample (the default preset's 896 channels, or 4x4 images: too few tiles). */
 static void test_width_rule(void) {
-    EXPECT(upsample_conv_uses_phases(32) && upsample_conv_uses_phases(UPSAMPLE_CONV_PHASES_MAX_CHANNELS - 1),
+    const size_t max = UPSAMPLE_CONV_PHASES_MAX_CHANNELS;
+    EXPECT(upsample_conv_uses_phases(2, 4, 4, 32, 32) && upsample_conv_uses_phases(2, 4, 4, max - 1, 64),
            "narrow layers should take the phases");
-    EXPECT(!upsample_conv_uses_phases(UPSAMPLE_CONV_PHASES_MAX_CHANNELS) && !upsample_conv_uses_phases(512),
-           "wide layers should upsample");
-    EXPECT(upsample_conv_phase_weight_floats(512, 512) == 0 && upsample_conv_phase_weight_floats(32, 16) == 16 * 32 * 16,
+    EXPECT(!upsample_conv_uses_phases(4, 8, 8, 896, 896) && !upsample_conv_uses_phases(16, 4, 4, max, 256),
+           "wide layers should upsample unless the phases run on our Winograd");
+    const Conv2dParams phase = {.stride = 1, .pad_top = 1, .pad_bottom = 0, .pad_left = 1, .pad_right = 0};
+    const bool ours = conv2d_winograd_fp32_serves((Conv2dShape){16, 16, 16, 256, 256, 2, 2, 16, 16}, phase);
+    EXPECT(upsample_conv_uses_phases(16, 16, 16, 256, 256) == ours,
+           "ddpm-cifar10's 16x16 upsampler should take the phases exactly where our Winograd runs them");
+    EXPECT(upsample_conv_phase_weight_floats(4, 8, 8, 512, 512) == 0 &&
+               upsample_conv_phase_weight_floats(2, 4, 4, 32, 16) == 16 * 32 * 16,
            "phase weight sizes");
 }
 

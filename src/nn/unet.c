@@ -175,7 +175,7 @@ static void plan_buffers(UNet *net) {
         case UNET_LAYER_ATTENTION: attention_plan(s, arena); break;
         case UNET_LAYER_UPSAMPLE: {
             /* rewritten by every pass, but at an address of its own (conv2d_hold_weights) */
-            const size_t n_phase_weights = upsample_conv_phase_weight_floats(c_in, c_out);
+            const size_t n_phase_weights = upsample_conv_phase_weight_floats(n, s->in_h, s->in_w, c_in, c_out);
             arena_live(arena, 0, last_step);
             s->upsample.phase_weights = n_phase_weights ? arena_floats(arena, n_phase_weights) : NULL;
             break;

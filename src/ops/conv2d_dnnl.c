@@ -894,7 +894,7 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
         return;
     }
     if (inp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
-        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s, hold_weights);
+        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s, p, hold_weights);
         return;
     }
     Conv2dShape call = s;
@@ -1081,8 +1081,8 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         return;
     }
     if (use_winograd && conv2d_winograd_fp32_fits(s, p)) { /* the bias gradient below */
-        if (want_dinp) conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s);
-        if (want_dweight && inp) conv2d_winograd_fp32_backward_weights(dweight.data, dout.data, inp, s);
+        if (want_dinp) conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s, p);
+        if (want_dweight && inp) conv2d_winograd_fp32_backward_weights(dweight.data, dout.data, inp, s, p);
         want_dinp = false;
         want_dweight = want_dweight && !inp;
     }

@@ -75,17 +75,20 @@ void conv2d_winograd_bf16_backward_weights(float *dweight, const float *dout, co
                                            const uint16_t *inp_bf16, Conv2dShape s);
 void conv2d_winograd_bf16_release_held(void);
 void conv2d_winograd_bf16_free(void);
-/* fp32 Winograd F(4x4, 3x3) for 3x3 convolutions at stride 1 with padding 1 on CPUs that split 512-bit
- * FMAs (conv2d_winograd_fp32.c): forward, backward-data and backward-weights (dweight +=; inp in fp32),
- * as the bf16 ones above (hold: within a budget). Tests only: on false keeps fp32 on oneDNN's kernels;
- * every_size runs it at every shape it can, backward-weights in chunks 16x smaller (default: on, by its
- * rule). */
+/* fp32 Winograd F(4x4, 3x3) for 3x3 convolutions at stride 1 with padding 1, and F(4x4, 2x2) for 2x2 ones
+ * padded by one row and one column (the upsamplers' phases), on CPUs that split 512-bit FMAs
+ * (conv2d_winograd_fp32.c): forward, backward-data and backward-weights (dweight +=; inp in fp32), as the
+ * bf16 ones above (hold: within a budget). serves: whether its rule takes s; fits: whether it runs s, the
+ * test switches included. Tests only: on false keeps fp32 on oneDNN's kernels; every_size runs it at every
+ * shape it can, backward-weights in chunks 16x smaller (default: on, by its rule). */
+bool conv2d_winograd_fp32_serves(Conv2dShape s, Conv2dParams p);
 bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p);
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, bool hold);
+                                  Conv2dShape s, Conv2dParams p, bool hold);
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s);
-void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s);
+                                        Conv2dShape s, Conv2dParams p);
+void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
+                                           Conv2dParams p);
 void conv2d_winograd_fp32_release_held(void);
 void conv2d_winograd_fp32_free(void);
 void conv2d_fast_use_winograd_fp32(bool on, bool every_size);

@@ -1,16 +1,22 @@
-/* 3x3 convolutions at stride 1 with padding 1 in fp32 as Winograd F(4x4, 3x3) of our own, on CPUs whose
- * cores split 512-bit FMAs into halves (AMD Zen 4): the forward pass, backward-data as a forward pass of the
- * flipped weights, and backward-weights (dU = the sum over tiles of V^T Z, then G^T dU G).
+/* 3x3 convolutions at stride 1 with padding 1 in fp32 as Winograd F(4x4, 3x3) of our own, and 2x2 ones padded
+ * by a row and a column (the upsamplers' phases, upsample_conv.c) as F(4x4, 2x2), on CPUs whose cores split
+ * 512-bit FMAs into halves (AMD Zen 4): the forward pass, backward-data as a forward pass of the flipped
+ * weights, and backward-weights (dU = the sum over tiles of V^T Z, then G^T dU G). The transforms are in
+ * winograd_f4x4_3x3.c and winograd_f4x4_2x2.c; this file runs the chunks, the products and the threads.
  *
  * Why: there oneDNN 2.6's fp32 Winograd ran these passes 20-30 % slower than this (below), for the same
  * algorithm and rounding: 36 products per 4x4 tile instead of 144 multiplies; and below 32 channels, where
  * oneDNN has only direct kernels, 30-50 % slower.
  *
+ * F(4x4, 2x2): 25 products per 4x4 tile instead of 64 multiplies; the phases of fashion-mnist's upsamplers,
+ * 2 threads, ours / oneDNN's ms: 7x7 64->64 forward 0.30 / 0.42, backward-data 0.30 / 0.41, backward-weights
+ * 0.33 / 0.45; 14x14 32->32 0.34 / 0.46, 0.34 / 0.46, 0.38 / 0.50.
+ *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
- * fit in a core's L2: the chunk's 36 transformed inputs V[36][tiles][ins], the 36 products M[36][tiles][outs],
- * then the outputs, each thread an even share of the tiles (tile_share). Transformed weights U[36][ins][outs],
- * four times the weights' size: while weights are held (sampling) kept from step to step only within
- * HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
+ * fit in a core's L2: the chunk's 36 (or 25) transformed inputs V[36][tiles][ins], the products
+ * M[36][tiles][outs], then the outputs, each thread an even share of the tiles (tile_share). Transformed
+ * weights U[36][ins][outs], four times the weights' size (6.25 times for 2x2 kernels): while weights are held
+ * (sampling) kept from step to step only within HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
 #include <omp.h>
 #include <stdint.h>
@@ -22,7 +28,7 @@
 #include "ops/conv2d_internal.h"
 #include "ops/held_transforms.h"
 #include "ops/precision.h"
-#include "ops/winograd_tiles.h"
+#include "ops/winograd_fp32_transforms.h"
 
 /* Where it beats oneDNN's fp32 Winograd (2 threads, Zen 4, batch 64; ours / oneDNN's ms, forward; backward-
  * data alike): 32x32 128->128 27.5 / 36-41, 16x16 256->256 25.3 / 32.5, 32x32 256->128 52.7 / 74-78, 28x28
@@ -93,56 +99,6 @@ static HeldTransforms held;
 #define WEIGHTS_ROWS_WIDE 4
 #define WEIGHTS_ROWS_NARROW 8
 
-/* G g G^T (6x6) of sixteen kernels g, one per lane, gathered from base + lane * step + (tap k or 8 - k). */
-static inline __attribute__((always_inline)) void transform16(__m512 out[36], const float *base, __m512i lanes,
-                                                             bool reversed) {
-    __m512 g[9], t[6][3];
-#pragma GCC unroll 9
-    for (int k = 0; k < 9; k++) g[k] = _mm512_i32gather_ps(lanes, base + (reversed ? 8 - k : k), 4);
-    const __m512 quarter = _mm512_set1_ps(1.0f / 4), sixth = _mm512_set1_ps(1.0f / 6),
-                 twelfth = _mm512_set1_ps(1.0f / 12), twentyfourth = _mm512_set1_ps(1.0f / 24);
-#pragma GCC unroll 3
-    for (int c = 0; c < 3; c++) { /* G g: column c */
-        const __m512 g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
-        const __m512 outer = _mm512_add_ps(g0, g2);
-        const __m512 a = _mm512_fmadd_ps(g0, twentyfourth, _mm512_mul_ps(g2, sixth));
-        t[0][c] = _mm512_mul_ps(g0, quarter);
-        t[1][c] = _mm512_mul_ps(_mm512_add_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
-        t[2][c] = _mm512_mul_ps(_mm512_sub_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
-        t[3][c] = _mm512_fmadd_ps(g1, twelfth, a);
-        t[4][c] = _mm512_fnmadd_ps(g1, twelfth, a);
-        t[5][c] = g2;
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < 6; r++) { /* (G g) G^T: row r */
-        const __m512 g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
-        const __m512 outer = _mm512_add_ps(g0, g2);
-        const __m512 a = _mm512_fmadd_ps(g0, twentyfourth, _mm512_mul_ps(g2, sixth));
-        out[6 * r + 0] = _mm512_mul_ps(g0, quarter);
-        out[6 * r + 1] = _mm512_mul_ps(_mm512_add_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
-        out[6 * r + 2] = _mm512_mul_ps(_mm512_sub_ps(outer, g1), _mm512_set1_ps(-1.0f / 6));
-        out[6 * r + 3] = _mm512_fmadd_ps(g1, twelfth, a);
-        out[6 * r + 4] = _mm512_fnmadd_ps(g1, twelfth, a);
-        out[6 * r + 5] = g2;
-    }
-}
-
-/* U for every pair (a: output, b: input): forward, g(a, b) = weight[a][b]; flipped, weight[b][a] reversed. */
-static void transform_weights(float *u, const float *weight, size_t co, size_t ci, bool flipped) {
-    const size_t outs = flipped ? ci : co, ins = flipped ? co : ci;
-    const size_t a_step = flipped ? 9 : ci * 9, b_step = flipped ? ci * 9 : 9;
-    const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32((int)a_step));
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < ins; b++)
-        for (size_t a = 0; a < outs; a += 16) {
-            __m512 w[36];
-            transform16(w, weight + a * a_step + b * b_step, lanes, flipped);
-#pragma GCC unroll 36
-            for (size_t x = 0; x < 36; x++) _mm512_storeu_ps(u + (x * ins + b) * outs + a, w[x]);
-        }
-}
-
 /* c[r][o] (+)= the sum over k of a[r * a_row + k * a_step] * b[k * outs + o] for R rows and 16 * VECS
  * outputs. */
 static inline __attribute__((always_inline)) void fma_block(const float *a, size_t a_row, size_t a_step,
@@ -176,8 +132,8 @@ static inline __attribute__((always_inline)) void fma_block(const float *a, size
         for (int j = 0; j < VECS; j++) _mm512_storeu_ps(c + r * outs + 16 * j, acc[r][j]);
 }
 
-/* Floats between the 36 terms of a chunk buffer holding `floats` per term: an odd number of cache lines, so
- * that a tile's 36 terms do not share a few cache sets (at 8 KB apart they all did: 14x14 48->32's
+/* Floats between the terms of a chunk buffer holding `floats` per term: an odd number of cache lines, so
+ * that a tile's terms do not share a few cache sets (at 8 KB apart they all did: 14x14 48->32's
  * backward-weights ran 9 % slower in chunks of 64 tiles than of 68). */
 static size_t term_stride(size_t floats) {
     const size_t lines = (floats + 15) / 16;
@@ -206,171 +162,34 @@ static void gemm(const float *v, size_t ins, const float *u, size_t outs, float 
     }
 }
 
-/* B^T d (one column of six) */
-static inline __attribute__((always_inline)) void bt6(__m512 t[6], const __m512 d[6]) {
-    const __m512 four = _mm512_set1_ps(4), five = _mm512_set1_ps(5), two = _mm512_set1_ps(2);
-    const __m512 p = _mm512_fnmadd_ps(four, d[2], d[4]), q = _mm512_fnmadd_ps(four, d[1], d[3]);
-    const __m512 r = _mm512_sub_ps(d[4], d[2]), s = _mm512_sub_ps(d[3], d[1]);
-    t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-    t[1] = _mm512_add_ps(p, q);
-    t[2] = _mm512_sub_ps(p, q);
-    t[3] = _mm512_fmadd_ps(two, s, r);
-    t[4] = _mm512_fnmadd_ps(two, s, r);
-    t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
-}
-
-/* A^T m (six to four) */
-static inline __attribute__((always_inline)) void at6(__m512 y[4], const __m512 m[6]) {
-    const __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
-    const __m512 c = _mm512_add_ps(m[3], m[4]), d = _mm512_sub_ps(m[3], m[4]);
-    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), c);
-    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2), d, b);
-    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4), c, a);
-    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8), d, b), m[5]);
-}
-
-/* V = B^T d B of the chunk's tiles for input channels [c0, c1), rows of c1 - c0 (padding read as zeros
- * through masked loads). */
-static void transform_chunk_inputs(float *v, size_t stride, const float *in, TileGeometry g, size_t c0, size_t c1,
-                                   size_t first, size_t count) {
-    const size_t width = c1 - c0;
-    for (size_t t = 0; t < count; t++) {
-        const TileOrigin o = tile_origin(g, first + t);
-        size_t at[6][6];
-        __mmask16 inside[6][6];
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) inside[i][j] = tile_patch_position(g, o, i, j, &at[i][j]) ? 0xFFFF : 0;
-        for (size_t c = c0; c < c1; c += 16) {
-            __m512 cols[6][6]; /* B^T d: [row of result][column of patch] */
-#pragma GCC unroll 6
-            for (int j = 0; j < 6; j++) {
-                __m512 d[6], t6[6];
-#pragma GCC unroll 6
-                for (int i = 0; i < 6; i++) d[i] = _mm512_maskz_loadu_ps(inside[i][j], in + at[i][j] + c);
-                bt6(t6, d);
-#pragma GCC unroll 6
-                for (int i = 0; i < 6; i++) cols[i][j] = t6[i];
-            }
-#pragma GCC unroll 6
-            for (int i = 0; i < 6; i++) {
-                __m512 t6[6];
-                bt6(t6, cols[i]);
-#pragma GCC unroll 6
-                for (int j = 0; j < 6; j++)
-                    _mm512_storeu_ps(v + (size_t)(6 * i + j) * stride + t * width + c - c0, t6[j]);
-            }
-        }
-    }
-}
-
-/* out (+)= A^T M A (+ bias) for the chunk's tiles, cut at the image's last row and column. */
-static void transform_chunk_outputs(float *out, bool accumulate, const float *bias, const float *m, size_t stride,
-                                    TileGeometry g, size_t first, size_t count) {
-    for (size_t t = 0; t < count; t++) {
-        const TileOrigin at = tile_origin(g, first + t);
-        for (size_t o = 0; o < g.outs; o += 16) {
-            __m512 rows[4][6]; /* A^T M: [row of result][column] */
-#pragma GCC unroll 6
-            for (int j = 0; j < 6; j++) {
-                __m512 col[6], y[4];
-#pragma GCC unroll 6
-                for (int i = 0; i < 6; i++) col[i] = _mm512_loadu_ps(m + (size_t)(6 * i + j) * stride + t * g.outs + o);
-                at6(y, col);
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) rows[i][j] = y[i];
-            }
-            const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
-#pragma GCC unroll 4
-            for (size_t i = 0; i < 4; i++) {
-                if (at.y + i >= g.h) break;
-                __m512 y[4];
-                at6(y, rows[i]);
-#pragma GCC unroll 4
-                for (size_t j = 0; j < 4; j++) {
-                    if (at.x + j >= g.w) break;
-                    float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
-                    const __m512 r = _mm512_add_ps(y[j], b);
-                    _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), r) : r);
-                }
-            }
-        }
-    }
-}
-
 /* out (n, h, w, outs) (+)= the convolution of in (n, h, w, ins) with the transformed weights u, plus bias
  * (NULL: none). */
-static void run(float *out, bool accumulate, const float *in, const float *u, const float *bias, size_t n,
-                TileGeometry g) {
+static void run(const WinogradTransforms *tr, float *out, bool accumulate, const float *in, const float *u,
+                const float *bias, size_t n, TileGeometry g) {
     const size_t ins = g.ins, outs = g.outs, tiles = n * g.tiles_per_image, n_threads = (size_t)threads_get();
-    const size_t tile_bytes = 36 * (ins + outs) * sizeof(float); /* of V and M */
+    const size_t terms = tr->terms, tile_bytes = terms * (ins + outs) * sizeof(float); /* of V and M */
     const size_t chunk_max = tile_chunk_max(tile_bytes, CHUNK_BYTES, ROWS_NARROW); /* both row blocks */
     const size_t v_stride = term_stride(chunk_max * ins), m_stride = term_stride(chunk_max * outs);
-    const size_t thread_bytes = 36 * (v_stride + m_stride) * sizeof(float);
+    const size_t thread_bytes = terms * (v_stride + m_stride) * sizeof(float);
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
 #pragma omp parallel num_threads((int)n_threads)
     {
         const size_t id = (size_t)omp_get_thread_num();
-        float *v = (float *)(buffers + id * thread_bytes), *m = v + 36 * v_stride;
+        float *v = (float *)(buffers + id * thread_bytes), *m = v + terms * v_stride;
         const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
         for (size_t first = share.begin; first < share.end; first += share.chunk) {
             const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
-            transform_chunk_inputs(v, v_stride, in, g, 0, ins, first, count);
-            for (size_t x = 0; x < 36; x++)
+            tr->inputs(v, v_stride, in, g, 0, ins, first, count);
+            for (size_t x = 0; x < terms; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
-            transform_chunk_outputs(out, accumulate, bias, m, m_stride, g, first, count);
+            tr->outputs(out, accumulate, bias, m, m_stride, g, first, count);
         }
     }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Backward-weights: dU[36][ins][outs], the sum over tiles of V^T Z (V = B^T d B of a tile's input patch, Z =
+/* Backward-weights: dU[terms][ins][outs], the sum over tiles of V^T Z (V = B^T d B of a tile's input patch, Z =
  * A dY A^T of its output gradient), then dweight += G^T dU G. */
-
-/* A dY (four to six) */
-static inline __attribute__((always_inline)) void a6(__m512 z[6], const __m512 d[4]) {
-    const __m512 p = _mm512_add_ps(d[0], d[2]), q = _mm512_add_ps(d[1], d[3]);
-    const __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(4), d[2], d[0]);
-    const __m512 s = _mm512_fmadd_ps(_mm512_set1_ps(8), d[3], _mm512_add_ps(d[1], d[1]));
-    z[0] = d[0];
-    z[1] = _mm512_add_ps(p, q);
-    z[2] = _mm512_sub_ps(p, q);
-    z[3] = _mm512_add_ps(r, s);
-    z[4] = _mm512_sub_ps(r, s);
-    z[5] = d[3];
-}
-
-/* Z of the chunk's tiles for output channels [o0, o1), rows of o1 - o0, their output gradient read as zeros
- * past the image's last row and column. */
-static void transform_chunk_grads(float *z, size_t stride, const float *dout, TileGeometry g, size_t o0, size_t o1,
-                                  size_t first, size_t count) {
-    const size_t width = o1 - o0;
-    for (size_t t = 0; t < count; t++) {
-        const TileOrigin at = tile_origin(g, first + t);
-        for (size_t o = o0; o < o1; o += 16) {
-            __m512 rows[6][4]; /* A dY: [row of result][column] */
-#pragma GCC unroll 4
-            for (size_t j = 0; j < 4; j++) {
-                __m512 col[4], y[6];
-#pragma GCC unroll 4
-                for (size_t i = 0; i < 4; i++)
-                    col[i] = at.y + i < g.h && at.x + j < g.w
-                                 ? _mm512_loadu_ps(dout + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o)
-                                 : _mm512_setzero_ps();
-                a6(y, col);
-#pragma GCC unroll 6
-                for (int i = 0; i < 6; i++) rows[i][j] = y[i];
-            }
-#pragma GCC unroll 6
-            for (int i = 0; i < 6; i++) {
-                __m512 y[6];
-                a6(y, rows[i]);
-#pragma GCC unroll 6
-                for (int j = 0; j < 6; j++)
-                    _mm512_storeu_ps(z + (size_t)(6 * i + j) * stride + t * width + o - o0, y[j]);
-            }
-        }
-    }
-}
 
 /* Rows `first` to `first + WEIGHTS_GROUP` of du (ins x outs) (+)= v^T z over the chunk's `count` tiles. */
 static void gemm_weights(const float *v, size_t ins, size_t first, const float *z, size_t outs, size_t count,
@@ -389,87 +208,35 @@ static void gemm_weights(const float *v, size_t ins, size_t first, const float *
     }
 }
 
-/* G^T m (six to three) */
-static inline __attribute__((always_inline)) void gt6(__m512 k[3], const __m512 m[6]) {
-    const __m512 sum12 = _mm512_add_ps(m[1], m[2]), sum34 = _mm512_add_ps(m[3], m[4]);
-    const __m512 sixth = _mm512_set1_ps(1.0f / 6);
-    const __m512 inner = _mm512_mul_ps(_mm512_set1_ps(-1.0f / 6), sum12);
-    k[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 4), m[0], _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24), sum34, inner));
-    k[1] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 12), _mm512_sub_ps(m[3], m[4]),
-                           _mm512_mul_ps(sixth, _mm512_sub_ps(m[2], m[1])));
-    k[2] = _mm512_fmadd_ps(sixth, _mm512_sub_ps(sum34, sum12), m[5]);
-}
-
-/* A block of dU: input channels [i0, i1) by output channels [o0, o1) of the whole (ci x co), each of its 36
- * terms (i1 - i0) x (o1 - o0). */
-typedef struct WeightBlock {
-    size_t i0, i1, o0, o1;
-} WeightBlock;
-
-/* dweight (Co, Ci, 3, 3) += G^T dU G for the kernels of input channel i and block b's output channels, dU the
- * sum of `parts` partials of b (part floats apart) in order, sixteen output channels at a time. */
-static void add_kernel_gradients(float *dweight, size_t ci, const float *du, size_t parts, size_t part, WeightBlock b,
-                                 size_t i) {
-    const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32((int)(ci * 9)));
-    const size_t ins = b.i1 - b.i0, outs = b.o1 - b.o0;
-    for (size_t o = b.o0; o < b.o1; o += 16) {
-        __m512 t[3][6]; /* G^T dU */
-#pragma GCC unroll 6
-        for (int c = 0; c < 6; c++) {
-            __m512 m[6], k[3];
-#pragma GCC unroll 6
-            for (int r = 0; r < 6; r++) {
-                const float *at = du + ((size_t)(6 * r + c) * ins + i - b.i0) * outs + o - b.o0;
-                m[r] = _mm512_loadu_ps(at);
-                for (size_t p = 1; p < parts; p++) m[r] = _mm512_add_ps(m[r], _mm512_loadu_ps(at + p * part));
-            }
-            gt6(k, m);
-#pragma GCC unroll 3
-            for (int r = 0; r < 3; r++) t[r][c] = k[r];
-        }
-        float *base = dweight + (o * ci + i) * 9;
-#pragma GCC unroll 3
-        for (int r = 0; r < 3; r++) { /* (G^T dU) G */
-            __m512 k[3];
-            gt6(k, t[r]);
-#pragma GCC unroll 3
-            for (int c = 0; c < 3; c++) {
-                float *at = base + 3 * r + c;
-                _mm512_i32scatter_ps(at, lanes, _mm512_add_ps(_mm512_i32gather_ps(lanes, at, 4), k[c]), 4);
-            }
-        }
-    }
-}
-
 /* dweight += G^T dU G for every kernel, dU (ci x co per term) the sum of `parts` partials in order. */
-static void add_weight_gradient(float *dweight, const float *du, size_t parts, size_t ci, size_t co) {
+static void add_weight_gradient(const WinogradTransforms *tr, float *dweight, const float *du, size_t parts,
+                                size_t ci, size_t co) {
     const WeightBlock all = {0, ci, 0, co};
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < ci; i++) add_kernel_gradients(dweight, ci, du, parts, 36 * ci * co, all, i);
+    for (size_t i = 0; i < ci; i++) tr->kernel_gradients(dweight, ci, du, parts, tr->terms * ci * co, all, i);
 }
 
-/* dU chunk by chunk into `parts` partials (36 ci co floats each): partial p sums the tiles of a run of
+/* dU chunk by chunk into `parts` partials (terms ci co floats each): partial p sums the tiles of a run of
  * consecutive chunks, one thread's, in tile order. */
-static void sums_by_chunk(float *partials, size_t parts, const float *dout, const float *inp, TileGeometry g,
-                          size_t tiles, size_t chunk) {
-    const size_t ins = g.ins, outs = g.outs, part = 36 * ins * outs, n_threads = (size_t)threads_get();
+static void sums_by_chunk(const WinogradTransforms *tr, float *partials, size_t parts, const float *dout,
+                          const float *inp, TileGeometry g, size_t tiles, size_t chunk) {
+    const size_t ins = g.ins, outs = g.outs, terms = tr->terms, part = terms * ins * outs;
     const size_t v_stride = term_stride(chunk * ins), z_stride = term_stride(chunk * outs);
-    const size_t thread_bytes = 36 * (v_stride + z_stride) * sizeof(float);
+    const size_t n_threads = (size_t)threads_get(), thread_bytes = terms * (v_stride + z_stride) * sizeof(float);
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
     const size_t n_chunks = (tiles + chunk - 1) / chunk;
 #pragma omp parallel num_threads((int)n_threads)
     {
-        float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes), *z = v + 36 * v_stride;
+        float *v = (float *)(buffers + (size_t)omp_get_thread_num() * thread_bytes), *z = v + terms * v_stride;
 #pragma omp for schedule(static)
         for (size_t p = 0; p < parts; p++) {
             float *du = partials + p * part;
             const size_t c0 = p * n_chunks / parts;
             for (size_t c = c0; c < (p + 1) * n_chunks / parts; c++) {
                 const size_t first = c * chunk, count = tiles - first < chunk ? tiles - first : chunk;
-                transform_chunk_inputs(v, v_stride, inp, g, 0, ins, first, count);
-                transform_chunk_grads(z, z_stride, dout, g, 0, outs, first, count);
-                for (size_t x = 0; x < 36; x++)
+                tr->inputs(v, v_stride, inp, g, 0, ins, first, count);
+                tr->grads(z, z_stride, dout, g, 0, outs, first, count);
+                for (size_t x = 0; x < terms; x++)
                     for (size_t r = 0; r < ins; r += WEIGHTS_GROUP)
                         gemm_weights(v + x * v_stride, ins, r, z + x * z_stride, outs, count, du + x * ins * outs,
                                      c > c0);
@@ -479,21 +246,22 @@ static void sums_by_chunk(float *partials, size_t parts, const float *dout, cons
 }
 
 /* dU in shared chunks. */
-static void sums_shared(float *du, const float *dout, const float *inp, TileGeometry g, size_t tiles, size_t chunk) {
-    const size_t ins = g.ins, outs = g.outs;
+static void sums_shared(const WinogradTransforms *tr, float *du, const float *dout, const float *inp, TileGeometry g,
+                        size_t tiles, size_t chunk) {
+    const size_t ins = g.ins, outs = g.outs, terms = tr->terms;
     const size_t v_stride = term_stride(chunk * ins), z_stride = term_stride(chunk * outs); /* between terms */
-    float *v = grow_buffer(&chunk_buffers, 36 * (v_stride + z_stride) * sizeof(float)), *z = v + 36 * v_stride;
+    float *v = grow_buffer(&chunk_buffers, terms * (v_stride + z_stride) * sizeof(float)), *z = v + terms * v_stride;
     const size_t groups = ins / WEIGHTS_GROUP;
 #pragma omp parallel num_threads(threads_get())
     for (size_t first = 0; first < tiles; first += chunk) {
         const size_t count = tiles - first < chunk ? tiles - first : chunk;
 #pragma omp for schedule(static)
         for (size_t t = 0; t < count; t++) {
-            transform_chunk_inputs(v + t * ins, v_stride, inp, g, 0, ins, first + t, 1);
-            transform_chunk_grads(z + t * outs, z_stride, dout, g, 0, outs, first + t, 1);
+            tr->inputs(v + t * ins, v_stride, inp, g, 0, ins, first + t, 1);
+            tr->grads(z + t * outs, z_stride, dout, g, 0, outs, first + t, 1);
         }
 #pragma omp for schedule(static)
-        for (size_t item = 0; item < 36 * groups; item++) {
+        for (size_t item = 0; item < terms * groups; item++) {
             const size_t x = item / groups;
             gemm_weights(v + x * v_stride, ins, item % groups * WEIGHTS_GROUP, z + x * z_stride, outs, count,
                          du + x * ins * outs, first > 0);
@@ -537,41 +305,59 @@ static BlockGrid block_grid(size_t ci, size_t co, size_t team) {
  * through the thread's L2, transforming only its channels of each tile, then adds G^T dU G to its kernels.
  * No partials to add up and no barriers; every element of dU is one chain of fused multiply-adds over the
  * tiles in order, so the bits do not depend on the split. */
-static void weights_by_block(float *dweight, const float *dout, const float *inp, TileGeometry g, size_t tiles) {
-    const size_t ci = g.ins, co = g.outs;
+static void weights_by_block(const WinogradTransforms *tr, float *dweight, const float *dout, const float *inp,
+                             TileGeometry g, size_t tiles) {
+    const size_t ci = g.ins, co = g.outs, terms = tr->terms;
     const BlockGrid grid = block_grid(ci, co, (size_t)threads_get());
     const size_t blocks = grid.rows * grid.cols;
     const WeightBlock largest = grid_largest(ci, co, grid);
-    const size_t ins = largest.i1, outs = largest.o1, du_floats = 36 * ins * outs;
+    const size_t ins = largest.i1, outs = largest.o1, du_floats = terms * ins * outs;
     const size_t du_bytes = du_floats * sizeof(float);
     const size_t budget = du_bytes < CHUNK_BYTES / 2 ? CHUNK_BYTES - du_bytes : CHUNK_BYTES / 2;
-    size_t chunk = tile_chunk_max(36 * (ins + outs) * sizeof(float), budget, 1) / (any_size ? 16 : 1);
+    size_t chunk = tile_chunk_max(terms * (ins + outs) * sizeof(float), budget, 1) / (any_size ? 16 : 1);
     if (chunk == 0) chunk = 1;
     const size_t v_stride = term_stride(chunk * ins), z_stride = term_stride(chunk * outs);
-    const size_t block_bytes = (36 * (v_stride + z_stride) + du_floats) * sizeof(float);
+    const size_t block_bytes = (terms * (v_stride + z_stride) + du_floats) * sizeof(float);
     char *buffers = grow_buffer(&chunk_buffers, blocks * block_bytes);
 #pragma omp parallel for schedule(static) num_threads((int)blocks)
     for (size_t k = 0; k < blocks; k++) {
         const WeightBlock b = grid_block(ci, co, grid, k);
         const size_t ni = b.i1 - b.i0, no = b.o1 - b.o0;
-        float *v = (float *)(buffers + k * block_bytes), *z = v + 36 * v_stride, *du = z + 36 * z_stride;
+        float *v = (float *)(buffers + k * block_bytes), *z = v + terms * v_stride, *du = z + terms * z_stride;
         for (size_t first = 0; first < tiles; first += chunk) {
             const size_t count = tiles - first < chunk ? tiles - first : chunk;
-            transform_chunk_inputs(v, v_stride, inp, g, b.i0, b.i1, first, count);
-            transform_chunk_grads(z, z_stride, dout, g, b.o0, b.o1, first, count);
-            for (size_t x = 0; x < 36; x++)
+            tr->inputs(v, v_stride, inp, g, b.i0, b.i1, first, count);
+            tr->grads(z, z_stride, dout, g, b.o0, b.o1, first, count);
+            for (size_t x = 0; x < terms; x++)
                 for (size_t r = 0; r < ni; r += WEIGHTS_GROUP)
                     gemm_weights(v + x * v_stride, ni, r, z + x * z_stride, no, count, du + x * ni * no, first > 0);
         }
-        for (size_t i = b.i0; i < b.i1; i++) add_kernel_gradients(dweight, ci, du, 1, 0, b, i);
+        for (size_t i = b.i0; i < b.i1; i++) tr->kernel_gradients(dweight, ci, du, 1, 0, b, i);
     }
 }
 
-void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s) {
-    const TileGeometry g = tile_geometry(s.h, s.w, s.ci, s.co, 4);
-    const size_t tiles = s.n * g.tiles_per_image, tile_bytes = 36 * (s.ci + s.co) * sizeof(float);
+/* The transforms for s's kernel. */
+static const WinogradTransforms *transforms_of(Conv2dShape s) {
+    return s.kh == 3 ? &winograd_f4x4_3x3 : &winograd_f4x4_2x2;
+}
+
+/* The tiles of s's output, or for backward-data of its input's gradient: a convolution of dout with the
+ * flipped kernel, padded by r - 1 - the padding before. */
+static TileGeometry geometry_of(Conv2dShape s, Conv2dParams p, bool backward_data) {
+    TileGeometry g = backward_data ? tile_geometry(s.h, s.w, s.co, s.ci, 4) : tile_geometry(s.h, s.w, s.ci, s.co, 4);
+    const size_t top = (size_t)p.pad_top, left = (size_t)p.pad_left;
+    g.pad_top = backward_data ? s.kh - 1 - top : top;
+    g.pad_left = backward_data ? s.kw - 1 - left : left;
+    return g;
+}
+
+void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
+                                           Conv2dParams p) {
+    const WinogradTransforms *tr = transforms_of(s);
+    const TileGeometry g = geometry_of(s, p, false);
+    const size_t tiles = s.n * g.tiles_per_image, tile_bytes = tr->terms * (s.ci + s.co) * sizeof(float);
     if (s.ci * s.co >= BLOCK_WEIGHTS && s.ci * s.co <= PARTIAL_WEIGHTS) {
-        weights_by_block(dweight, dout, inp, g, tiles);
+        weights_by_block(tr, dweight, dout, inp, g, tiles);
         return;
     }
     const bool by_chunk = s.ci * s.co <= PARTIAL_WEIGHTS;
@@ -588,36 +374,38 @@ void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, co
         n_chunks = (tiles + chunk - 1) / chunk;
     }
     const size_t parts = by_chunk ? (n_chunks < MAX_PARTIALS ? n_chunks : MAX_PARTIALS) : 1;
-    float *du = grow_buffer(&weight_sums, parts * 36 * s.ci * s.co * sizeof(float));
-    if (by_chunk) sums_by_chunk(du, parts, dout, inp, g, tiles, chunk);
-    else sums_shared(du, dout, inp, g, tiles, chunk);
-    add_weight_gradient(dweight, du, parts, s.ci, s.co);
+    float *du = grow_buffer(&weight_sums, parts * tr->terms * s.ci * s.co * sizeof(float));
+    if (by_chunk) sums_by_chunk(tr, du, parts, dout, inp, g, tiles, chunk);
+    else sums_shared(tr, du, dout, inp, g, tiles, chunk);
+    add_weight_gradient(tr, dweight, du, parts, s.ci, s.co);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 
 /* The forward's transformed weights: a held copy (made on first use) while hold is set and the budget
  * allows, else transformed into the shared buffer. */
-static const float *forward_weights(const float *weight, Conv2dShape s, bool hold) {
-    const size_t bytes = 36 * s.ci * s.co * sizeof(float);
+static const float *forward_weights(const WinogradTransforms *tr, const float *weight, Conv2dShape s, bool hold) {
+    const size_t bytes = tr->terms * s.ci * s.co * sizeof(float);
     float *u = hold ? held_transform_find(&held, weight, s.ci, s.co) : NULL;
     if (u) return u;
     u = hold && held.bytes + bytes <= HOLD_BYTES ? held_transform_add(&held, weight, s.ci, s.co, bytes)
                                                  : grow_buffer(&transformed_weights, bytes);
-    transform_weights(u, weight, s.co, s.ci, false);
+    tr->weights(u, weight, s.co, s.ci, false);
     return u;
 }
 
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, bool hold) {
-    run(out, false, inp, forward_weights(weight, s, hold), bias, s.n, tile_geometry(s.h, s.w, s.ci, s.co, 4));
+                                  Conv2dShape s, Conv2dParams p, bool hold) {
+    const WinogradTransforms *tr = transforms_of(s);
+    run(tr, out, false, inp, forward_weights(tr, weight, s, hold), bias, s.n, geometry_of(s, p, false));
 }
 
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s) {
-    float *u = grow_buffer(&transformed_weights, 36 * s.ci * s.co * sizeof(float));
-    transform_weights(u, weight, s.co, s.ci, true);
-    run(dinp, accumulate, dout, u, NULL, s.n, tile_geometry(s.h, s.w, s.co, s.ci, 4));
+                                        Conv2dShape s, Conv2dParams p) {
+    const WinogradTransforms *tr = transforms_of(s);
+    float *u = grow_buffer(&transformed_weights, tr->terms * s.ci * s.co * sizeof(float));
+    tr->weights(u, weight, s.co, s.ci, true);
+    run(tr, dinp, accumulate, dout, u, NULL, s.n, geometry_of(s, p, true));
 }
 
 void conv2d_winograd_fp32_release_held(void) { held_transforms_free(&held); }
@@ -631,30 +419,43 @@ void conv2d_winograd_fp32_free(void) {
 #else
 #define KERNEL_BUILT 0
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, bool hold) {
-    (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)hold;
+                                  Conv2dShape s, Conv2dParams p, bool hold) {
+    (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)p, (void)hold;
     CHECK(false, "conv2d_winograd_fp32_forward: built without AVX-512");
 }
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s) {
-    (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s;
+                                        Conv2dShape s, Conv2dParams p) {
+    (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s, (void)p;
     CHECK(false, "conv2d_winograd_fp32_backward_data: built without AVX-512");
 }
-void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s) {
-    (void)dweight, (void)dout, (void)inp, (void)s;
+void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
+                                           Conv2dParams p) {
+    (void)dweight, (void)dout, (void)inp, (void)s, (void)p;
     CHECK(false, "conv2d_winograd_fp32_backward_weights: built without AVX-512");
 }
 void conv2d_winograd_fp32_release_held(void) {}
 void conv2d_winograd_fp32_free(void) {}
 #endif
 
-bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p) {
+/* Whether the kernels can run s at all: 3x3 with padding 1, or 2x2 padded by one row and one column on either
+ * side (as many outputs as inputs), channels in blocks of 16, in fp32. */
+static bool can_run(Conv2dShape s, Conv2dParams p) {
+    const bool kernel3 = s.kh == 3 && s.kw == 3 && p.pad_top == 1 && p.pad_bottom == 1 && p.pad_left == 1 &&
+                         p.pad_right == 1;
+    const bool kernel2 = s.kh == 2 && s.kw == 2 && p.pad_top + p.pad_bottom == 1 && p.pad_left + p.pad_right == 1;
+    return KERNEL_BUILT && ops_precision() == OPS_PRECISION_FP32 && (kernel3 || kernel2) && p.stride == 1 &&
+           s.ci % 16 == 0 && s.co % 16 == 0;
+}
+
+bool conv2d_winograd_fp32_serves(Conv2dShape s, Conv2dParams p) {
     static int splits = -1;
     if (splits < 0) splits = cpu_splits_fma512();
-    const bool pad1 = p.pad_top == 1 && p.pad_bottom == 1 && p.pad_left == 1 && p.pad_right == 1;
     const size_t tiles = s.n * ((s.h + 3) / 4) * ((s.w + 3) / 4);
     const bool sized = s.ci >= WINOGRAD_FP32_MIN_CHANNELS && s.co >= WINOGRAD_FP32_MIN_CHANNELS &&
                        s.ci * s.co <= WINOGRAD_FP32_MAX_WEIGHTS && tiles >= WINOGRAD_FP32_MIN_TILES;
-    return KERNEL_BUILT && enabled && (splits || any_size) && ops_precision() == OPS_PRECISION_FP32 && s.kh == 3 &&
-           s.kw == 3 && p.stride == 1 && pad1 && s.ci % 16 == 0 && s.co % 16 == 0 && (sized || any_size);
+    return splits && sized && can_run(s, p);
+}
+
+bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p) {
+    return enabled && (any_size ? can_run(s, p) : conv2d_winograd_fp32_serves(s, p));
 }

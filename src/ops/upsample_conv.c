@@ -1,4 +1,4 @@
-/* Nearest 2x upsampling + 3x3 convolution (upsample_conv.h), by output phases for narrow layers.
+/* Nearest 2x upsampling + 3x3 convolution (upsample_conv.h), by output phases where they pay.
  *
  * Output row 2y + a (a = 0, 1) reads upsampled rows 2y + a - 1 .. 2y + a + 1, which are inp rows:
  *   a = 0:  y - 1 (kernel row 0), y (kernel rows 1 and 2)
@@ -10,14 +10,18 @@
  * onto the 3x3 taps they were summed from.
  *
  * Measured (BENCH_OPS=upsample scripts/bench-ops build: bench/ops_upsample_conv.c against PyTorch's
- * F.interpolate + conv2d), 2 threads, GFLOP/s counted on the 3x3 convolution, phases / upsampled:
- *   64x7x7 -> 14x14, 64 channels (fashion-mnist b64):  forward 613 / 434, backward 532 / 412;
- *   64x14x14 -> 28x28, 32 channels:                    forward 638 / 353, backward 570 / 332;
- *   16x32x32 -> 64x64, 128 channels:                   forward 677 / 660, backward 638 / 631;
- *   16x8x8 -> 16x16, 256 channels (ddpm-cifar10 b16):  forward 585 / 755, backward 482 / 696;
- *   4x8x8 -> 16x16, 896 channels (default b4):         forward 238 / 547, backward 200 / 482.
- * Wide layers run their 3x3 convolution as Winograd, and their 2x2 phases see 4x fewer positions; hence
- * the phases below 128 channels only.
+ * F.interpolate + conv2d), 2 threads, GFLOP/s counted on the 3x3 convolution, phases / upsampled; the
+ * phases' 2x2 convolutions on our fp32 Winograd F(4x4, 2x2) where it serves them (the first four rows; the
+ * last two on oneDNN's direct kernels), the upsampled image's 3x3 one on a Winograd F(4x4, 3x3):
+ *   64x7x7 -> 14x14, 64 channels (fashion-mnist b64):    forward 702 / 526, backward 654 / 431;
+ *   64x14x14 -> 28x28, 32 channels:                      forward 555 / 532, backward 533 / 378;
+ *   16x16x16 -> 32x32, 256 channels (ddpm-cifar10 b16):  forward 928 / 685, backward 794 / 636;
+ *   16x32x32 -> 64x64, 128 channels:                     forward 869 / 667, backward 891 / 523;
+ *   16x8x8 -> 16x16, 256 channels (ddpm-cifar10 b16):    forward 471 / 624, backward 447 / 579;
+ *   4x8x8 -> 16x16, 896 channels (default b4):           forward 409 / 513, backward 364 / 468.
+ * With oneDNN's 2x2 kernels the phases had led only below 128 channels (fashion-mnist's two 613 / 434 and
+ * 638 / 353 forward, 128 channels 677 / 660); so narrow layers take the phases, and wider ones where our
+ * Winograd runs them (conv2d_winograd_fp32_serves: up to 256x256 channels, from 128 tiles).
  */
 #include "ops/upsample_conv.h"
 
@@ -25,6 +29,7 @@
 
 #include "core/check.h"
 #include "ops/conv2d.h"
+#include "ops/conv2d_internal.h"
 #include "ops/resample.h"
 
 /* The 3x3 kernel rows (or columns) [first, last] that tap t of phase a sums. */
@@ -34,20 +39,24 @@ static int force_phases = -1;
 
 void upsample_conv_force_phases(int mode) { force_phases = mode; }
 
-bool upsample_conv_uses_phases(size_t ci) {
-    return force_phases >= 0 ? force_phases == 1 : ci < UPSAMPLE_CONV_PHASES_MAX_CHANNELS;
+static Conv2dParams phase_params(int a, int b) {
+    return (Conv2dParams){.stride = 1, .pad_top = 1 - a, .pad_bottom = a, .pad_left = 1 - b, .pad_right = b};
+}
+
+bool upsample_conv_uses_phases(size_t n, size_t h, size_t w, size_t ci, size_t co) {
+    if (force_phases >= 0) return force_phases == 1;
+    const Conv2dShape phase = {.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
+    return ci < UPSAMPLE_CONV_PHASES_MAX_CHANNELS || conv2d_winograd_fp32_serves(phase, phase_params(0, 0));
 }
 
 size_t upsample_conv_work_floats(size_t n, size_t h, size_t w, size_t ci, size_t co, bool backward) {
     /* the phases' outputs, or dout's phases and the 2x2 kernels' gradients */
-    if (upsample_conv_uses_phases(ci)) return 4 * n * h * w * co + (backward ? 16 * co * ci : 0);
+    if (upsample_conv_uses_phases(n, h, w, ci, co)) return 4 * n * h * w * co + (backward ? 16 * co * ci : 0);
     return (backward ? 2 : 1) * 4 * n * h * w * ci; /* the upsampled image and its gradient */
 }
 
-size_t upsample_conv_phase_weight_floats(size_t ci, size_t co) { return upsample_conv_uses_phases(ci) ? 16 * co * ci : 0; }
-
-static Conv2dParams phase_params(int a, int b) {
-    return (Conv2dParams){.stride = 1, .pad_top = 1 - a, .pad_bottom = a, .pad_left = 1 - b, .pad_right = b};
+size_t upsample_conv_phase_weight_floats(size_t n, size_t h, size_t w, size_t ci, size_t co) {
+    return upsample_conv_uses_phases(n, h, w, ci, co) ? 16 * co * ci : 0;
 }
 
 /* The 2x2 kernels of the four phases, phase 2a + b at phase_weights + (2a + b) 4 Co Ci, each (Co, Ci, 2, 2). */
@@ -122,7 +131,7 @@ void upsample_conv_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, f
     check_shapes(__func__, out, "out", inp, weight);
     const size_t n = inp.shape[0], h = inp.shape[1], w = inp.shape[2], ci = inp.shape[3], co = weight.shape[0];
     CHECK(work, "%s: no work buffer", __func__);
-    if (!upsample_conv_uses_phases(ci)) {
+    if (!upsample_conv_uses_phases(n, h, w, ci, co)) {
         Tensor up = tensor_4d(work, n, 2 * h, 2 * w, ci);
         upsample_nearest2x_forward(up, inp);
         conv2d_forward(out, up, weight, bias, conv2d_params(1, 1));
@@ -144,7 +153,7 @@ void upsample_conv_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor do
     if (!tensor_is_none(dinp)) tensor_expect(dinp, __func__, "dinp", 4, inp.shape);
     if (!tensor_is_none(dweight)) tensor_expect(dweight, __func__, "dweight", 4, weight.shape);
     CHECK(work, "%s: no work buffer", __func__);
-    if (!upsample_conv_uses_phases(ci)) {
+    if (!upsample_conv_uses_phases(n, h, w, ci, co)) {
         const bool data = !tensor_is_none(dinp);
         Tensor up = tensor_4d(work, n, 2 * h, 2 * w, ci);
         Tensor d_up = data ? tensor_4d(work + tensor_numel(up), n, 2 * h, 2 * w, ci) : tensor_none();

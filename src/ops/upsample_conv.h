@@ -7,7 +7,8 @@
  * upsampled image: each of the four output phases (even or odd row, even or odd column) sees only a 2x2
  * block of inp, through a 2x2 kernel whose taps are sums of the 3x3 kernel's. So four 2x2 convolutions of
  * inp, 4/9 of the multiply-adds, then one pass interleaves their outputs. Wider layers upsample and
- * convolve: there the 3x3 convolution runs as Winograd, as fast or faster (measured in upsample_conv.c).
+ * convolve, where the 3x3 convolution runs as Winograd, as fast or faster, unless the phases' 2x2
+ * convolutions run as our fp32 Winograd too (conv2d_winograd_fp32_serves); measured in upsample_conv.c.
  *
  * Work buffers, sized by the caller from upsample_conv_work_floats:
  *   work           the upsampled image (and its gradient), or the phases' outputs (or gradients, and
@@ -26,12 +27,13 @@
 
 #define UPSAMPLE_CONV_PHASES_MAX_CHANNELS 128
 
-/* Whether a layer with ci input channels takes the four phases (the rule above, or the tuning below). */
-bool upsample_conv_uses_phases(size_t ci);
-/* Floats of `work` for a forward (and, with `backward`, a backward) of inp (n, h, w, ci) to co channels. */
+/* Whether a layer from inp (n, h, w, ci) to co channels takes the four phases (the rule above, or the
+ * tuning below). */
+bool upsample_conv_uses_phases(size_t n, size_t h, size_t w, size_t ci, size_t co);
+/* Floats of `work` for a forward (and, with `backward`, a backward) of that layer. */
 size_t upsample_conv_work_floats(size_t n, size_t h, size_t w, size_t ci, size_t co, bool backward);
 /* Floats of `phase_weights`: 16 co ci when the layer takes the phases, else 0. */
-size_t upsample_conv_phase_weight_floats(size_t ci, size_t co);
+size_t upsample_conv_phase_weight_floats(size_t n, size_t h, size_t w, size_t ci, size_t co);
 
 void upsample_conv_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, float *work, float *phase_weights);
 void upsample_conv_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight,

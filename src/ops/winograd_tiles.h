@@ -1,7 +1,7 @@
-/* The tiles of a Winograd convolution (3x3, stride 1, padding 1) over channels-last images (N, H, W, C):
- * m x m outputs per tile, numbered image by image, row by row; each reads an (m + 2) x (m + 2) input patch
- * from one row and column before its first output. conv2d_winograd_bf16.c tiles by 2, conv2d_winograd_fp32.c
- * by 4. */
+/* The tiles of a Winograd convolution (stride 1, as many outputs as inputs) over channels-last images
+ * (N, H, W, C): m x m outputs per tile, numbered image by image, row by row; with an r x r kernel each reads
+ * an (m + r - 1) x (m + r - 1) input patch from pad_top rows and pad_left columns before its first output
+ * (3x3 kernels: one each). conv2d_winograd_bf16.c tiles by 2, conv2d_winograd_fp32.c by 4. */
 #ifndef DIFFUSE_OPS_WINOGRAD_TILES_H
 #define DIFFUSE_OPS_WINOGRAD_TILES_H
 
@@ -9,12 +9,13 @@
 #include <stddef.h>
 
 typedef struct TileGeometry {
-    size_t h, w, ins, outs, m, tiles_w, tiles_per_image;
+    size_t h, w, ins, outs, m, tiles_w, tiles_per_image, pad_top, pad_left;
 } TileGeometry;
 
+/* For a 3x3 kernel with padding 1. */
 static inline TileGeometry tile_geometry(size_t h, size_t w, size_t ins, size_t outs, size_t m) {
     return (TileGeometry){.h = h, .w = w, .ins = ins, .outs = outs, .m = m, .tiles_w = (w + m - 1) / m,
-                          .tiles_per_image = ((h + m - 1) / m) * ((w + m - 1) / m)};
+                          .tiles_per_image = ((h + m - 1) / m) * ((w + m - 1) / m), .pad_top = 1, .pad_left = 1};
 }
 
 /* The image of a tile and its first output position. */
@@ -30,7 +31,7 @@ static inline TileOrigin tile_origin(TileGeometry g, size_t tile) {
 /* Whether position (i, j) of the input patch of the tile at o lies inside the image (else it is padding),
  * and where its channels start in the input (*at; 0 for padding). */
 static inline bool tile_patch_position(TileGeometry g, TileOrigin o, int i, int j, size_t *at) {
-    const long y = (long)o.y - 1 + i, x = (long)o.x - 1 + j;
+    const long y = (long)o.y - (long)g.pad_top + i, x = (long)o.x - (long)g.pad_left + j;
     const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
     *at = inside ? ((o.n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
     return inside;
