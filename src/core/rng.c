@@ -105,7 +105,7 @@ void rng_fill_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint6
     if (n == 0) return;
     /* Pairs are aligned to even indices; fill whole pairs, trimming the ends. */
     uint64_t first_pair = first_index / 2, last_pair = (first_index + n - 1) / 2;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > RNG_NORMAL_PARALLEL_DRAWS)
     for (uint64_t pair = first_pair; pair <= last_pair; pair++) {
         double z[2];
         normal_pair(seed, stream, pair, &z[0], &z[1]);
