@@ -43,6 +43,24 @@ typedef struct WinogradTransforms {
 
 #if defined(__AVX512F__)
 extern const WinogradTransforms winograd_f4x4_3x3, winograd_f4x4_2x2;
+
+/* The one-dimensional transforms of each file, inlined into the chunk loops. */
+#define WINOGRAD_INLINE static inline __attribute__((always_inline))
+
+#include <immintrin.h>
+
+/* A dY's rows for the points 0, 1, -1, 2 and -2: four output gradients (a cubic's coefficients) evaluated
+ * there. F(4x4, 3x3) takes all five, F(4x4, 2x2) the first four; each then adds infinity's (d[3]). */
+WINOGRAD_INLINE void winograd_a_points(__m512 z[5], const __m512 d[4]) {
+    const __m512 p = _mm512_add_ps(d[0], d[2]), q = _mm512_add_ps(d[1], d[3]);
+    const __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(4), d[2], d[0]);
+    const __m512 s = _mm512_fmadd_ps(_mm512_set1_ps(8), d[3], _mm512_add_ps(d[1], d[1]));
+    z[0] = d[0];
+    z[1] = _mm512_add_ps(p, q);
+    z[2] = _mm512_sub_ps(p, q);
+    z[3] = _mm512_add_ps(r, s);
+    z[4] = _mm512_sub_ps(r, s);
+}
 #endif
 
 #endif
