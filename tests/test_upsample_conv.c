@@ -108,9 +108,11 @@ static void check_case(const Case *c, int phases, double tol) {
 }
 
 /* Odd and non-square sizes, channel counts that are not multiples of the vector width, more or fewer
- * outputs than inputs, with and without bias, a single pixel; the U-Net's fashion-mnist shapes. */
+ * outputs than inputs, with and without bias, a single pixel; the U-Net's fashion-mnist shapes; and enough
+ * tiles (128) for the phases to run as our fp32 Winograd F(4x4, 2x2) where it is built. */
 static const Case cases[] = {
     {2, 5, 3, 3, 4, true}, {1, 1, 1, 5, 2, true}, {3, 4, 6, 8, 5, false}, {2, 7, 7, 64, 64, true}, {4, 14, 14, 32, 32, true},
+    {8, 14, 14, 32, 32, true},
 };
 
 /* fp32 tolerance: 1e-5 of the largest reference value. The weight gradient sums N 2H 2W products per
