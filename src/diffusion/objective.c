@@ -41,8 +41,7 @@ void objective_sample_timesteps(int64_t *t, size_t n, const Schedule *s, uint64_
 
 void objective_sample_noise(float *noise, size_t n, size_t sample_numel, uint64_t seed, uint64_t step,
                             size_t first_sample) {
-#pragma omp parallel for schedule(static) \
-    if (sample_numel <= RNG_NORMAL_PARALLEL_DRAWS && n * sample_numel > RNG_NORMAL_PARALLEL_DRAWS)
+#pragma omp parallel for schedule(static) if (rng_spread_samples(n, sample_numel))
     for (size_t i = 0; i < n; i++) {
         uint64_t stream = rng_stream(RNG_PURPOSE_DIFFUSION_NOISE, step, first_sample + i);
         rng_fill_normal(noise + i * sample_numel, sample_numel, seed, stream, 0);

@@ -14,8 +14,7 @@
 /* Noise */
 
 static void fill_from_rng(const NoiseSource *src, size_t step, size_t n, size_t sample_numel, float *out) {
-#pragma omp parallel for schedule(static) \
-    if (sample_numel <= RNG_NORMAL_PARALLEL_DRAWS && n * sample_numel > RNG_NORMAL_PARALLEL_DRAWS)
+#pragma omp parallel for schedule(static) if (rng_spread_samples(n, sample_numel))
     for (size_t i = 0; i < n; i++) {
         uint64_t stream = rng_stream(RNG_PURPOSE_SAMPLER_NOISE, step, src->first_sample + i);
         rng_fill_normal(out + i * sample_numel, sample_numel, src->seed, stream, 0);
@@ -38,8 +37,7 @@ NoiseSource noise_source_buffers(const float *buffers, size_t n_steps, size_t st
 }
 
 void sampler_initial_noise(float *x, size_t n, size_t sample_numel, uint64_t seed, size_t first_sample) {
-#pragma omp parallel for schedule(static) \
-    if (sample_numel <= RNG_NORMAL_PARALLEL_DRAWS && n * sample_numel > RNG_NORMAL_PARALLEL_DRAWS)
+#pragma omp parallel for schedule(static) if (rng_spread_samples(n, sample_numel))
     for (size_t i = 0; i < n; i++) {
         uint64_t stream = rng_stream(RNG_PURPOSE_SAMPLER_INIT, first_sample + i, 0);
         rng_fill_normal(x + i * sample_numel, sample_numel, seed, stream, 0);

@@ -360,7 +360,7 @@ void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, co
         weights_by_block(tr, dweight, dout, inp, g, tiles);
         return;
     }
-    const bool by_chunk = s.ci * s.co <= PARTIAL_WEIGHTS;
+    const bool by_chunk = s.ci * s.co < BLOCK_WEIGHTS;
     /* chunks not by thread count; the tests' (every_size) 16 times smaller, so that they span several */
     size_t chunk = (by_chunk ? CHUNK_BYTES : WEIGHTS_CHUNK_BYTES) / tile_bytes / (any_size ? 16 : 1);
     if (chunk > tiles) chunk = tiles;
