@@ -1,6 +1,7 @@
 /* Core: CHECK, errors, tensor views and their shape checks, the planned arena, the counter-based RNG, half
  * floats, threads, atomic files and the safetensors reader and writer. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/threads.h"
+#include "core/work_steal.h"
 #include "harness.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -229,6 +231,46 @@ static void test_rng_distributions(void) {
 /* ------------------------------------------------------------------------------------------------ */
 /* Half floats */
 
+/* Work shares: every unit runs exactly once, pieces never exceed `piece` nor (the owner's, while units are
+ * left) fall below `least`; with as many threads as shares, with fewer (their shares stolen whole), with a
+ * thread that runs slowly (stolen from) and with more shares than units. */
+static void expect_each_unit_once(size_t units, size_t shares_n, int threads, size_t piece, size_t least,
+                                  bool slow_thread) {
+    WorkShare *shares = alloc_aligned(shares_n * sizeof(WorkShare));
+    int *runs = xcalloc(units + 1, sizeof(int));
+    bool too_big = false;
+    work_share_init(shares, shares_n, units);
+#pragma omp parallel num_threads(threads)
+    {
+        const size_t id = (size_t)omp_get_thread_num();
+        size_t b0, b1;
+        while (work_share_next(shares, shares_n, id, piece, least, &b0, &b1)) {
+            if (b1 - b0 > piece) too_big = true;
+            for (size_t u = b0; u < b1 && u < units; u++) {
+#pragma omp atomic
+                runs[u]++;
+            }
+            if (slow_thread && id == 0)
+                for (volatile int k = 0; k < 100000; k++) {}
+        }
+    }
+    size_t wrong = 0;
+    for (size_t u = 0; u < units; u++) wrong += runs[u] != 1;
+    EXPECT(wrong == 0 && !too_big, "%zu units, %zu shares, %d threads, pieces of %zu: %zu units not run once%s",
+           units, shares_n, threads, piece, wrong, too_big ? ", a piece too big" : "");
+    free(runs);
+    alloc_free(shares);
+}
+
+static void test_work_shares_run_each_unit_once(void) {
+    expect_each_unit_once(1000, 2, 2, 17, 2, false);
+    expect_each_unit_once(1000, 3, 3, 8, 1, true);
+    expect_each_unit_once(777, 4, 2, 5, 2, false);  /* two shares without their thread */
+    expect_each_unit_once(3, 4, 4, 1, 1, false);    /* empty shares */
+    expect_each_unit_once(0, 2, 2, 4, 1, false);
+    expect_each_unit_once(5000, 2, 2, 64, 4, true);
+}
+
 static void test_half_conversions(void) {
     EXPECT(half_to_float(0x3C00) == 1.0f && half_to_float(0xC000) == -2.0f, "half 1, -2");
     EXPECT(half_to_float(0x7BFF) == 65504.0f, "half max %g", half_to_float(0x7BFF));
@@ -384,6 +426,7 @@ int main(void) {
     RUN(test_arena_rejects_a_changed_plan);
     RUN(test_philox_known_answer);
     RUN(test_rng_addressable_and_thread_independent);
+    RUN(test_work_shares_run_each_unit_once);
     RUN(test_rng_distributions);
     RUN(test_half_conversions);
     RUN(test_atomic_file_keeps_old_version_on_abort);

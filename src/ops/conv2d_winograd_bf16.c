@@ -62,7 +62,7 @@ void conv2d_fast_use_winograd_bf16(bool on, bool every_size) {
 
 /* Transformed weights, chunk buffers and backward-weights' sums; they only grow (conv2d_cache_free frees
  * them). */
-static GrowBuffer transformed_weights, chunk_buffers, weight_sums;
+static GrowBuffer transformed_weights, chunk_buffers, weight_sums, work_shares;
 
 /* Forward weights kept transformed while weights are held (held_transforms.h): their transform took 4 % of
  * a ddpm-cifar10 batch-16 bf16 sampling step. */
@@ -307,14 +307,15 @@ static void run(float *out, bool accumulate, const float *in, const uint16_t *in
     const size_t v_stride = chunk_max * ins, m_stride = chunk_max * outs;
     const size_t thread_bytes = (16 * v_stride * sizeof(uint16_t) + 16 * m_stride * sizeof(float) + 63) / 64 * 64;
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
+    const TileWork work = tile_work(grow_buffer(&work_shares, n_threads * sizeof(WorkShare)), n_threads, tiles,
+                                    ROWS_NARROW, chunk_max);
 #pragma omp parallel num_threads((int)n_threads)
     {
         const size_t id = (size_t)omp_get_thread_num();
         uint16_t *v = (uint16_t *)(buffers + id * thread_bytes);
         float *m = (float *)(v + 16 * v_stride);
-        const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
-        for (size_t first = share.begin; first < share.end; first += share.chunk) {
-            const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
+        size_t first, count;
+        while (tile_work_next(&work, id, &first, &count)) {
             transform_chunk_inputs(v, v_stride, in, in_bf16, g, first, count);
             for (size_t x = 0; x < 16; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
@@ -493,6 +494,7 @@ void conv2d_winograd_bf16_free(void) {
     grow_buffer_free(&transformed_weights);
     grow_buffer_free(&chunk_buffers);
     grow_buffer_free(&weight_sums);
+    grow_buffer_free(&work_shares);
 }
 
 #else

@@ -14,7 +14,7 @@
  *
  * Layout as in conv2d_winograd_bf16.c: activations channels-last; tiles (winograd_tiles.h) in chunks that
  * fit in a core's L2: the chunk's 36 (or 25) transformed inputs V[36][tiles][ins], the products
- * M[36][tiles][outs], then the outputs, each thread an even share of the tiles (tile_share). Transformed
+ * M[36][tiles][outs], then the outputs, the tiles shared out among the threads (tile_work). Transformed
  * weights U[36][ins][outs], four times the weights' size (6.25 times for 2x2 kernels): while weights are held
  * (sampling) kept from step to step only within HOLD_BYTES, as fp32 weight copies are (conv2d.h). */
 
@@ -57,7 +57,7 @@ void conv2d_fast_use_winograd_fp32(bool on, bool every_size) {
 
 /* Transformed weights, chunk buffers and backward-weights' sums; they only grow (conv2d_cache_free frees
  * them). */
-static GrowBuffer transformed_weights, chunk_buffers, weight_sums;
+static GrowBuffer transformed_weights, chunk_buffers, weight_sums, work_shares;
 
 /* Forward weights kept transformed while weights are held, while all fit in this many bytes: fashion-mnist's
  * all (11 MB; their transform took 3 % of its sampling step), the first layers of larger models. */
@@ -172,13 +172,14 @@ static void run(const WinogradTransforms *tr, float *out, bool accumulate, const
     const size_t v_stride = term_stride(chunk_max * ins), m_stride = term_stride(chunk_max * outs);
     const size_t thread_bytes = terms * (v_stride + m_stride) * sizeof(float);
     char *buffers = grow_buffer(&chunk_buffers, n_threads * thread_bytes);
+    const TileWork work = tile_work(grow_buffer(&work_shares, n_threads * sizeof(WorkShare)), n_threads, tiles,
+                                    ROWS_NARROW, chunk_max);
 #pragma omp parallel num_threads((int)n_threads)
     {
         const size_t id = (size_t)omp_get_thread_num();
         float *v = (float *)(buffers + id * thread_bytes), *m = v + terms * v_stride;
-        const TileShare share = tile_share(tiles, ROWS_NARROW, chunk_max, id, (size_t)omp_get_num_threads());
-        for (size_t first = share.begin; first < share.end; first += share.chunk) {
-            const size_t count = share.end - first < share.chunk ? share.end - first : share.chunk;
+        size_t first, count;
+        while (tile_work_next(&work, id, &first, &count)) {
             tr->inputs(v, v_stride, in, g, 0, ins, first, count);
             for (size_t x = 0; x < terms; x++)
                 gemm(v + x * v_stride, ins, u + x * ins * outs, outs, m + x * m_stride, count);
@@ -415,6 +416,7 @@ void conv2d_winograd_fp32_free(void) {
     grow_buffer_free(&transformed_weights);
     grow_buffer_free(&chunk_buffers);
     grow_buffer_free(&weight_sums);
+    grow_buffer_free(&work_shares);
 }
 #else
 #define KERNEL_BUILT 0

@@ -14,11 +14,16 @@
 #include <immintrin.h>
 #endif
 
+#include <omp.h>
+
 #include "core/alloc.h"
 #include "core/check.h"
+#include "core/threads.h"
+#include "core/work_steal.h"
 
 /* Below this many output elements one thread does the work. */
 #define NARROW_PARALLEL_ELEMS 32768
+#define NARROW_PIECE_ELEMS 16384
 #define NARROW_MAX_IN 512
 #define NARROW_MAX_OUT 128
 
@@ -106,19 +111,26 @@ static void rows_block(const Product *p, size_t row, int n_rows) {
     }
 }
 
+static GrowBuffer transposed, work_shares;
+
+/* Register blocks of rows, then the last rows one by one; the blocks shared out with stealing, in pieces of
+ * NARROW_PIECE_ELEMS output elements. */
 static void run(const Product *p, size_t rows) {
     const int r_block = block_rows(p->co);
     const size_t n_blocks = rows / (size_t)r_block, tail = n_blocks * (size_t)r_block;
-#pragma omp parallel if (rows * p->co >= NARROW_PARALLEL_ELEMS)
+    const size_t team = rows * p->co >= NARROW_PARALLEL_ELEMS ? (size_t)threads_get() : 1;
+    const size_t piece = NARROW_PIECE_ELEMS / ((size_t)r_block * p->co) + 1;
+    WorkShare *shares = grow_buffer(&work_shares, team * sizeof(WorkShare));
+    work_share_init(shares, team, n_blocks);
+#pragma omp parallel num_threads((int)team)
     {
-#pragma omp for schedule(static) nowait
-        for (size_t blk = 0; blk < n_blocks; blk++) rows_block(p, blk * (size_t)r_block, r_block);
+        size_t b0, b1;
+        while (work_share_next(shares, team, (size_t)omp_get_thread_num(), piece, 1, &b0, &b1))
+            for (size_t blk = b0; blk < b1; blk++) rows_block(p, blk * (size_t)r_block, r_block);
 #pragma omp for schedule(static)
         for (size_t row = tail; row < rows; row++) rows_block(p, row, 1);
     }
 }
-
-static GrowBuffer transposed;
 #endif
 
 void narrow_gemm_kco(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
