@@ -355,7 +355,8 @@ static FusedRun fused_run(bool fused, RefShape sh, const float *x, const float *
     if (fused) {
         Tensor st = shift ? tensor_2d((float *)shift, sh.n, sh.c) : tensor_none();
         group_norm_silu_forward(act3(r.y, sh), mt, rt, xt, tensor_none(), st, wt, bt, (int)sh.g, 1e-5f);
-        group_norm_silu_backward(act3(r.dx, sh), dwt, dbt, act3((float *)dy, sh), xt, st, mt, rt, wt, bt, (int)sh.g);
+        group_norm_silu_backward(act3(r.dx, sh), tensor_none(), dwt, dbt, act3((float *)dy, sh), xt, tensor_none(),
+                                 st, mt, rt, wt, bt, (int)sh.g);
         return r;
     }
     float *n = alloc_floats(numel), *dn = alloc_floats(numel), *summed = NULL;
@@ -508,9 +509,37 @@ static void test_group_norm_silu_shift(void) {
     check_shifted((RefShape){3, 37, 20, 4});     /* positions not a multiple of 8 */
 }
 
-/* An input in two parts (an up block's hidden state and skip): the fused forward ops on (x[.., :ca],
- * x[.., ca:]) give the same bits as on x, with and without a shift, fp32 and bf16, wherever the split falls
- * (inside a group, inside a slab, off a vector boundary). */
+/* The fused backward on the two parts against the concatenation: the same bits of dx (written into part
+ * a, added to part b's earlier contents, as an up block's resnet does) and of dweight and dbias. */
+static void check_two_parts_backward(RefShape sh, size_t ca, const float *x, float *xa, float *xb, Tensor st,
+                                     Tensor mt, Tensor rt, float *w, float *b, int shifted) {
+    const size_t numel = sh.n * sh.s * sh.c, rows = sh.n * sh.s, cb = sh.c - ca;
+    const RefShape sha = {sh.n, sh.s, ca, sh.g}, shb = {sh.n, sh.s, cb, sh.g};
+    float *dy = xmalloc(numel * sizeof(float)), *dx = xmalloc(numel * sizeof(float));
+    float *dxa = xmalloc(rows * ca * sizeof(float)), *dxb = xmalloc(rows * cb * sizeof(float));
+    float *dwb = xcalloc(4 * sh.c, sizeof(float)); /* dweight, dbias: whole, then parts */
+    fill_normal(dy, numel, 95), fill_normal(dx, numel, 96);
+    for (size_t r = 0; r < rows; r++) memcpy(dxb + r * cb, dx + r * sh.c + ca, cb * sizeof(float));
+    Tensor wt = tensor_1d(w, sh.c), bt = tensor_1d(b, sh.c);
+    /* whole: part a's channels written (dx zeroed there first), part b's added to */
+    for (size_t r = 0; r < rows; r++) memset(dx + r * sh.c, 0, ca * sizeof(float));
+    group_norm_silu_backward(act3(dx, sh), tensor_none(), tensor_1d(dwb, sh.c), tensor_1d(dwb + sh.c, sh.c),
+                             act3(dy, sh), act3((float *)x, sh), tensor_none(), st, mt, rt, wt, bt, (int)sh.g);
+    group_norm_silu_backward(tensor_overwrite(act3(dxa, sha)), act3(dxb, shb), tensor_1d(dwb + 2 * sh.c, sh.c),
+                             tensor_1d(dwb + 3 * sh.c, sh.c), act3(dy, sh), act3(xa, sha), act3(xb, shb), st, mt, rt,
+                             wt, bt, (int)sh.g);
+    bool same = memcmp(dwb, dwb + 2 * sh.c, 2 * sh.c * sizeof(float)) == 0;
+    for (size_t r = 0; r < rows; r++)
+        same = same && memcmp(dx + r * sh.c, dxa + r * ca, ca * sizeof(float)) == 0 &&
+               memcmp(dx + r * sh.c + ca, dxb + r * cb, cb * sizeof(float)) == 0;
+    EXPECT(same, "(%zu, %zu, %zu + %zu) G=%zu%s: the backward on two parts differs from the concatenation's", sh.n,
+           sh.s, ca, cb, sh.g, shifted ? ", shifted" : "");
+    free(dy), free(dx), free(dxa), free(dxb), free(dwb);
+}
+
+/* An input in two parts (an up block's hidden state and skip): the fused ops on (x[.., :ca], x[.., ca:])
+ * give the same bits as on x (forward here, backward above), with and without a shift, fp32 and bf16,
+ * wherever the split falls (inside a group, inside a slab, off a vector boundary). */
 static void check_two_parts(RefShape sh, size_t ca) {
     const size_t numel = sh.n * sh.s * sh.c, rows = sh.n * sh.s, cb = sh.c - ca;
     float *x = xmalloc(numel * sizeof(float)), *xa = xmalloc(rows * ca * sizeof(float));
@@ -545,6 +574,8 @@ static void check_two_parts(RefShape sh, size_t ca) {
         EXPECT(memcmp(y16[0], y16[1], numel * sizeof(uint16_t)) == 0,
                "(%zu, %zu, %zu + %zu)%s: two parts' bf16 output differs", sh.n, sh.s, ca, cb,
                shifted ? ", shifted" : "");
+        check_two_parts_backward(sh, ca, x, xa, xb, st, tensor_2d(mean[0], sh.n, sh.g), tensor_2d(rstd[0], sh.n, sh.g),
+                                 w, b, shifted);
         for (int k = 0; k < 2; k++) free(y[k]), free(y16[k]), free(mean[k]), free(rstd[k]);
     }
     free(x), free(xa), free(xb), free(shift), free(w), free(b);
@@ -587,7 +618,8 @@ static void fused_gradcheck_shape(RefShape sh) {
     fill_uniform(g.w, sh.c, 73, 0.5f, 1.5f), fill_normal(g.b, sh.c, 74), fill_normal(g.shift, sh.n * sh.c, 75);
     float *dx = xcalloc(numel, sizeof(float)), *dw = xcalloc(sh.c, sizeof(float)), *db = xcalloc(sh.c, sizeof(float));
     fused_grad_loss(&g);
-    group_norm_silu_backward(act3(dx, sh), tensor_1d(dw, sh.c), tensor_1d(db, sh.c), act3(g.dy, sh), act3(g.x, sh),
+    group_norm_silu_backward(act3(dx, sh), tensor_none(), tensor_1d(dw, sh.c), tensor_1d(db, sh.c), act3(g.dy, sh),
+                             act3(g.x, sh), tensor_none(),
                              tensor_2d(g.shift, sh.n, sh.c), tensor_2d(g.mean, sh.n, sh.g),
                              tensor_2d(g.rstd, sh.n, sh.g), tensor_1d(g.w, sh.c), tensor_1d(g.b, sh.c), (int)sh.g);
     /* The shift's gradient is dx summed over positions (the op's input is x + shift). */
@@ -696,7 +728,8 @@ static void bad_call(void *ctx) {
         break;
     case 7: group_norm_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt, mt, rt, wt, 4); break;
     case 8:
-        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), xt, xt, tensor_none(), mt, rt,
+        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), tensor_none(), xt, xt,
+                                 tensor_none(), tensor_none(), mt, rt,
                                  wt, tensor_1d(w, 4), 4);
         break;
     case 9:

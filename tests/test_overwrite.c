@@ -215,7 +215,8 @@ static void norm_backward(const void *ctx, Tensor grad) {
     const size_t c = a->weight.shape[0];
     float *dw = xcalloc(2 * c, sizeof(float));
     if (a->silu)
-        group_norm_silu_backward(grad, tensor_1d(dw, c), tensor_1d(dw + c, c), a->dout, a->inp, tensor_none(), a->mean,
+        group_norm_silu_backward(grad, tensor_none(), tensor_1d(dw, c), tensor_1d(dw + c, c), a->dout, a->inp,
+                                 tensor_none(), tensor_none(), a->mean,
                                  a->rstd, a->weight, a->bias, a->groups);
     else
         group_norm_backward(grad, tensor_1d(dw, c), tensor_1d(dw + c, c), a->dout, a->inp, a->mean, a->rstd,

@@ -1,7 +1,7 @@
 /* shortcut_add: the fused pass against the ops it stands for (concatenation, conv2d_forward_reference with
  * a 1x1 kernel, then (out + shortcut) scale), across register blocks, channel blocks, leftover rows, one or
- * two sources, with and without bias, the identity shortcut; guard words; thread-count independence; the
- * rule that picks it; CHECK failures. The U-Net's comparisons with diffusers run it too. */
+ * two sources, with and without bias, the identity shortcut; its backward on two parts; guard words;
+ * thread-count independence; the rule that picks it; CHECK failures. The U-Net's comparisons with diffusers run it too. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +115,80 @@ static void test_shortcut_add_matches_separate_ops(void) {
     shortcut_add_force(-1);
 }
 
+/* The backward on two parts against conv2d_backward on their concatenation, then its split: the same bits
+ * of da (written), db (added to its earlier contents), dweight and dbias (added to), where both run our
+ * narrow products; and within 1e-5 of the reference convolution's backward. The identity: the split. */
+static void check_backward(const Case *c) {
+    char what[128];
+    snprintf(what, sizeof what, "backward %zux%zux%zu %zu+%zu->%zu%s", c->n, c->h, c->w, c->ca, c->cb, c->co,
+             c->with_weight ? "" : " identity");
+    if (!shortcut_add_backward_fused(c->ca, c->cb, c->co, c->with_weight)) {
+        printf("  skipped %s: this build has no fused pass for it\n", what);
+        return;
+    }
+    const size_t rows = c->n * c->h * c->w, ci = c->ca + c->cb, n_w = c->co * ci;
+    Buffers in = make_inputs(c); /* branch: the gradient d */
+    float *cat = alloc_floats(rows * ci), *dcat = alloc_floats(rows * ci), *d_ref = alloc_floats(rows * ci);
+    float *da = guarded_alloc(rows * c->ca), *db = guarded_alloc(rows * c->cb), *db_before = alloc_floats(rows * c->cb);
+    float *grads = alloc_floats(3 * (n_w + c->co)); /* dweight, dbias: fused, conv2d, reference */
+    fill_normal(db_before, rows * c->cb, 6);
+    fill_normal(grads, n_w + c->co, 7);
+    memcpy(grads + n_w + c->co, grads, (n_w + c->co) * sizeof(float));
+    memcpy(grads + 2 * (n_w + c->co), grads, (n_w + c->co) * sizeof(float));
+    memcpy(db, db_before, rows * c->cb * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(cat + r * ci, in.a + r * c->ca, c->ca * sizeof(float));
+        memcpy(cat + r * ci + c->ca, in.b + r * c->cb, c->cb * sizeof(float));
+    }
+    Tensor weight = c->with_weight ? tensor_4d(in.weight, c->co, ci, 1, 1) : tensor_none();
+    Tensor g_w[3], g_b[3];
+    for (int k = 0; k < 3; k++) {
+        g_w[k] = c->with_weight ? tensor_4d(grads + k * (n_w + c->co), c->co, ci, 1, 1) : tensor_none();
+        g_b[k] = c->with_weight ? tensor_1d(grads + k * (n_w + c->co) + n_w, c->co) : tensor_none();
+    }
+    Tensor d = image(c, in.branch, c->co);
+    shortcut_add_backward(tensor_overwrite(image(c, da, c->ca)), image(c, db, c->cb), g_w[0], g_b[0], d,
+                          image(c, in.a, c->ca), image(c, in.b, c->cb), weight);
+    /* the separate ops: the gradient of the concatenation, then its split */
+    memset(dcat, 0, rows * ci * sizeof(float));
+    memset(d_ref, 0, rows * ci * sizeof(float));
+    if (c->with_weight) {
+        conv2d_backward(image(c, dcat, ci), g_w[1], g_b[1], d, image(c, cat, ci), weight, conv2d_params(1, 0));
+        conv2d_backward_reference(image(c, d_ref, ci), g_w[2], g_b[2], d, image(c, cat, ci), weight,
+                                  conv2d_params(1, 0));
+    } else {
+        memcpy(dcat, in.branch, rows * ci * sizeof(float));
+        memcpy(d_ref, in.branch, rows * ci * sizeof(float));
+    }
+    bool same = !c->with_weight || memcmp(grads, grads + n_w + c->co, (n_w + c->co) * sizeof(float)) == 0;
+    float *got = alloc_floats(rows * ci);
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(got + r * ci, da + r * c->ca, c->ca * sizeof(float));
+        for (size_t k = 0; k < c->cb; k++) got[r * ci + c->ca + k] = db[r * c->cb + k] - db_before[r * c->cb + k];
+        same = same && memcmp(da + r * c->ca, dcat + r * ci, c->ca * sizeof(float)) == 0;
+        for (size_t k = 0; k < c->cb; k++)
+            same = same && db[r * c->cb + k] == db_before[r * c->cb + k] + dcat[r * ci + c->ca + k];
+    }
+    EXPECT(same, "%s: differs from conv2d_backward on the concatenation", what);
+    expect_close_scaled(what, got, d_ref, rows * ci, 1e-5);
+    if (c->with_weight) expect_close_scaled(what, grads, grads + 2 * (n_w + c->co), n_w + c->co, 1e-5);
+    guarded_check(what, da), guarded_check(what, db);
+    guarded_free(da), guarded_free(db);
+    alloc_free(cat), alloc_free(dcat), alloc_free(d_ref), alloc_free(db_before), alloc_free(grads), alloc_free(got);
+    free_inputs(&in);
+}
+
+static void test_shortcut_add_backward_matches_separate_ops(void) {
+    static const Case cases[] = {
+        {2, 28, 28, 32, 16, 16, true, true, 1.0f}, /* fashion-mnist's up blocks */
+        {2, 14, 14, 64, 32, 32, true, true, 1.0f},
+        {3, 7, 5, 64, 64, 64, true, true, 1.0f},   /* 105 rows: leftover rows */
+        {1, 3, 3, 16, 48, 32, true, true, 1.0f},   /* a split inside a 64-channel block */
+        {2, 6, 6, 24, 8, 32, false, false, 1.0f},  /* identity */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_backward(&cases[i]);
+}
+
 /* Every output element is one chain over the input channels, whoever computes it. */
 static void test_shortcut_add_thread_count_independent(void) {
     const Case c = {4, 14, 14, 64, 32, 32, true, true, 0.5f};
@@ -146,6 +220,11 @@ static void test_shortcut_add_rule(void) {
     EXPECT(!shortcut_add_fused(32, 16, 24, true), "24 outputs, not whole vectors");
     EXPECT(shortcut_add_fused(256, 128, 128, true) == avx512, "256 + 128 -> 128 with AVX-512 only");
     EXPECT(!shortcut_add_fused(256, 256, 256, true), "256 outputs: oneDNN's");
+    EXPECT(shortcut_add_backward_fused(32, 16, 16, true) == avx512, "backward of 32 + 16 -> 16 with AVX-512 only");
+    EXPECT(shortcut_add_backward_fused(24, 8, 32, false), "backward of an identity of 24 + 8 channels");
+    EXPECT(!shortcut_add_backward_fused(48, 0, 16, true), "backward of one part: conv2d_backward's");
+    EXPECT(!shortcut_add_backward_fused(8, 24, 16, true), "backward split off a vector boundary");
+    EXPECT(!shortcut_add_backward_fused(128, 64, 64, true), "backward of 192 inputs: past the weight gradient's 128");
     shortcut_add_force(0);
     EXPECT(!shortcut_add_fused(32, 16, 48, false), "turned off");
     shortcut_add_force(-1);
@@ -168,6 +247,10 @@ static void bad_call(void *ctx) {
         shortcut_add_forward(ot, at, tensor_4d(b, 2, 3, 3, 16), tensor_4d(w, 16, 48, 3, 1), tensor_none(), 1.0f);
         break;
     case 2: shortcut_add_forward(ot, at, tensor_none(), tensor_none(), tensor_none(), 1.0f); break;
+    case 3: /* backward: da has 16 channels, a 32 */
+        shortcut_add_backward(tensor_4d(out, 2, 3, 3, 16), tensor_4d(b, 2, 3, 3, 16), tensor_none(), tensor_none(), ot,
+                              at, tensor_4d(b, 2, 3, 3, 16), tensor_4d(w, 16, 48, 1, 1));
+        break;
     default:
         shortcut_add_forward(ot, at, tensor_4d(b, 2, 3, 3, 16), tensor_4d(w, 16, 48, 1, 1), tensor_1d(bias, 8), 1.0f);
         break;
@@ -179,6 +262,7 @@ static void test_shortcut_add_check_failures(void) {
         "b has shape (3, 3, 3, 16), expected (2, 3, 3, 16)",
         "weight has shape (16, 48, 3, 1), expected (16, 48, 1, 1)",
         "an identity shortcut needs 32 + 0 input channels = 16 output channels",
+        "da has shape (2, 3, 3, 16), expected (2, 3, 3, 32)",
         "bias has shape (8), expected (16)",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
@@ -187,6 +271,7 @@ static void test_shortcut_add_check_failures(void) {
 
 int main(void) {
     RUN(test_shortcut_add_matches_separate_ops);
+    RUN(test_shortcut_add_backward_matches_separate_ops);
     RUN(test_shortcut_add_thread_count_independent);
     RUN(test_shortcut_add_rule);
     RUN(test_shortcut_add_check_failures);

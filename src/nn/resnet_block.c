@@ -1,5 +1,5 @@
 /* diffusers' ResnetBlock2D (models/resnet.py), forward and backward, on channels-last activations:
- *   x = concat(h, skip)                     (up blocks; forward reads h and skip where they lie)
+ *   x = concat(h, skip)                     (up blocks; read, and their gradients written, where they lie)
  *   a1 = silu(norm1(x));  a1, x = resample(a1), resample(x)     ("resnet" up/down sampling only)
  *   c1 = conv1(a1)
  *   default:      n = norm2(c1 + time_emb_proj(silu(emb)))    (the sum fused into the norm, never stored)
@@ -72,8 +72,9 @@ void resnet_scratch_needs(const LayerState *s, bool backward, size_t need[UNET_N
 
 /* x_cat = concat(in, skip) in scratch buffer 6, or `in` itself without a skip. Forward forms it only to
  * resample it or for a shortcut that shortcut_add does not serve (norm1 and shortcut_add read in and skip
- * where they lie); backward concatenates again: both halves are saved anyway (the previous layer's output
- * and the skip), and the copy is cheap next to the memory it would hold through the whole pass. */
+ * where they lie); backward likewise, where shortcut_add_backward does not serve (both halves are saved
+ * anyway, the previous layer's output and the skip). Without the concatenation and the split of its
+ * gradient, fashion-mnist's training step ran 2.2 % faster (12 pairs). */
 static Tensor concat_input(const LayerState *s, Tensor in, Tensor skip, const UNetScratch *scratch) {
     if (s->layer->skip_channels == 0) return in;
     Tensor x_cat = unet_scratch_view(scratch, 6, 4,
@@ -199,8 +200,13 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     const float inv_scale = (float)(1.0 / l->output_scale);
     const bool resample = l->resample != UNET_RESNET_RESAMPLE_NONE;
     /* Scratch use: 0 dout / scale, then dropout and scale_shift staging; 1, 2, 3 rotating gradients;
-     * 4 d(resampled x); 5 d(x_cat) and 6 x_cat when there is a skip. */
-    Tensor x_cat = concat_input(s, in, skip, scratch);
+     * 4 d(resampled x); 5 d(x_cat) and 6 x_cat when there is a skip, unless the shortcut and norm1 take
+     * in and skip and their gradients where they lie (two_parts). */
+    const Tensor shortcut_weight = p[UNET_RESNET_SHORTCUT_WEIGHT];
+    const bool two_parts = l->skip_channels > 0 && !resample &&
+                           shortcut_add_backward_fused(in.shape[3], skip.shape[3], c_out,
+                                                       !tensor_is_none(shortcut_weight));
+    Tensor x_cat = two_parts ? tensor_none() : concat_input(s, in, skip, scratch);
     Tensor xr = resample ? a->xr : x_cat;
     /* d(x_cat) gets the shortcut's gradient written, then norm1's added (with resampling, the shortcut
      * writes d(xr), which resample_backward adds in) */
@@ -216,11 +222,14 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         d_branch = SCRATCH4(scratch, 0, n, oh, ow, c_out);
         add_scaled_backward(d_branch, tensor_none(), dout, inv_scale);
     }
-    if (tensor_is_none(p[UNET_RESNET_SHORTCUT_WEIGHT]))
+    if (two_parts)
+        shortcut_add_backward(d_in, d_skip, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, in,
+                              skip, shortcut_weight);
+    else if (tensor_is_none(shortcut_weight))
         add_scaled_backward(dxr, tensor_none(), d_branch, 1.0f);
     else
         conv2d_backward(dxr, g[UNET_RESNET_SHORTCUT_WEIGHT], g[UNET_RESNET_SHORTCUT_BIAS], d_branch, xr,
-                        p[UNET_RESNET_SHORTCUT_WEIGHT], conv2d_params(1, 0));
+                        shortcut_weight, conv2d_params(1, 0));
     dxr = tensor_accumulate(dxr), dx_cat = tensor_accumulate(dx_cat);
     Tensor d_a2 = SCRATCH4_TO_WRITE(scratch, 1, n, oh, ow, c_out);
     conv_input_backward(d_a2, g[UNET_RESNET_CONV2_WEIGHT], g[UNET_RESNET_CONV2_BIAS], d_branch, &a->a2,
@@ -231,7 +240,8 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     Tensor d_temb = SCRATCH2(scratch, 0, n, a->temb.shape[1]); /* scratch 0 is free again */
     Tensor d_c1 = SCRATCH4_TO_WRITE(scratch, 3, n, oh, ow, c_out); /* norm2's backward writes it */
     if (!scale_shift) {
-        group_norm_silu_backward(d_c1, g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2, a->c1, a->temb,
+        group_norm_silu_backward(d_c1, tensor_none(), g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2,
+                                 a->c1, tensor_none(), a->temb,
                                  a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
                                  l->norm_groups);
         /* norm2's input is c1 + temb */
@@ -270,8 +280,15 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
         resample_backward(l->resample, dx_cat, dxr);
     }
     /* a1 = silu(norm1(x_cat)) */
-    group_norm_silu_backward(dx_cat, g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, x_cat, tensor_none(),
-                             a->mean1, a->rstd1, p[UNET_RESNET_NORM1_WEIGHT], p[UNET_RESNET_NORM1_BIAS],
+    const Tensor norm1_weight = p[UNET_RESNET_NORM1_WEIGHT], norm1_bias = p[UNET_RESNET_NORM1_BIAS];
+    if (two_parts) {
+        group_norm_silu_backward(tensor_accumulate(d_in), tensor_accumulate(d_skip), g[UNET_RESNET_NORM1_WEIGHT],
+                                 g[UNET_RESNET_NORM1_BIAS], d_a1, in, skip, tensor_none(), a->mean1, a->rstd1,
+                                 norm1_weight, norm1_bias, l->norm_groups);
+        return;
+    }
+    group_norm_silu_backward(dx_cat, tensor_none(), g[UNET_RESNET_NORM1_WEIGHT], g[UNET_RESNET_NORM1_BIAS], d_a1, x_cat,
+                             tensor_none(), tensor_none(), a->mean1, a->rstd1, norm1_weight, norm1_bias,
                              l->norm_groups);
     /* x_cat = concat(in, skip) */
     if (l->skip_channels > 0) concat_channels_backward(d_in, d_skip, dx_cat);

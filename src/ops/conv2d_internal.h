@@ -45,6 +45,10 @@ bool conv2d_narrow_weights_fit(Conv2dShape s, Conv2dParams p);
 void conv2d_narrow_weight_grad(Tensor dweight, Tensor dbias, const float *dout, const float *inp, Conv2dShape s,
                                Conv2dParams p);
 
+/* dbias (co) += the sum of dout's n_pos rows (n_pos, co), the same bits for any thread count
+ * (conv2d_dnnl.c). */
+void conv2d_bias_gradient(float *dbias, const float *dout, size_t n_pos, size_t co);
+
 /* Tests only: false makes the fast path move weights with oneDNN's reorders instead of our own loops
  * (conv2d_weights.c), so both stay tested. Frees the plan cache. */
 void conv2d_fast_use_own_weight_moves(bool on);

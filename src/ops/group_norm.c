@@ -404,6 +404,7 @@ typedef struct Input {
 typedef struct Run {
     const float *x;
     size_t ld, first, width;
+    int part;
 } Run;
 
 static int input_runs(const Input *in, size_t row, size_t c0, size_t width, Run runs[2]) {
@@ -412,7 +413,8 @@ static int input_runs(const Input *in, size_t row, size_t c0, size_t width, Run 
     for (int p = 0; p < 2; p++) {
         const size_t hi = lo + in->c[p];
         const size_t from = c0 > lo ? c0 : lo, to = c0 + width < hi ? c0 + width : hi;
-        if (from < to) runs[n_runs++] = (Run){in->x[p] + row * in->c[p] + (from - lo), in->c[p], from - c0, to - from};
+        if (from < to)
+            runs[n_runs++] = (Run){in->x[p] + row * in->c[p] + (from - lo), in->c[p], from - c0, to - from, p};
         lo = hi;
     }
     return n_runs;
@@ -668,8 +670,22 @@ static void input_grad_rows(float *restrict dx, bool overwrite, const float *res
     }
 }
 
+/* The input gradient, in the input's parts (Input): part p's channels in dx[p] (row stride Input.c[p]),
+ * written or added to (overwrite[p]); dx[0] NULL when not wanted. */
+typedef struct InputGrad {
+    float *dx[2];
+    bool overwrite[2];
+} InputGrad;
+
+/* Where run r (of input_runs) lies in the input gradient. */
+static float *run_grad(const InputGrad *grad, const Input *in, const Run *r) {
+    return grad->dx[r->part] + (r->x - in->x[r->part]);
+}
+
 typedef struct BackwardArgs {
-    Tensor dinp, dweight, dbias, dout, inp, mean, rstd;
+    Tensor dweight, dbias, dout, mean, rstd;
+    Input in;
+    InputGrad grad;
     const float *w, *bias, *shift; /* shift (N, C) or NULL */
     bool silu; /* the fused op: dout is the gradient of silu(y) */
 } BackwardArgs;
@@ -693,22 +709,24 @@ static void recompute_coefficients(float *restrict a, float *restrict b, const f
     }
 }
 
-/* The fused op's dy = dout silu'(x a + b) for n_rows rows (row stride ld), into dy (row stride width). */
-static void silu_grad_rows(float *restrict dy, const float *restrict dout, const float *restrict x, size_t n_rows,
-                           size_t width, size_t ld, const float *restrict a, const float *restrict b) {
+/* The fused op's dy = dout silu'(x a + b) for n_rows rows of `width` channels (row strides ld_dy, ld_dout
+ * and ld_x). */
+static void silu_grad_rows(float *restrict dy, size_t ld_dy, const float *restrict dout, size_t ld_dout,
+                           const float *restrict x, size_t ld_x, size_t n_rows, size_t width, const float *restrict a,
+                           const float *restrict b) {
 #if defined(__AVX512F__)
     for (size_t r = 0; r < n_rows; r++)
         for (size_t c = 0; c < width; c += 16) {
             const __mmask16 m = silu16_lanes(width - c);
-            const __m512 g = _mm512_maskz_loadu_ps(m, dout + r * ld + c);
-            _mm512_mask_storeu_ps(dy + r * width + c, m,
-                                  _mm512_mul_ps(g, silu_derivative16(affine16(x + r * ld + c, a + c, b + c, m))));
+            const __m512 g = _mm512_maskz_loadu_ps(m, dout + r * ld_dout + c);
+            _mm512_mask_storeu_ps(dy + r * ld_dy + c, m,
+                                  _mm512_mul_ps(g, silu_derivative16(affine16(x + r * ld_x + c, a + c, b + c, m))));
         }
     return;
 #endif
     for (size_t r = 0; r < n_rows; r++) {
-        const float *g = dout + r * ld, *v = x + r * ld;
-        float *d = dy + r * width;
+        const float *g = dout + r * ld_dout, *v = x + r * ld_x;
+        float *d = dy + r * ld_dy;
 #pragma omp simd
         for (size_t c = 0; c < width; c++) d[c] = g[c] * silu_derivative(v[c] * a[c] + b[c]);
     }
@@ -720,44 +738,60 @@ static size_t silu_block_rows(size_t width) {
     return rows < 8 ? 8 : rows;
 }
 
-/* A chunk: rows [0, n_rows) of C channels from element `offset`. The fused op's dy is recomputed in each
- * of the two passes over it (a sample's chunks meet between them, so it cannot be kept), a block of rows
- * at a time into buf (silu_block_rows(C) C floats) with the coefficients ya, yb. */
+/* A chunk: rows [row, row + n_rows) of all C channels (row counts every sample's rows). The fused op's dy
+ * is recomputed in each of the two passes over it (a sample's chunks meet between them, so it cannot be
+ * kept), a block of rows at a time into buf (silu_block_rows(C) C floats) with the coefficients ya, yb. */
 typedef struct ChunkSpan {
-    size_t offset, n_rows, c;
+    size_t row, n_rows, c;
     const float *ya, *yb;
     float *buf;
 } ChunkSpan;
 
-static void chunk_sums(const BackwardArgs *b, const ChunkSpan *span, double *a_sum, double *b_sum, const float *mu) {
-    const float *x = b->inp.data + span->offset, *dout = b->dout.data + span->offset;
+/* The fused op's dy of rows [r, r + rows) of the span, run by run, into buf (row stride C). */
+static void chunk_silu_grads(const BackwardArgs *b, const ChunkSpan *span, const Run *runs, int n_runs, size_t r,
+                             size_t rows) {
     const size_t c = span->c;
-    if (!b->silu) {
-        grad_sums(a_sum, b_sum, dout, c, x, mu, span->n_rows, c, c);
-        return;
+    for (int i = 0; i < n_runs; i++) {
+        const size_t first = runs[i].first;
+        silu_grad_rows(span->buf + first, c, b->dout.data + (span->row + r) * c + first, c,
+                       runs[i].x + r * runs[i].ld, runs[i].ld, rows, runs[i].width, span->ya + first,
+                       span->yb + first);
     }
-    const size_t step = silu_block_rows(c);
+}
+
+static void chunk_sums(const BackwardArgs *b, const ChunkSpan *span, double *a_sum, double *b_sum, const float *mu) {
+    const size_t c = span->c;
+    Run runs[2];
+    const int n_runs = input_runs(&b->in, span->row, 0, c, runs);
+    const size_t step = b->silu ? silu_block_rows(c) : span->n_rows;
     for (size_t r = 0; r < span->n_rows; r += step) {
         size_t rows = span->n_rows - r < step ? span->n_rows - r : step;
-        silu_grad_rows(span->buf, dout + r * c, x + r * c, rows, c, c, span->ya, span->yb);
-        grad_sums(a_sum, b_sum, span->buf, c, x + r * c, mu, rows, c, c);
+        if (b->silu) chunk_silu_grads(b, span, runs, n_runs, r, rows);
+        const float *dy = b->silu ? span->buf : b->dout.data + (span->row + r) * c;
+        for (int i = 0; i < n_runs; i++) {
+            const Run *run = &runs[i];
+            grad_sums(a_sum + run->first, b_sum + run->first, dy + run->first, c, run->x + r * run->ld,
+                      mu + run->first, rows, run->width, run->ld);
+        }
     }
 }
 
 static void chunk_input_grad(const BackwardArgs *b, const ChunkSpan *span, const float *alpha, const float *beta,
                              const float *gamma) {
-    const float *x = b->inp.data + span->offset, *dout = b->dout.data + span->offset;
-    float *dx = b->dinp.data + span->offset;
     const size_t c = span->c;
-    if (!b->silu) {
-        input_grad_rows(dx, b->dinp.overwrite, dout, c, x, span->n_rows, c, c, alpha, beta, gamma);
-        return;
-    }
-    const size_t step = silu_block_rows(c);
+    Run runs[2];
+    const int n_runs = input_runs(&b->in, span->row, 0, c, runs);
+    const size_t step = b->silu ? silu_block_rows(c) : span->n_rows;
     for (size_t r = 0; r < span->n_rows; r += step) {
         size_t rows = span->n_rows - r < step ? span->n_rows - r : step;
-        silu_grad_rows(span->buf, dout + r * c, x + r * c, rows, c, c, span->ya, span->yb);
-        input_grad_rows(dx + r * c, b->dinp.overwrite, span->buf, c, x + r * c, rows, c, c, alpha, beta, gamma);
+        if (b->silu) chunk_silu_grads(b, span, runs, n_runs, r, rows);
+        const float *dy = b->silu ? span->buf : b->dout.data + (span->row + r) * c;
+        for (int i = 0; i < n_runs; i++) {
+            const Run *run = &runs[i];
+            const size_t f = run->first;
+            input_grad_rows(run_grad(&b->grad, &b->in, run) + r * run->ld, b->grad.overwrite[run->part], dy + f, c,
+                            run->x + r * run->ld, rows, run->width, run->ld, alpha + f, beta + f, gamma + f);
+        }
     }
 }
 
@@ -794,26 +828,38 @@ static void backward_slabs(const GroupNormPlan *pl, const BackwardArgs *b) {
 #pragma omp for schedule(static)
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t n = task / pl->n_slabs, c0 = task % pl->n_slabs * width, g0 = c0 / pl->cg;
-            size_t offset = n * pl->s * c_all + c0, ld_dy = c_all;
-            const float *x = b->inp.data + offset, *dy = b->dout.data + offset;
+            size_t ld_dy = c_all;
+            const float *dy = b->dout.data + n * pl->s * c_all + c0;
             double *a_sum = sums + n * 2 * c_all + c0, *b_sum = a_sum + c_all;
+            Run runs[2];
+            const int n_runs = input_runs(&b->in, n * pl->s, c0, width, runs);
             centres(mu, b, pl, n, c0, width);
             for (size_t c = 0; c < width; c++) a_sum[c] = 0, b_sum[c] = 0;
             if (b->silu) {
                 recompute_coefficients(ya, yb, mu, b, pl, n, c0, width);
-                silu_grad_rows(yb + width, dy, x, pl->s, width, c_all, ya, yb);
+                for (int i = 0; i < n_runs; i++) {
+                    const size_t f = runs[i].first;
+                    silu_grad_rows(yb + width + f, width, dy + f, c_all, runs[i].x, runs[i].ld, pl->s, runs[i].width,
+                                   ya + f, yb + f);
+                }
                 dy = yb + width, ld_dy = width;
             }
-            grad_sums(a_sum, b_sum, dy, ld_dy, x, mu, pl->s, width, c_all);
-            if (!b->dinp.data) continue;
+            for (int i = 0; i < n_runs; i++) {
+                const size_t f = runs[i].first;
+                grad_sums(a_sum + f, b_sum + f, dy + f, ld_dy, runs[i].x, mu + f, pl->s, runs[i].width, runs[i].ld);
+            }
+            if (!b->grad.dx[0]) continue;
             for (size_t j = 0; j < pl->slab_groups; j++) {
                 size_t g = g0 + j, at = j * pl->cg;
                 group_grad_coefficients(alpha + at, beta + at, gamma + at, a_sum + at, b_sum + at, b->w,
                                         b->shift ? b->shift + n * c_all : NULL, c0 + at, pl->cg,
                                         b->mean.data[n * pl->g + g], b->rstd.data[n * pl->g + g], (double)count);
             }
-            input_grad_rows(b->dinp.data + offset, b->dinp.overwrite, dy, ld_dy, x, pl->s, width, c_all, alpha, beta,
-                            gamma);
+            for (int i = 0; i < n_runs; i++) {
+                const size_t f = runs[i].first;
+                input_grad_rows(run_grad(&b->grad, &b->in, &runs[i]), b->grad.overwrite[runs[i].part], dy + f, ld_dy,
+                                runs[i].x, pl->s, runs[i].width, runs[i].ld, alpha + f, beta + f, gamma + f);
+            }
         }
         param_grads(pl, b, sums);
     }
@@ -845,7 +891,7 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
         for (size_t task = 0; task < pl->n_tasks; task++) {
             size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
             const float *ya = coef + n * 6 * c_all + 4 * c_all;
-            const ChunkSpan span = {(n * pl->s + r0) * c_all, r1 - r0, c_all, ya, ya + c_all, buf};
+            const ChunkSpan span = {n * pl->s + r0, r1 - r0, c_all, ya, ya + c_all, buf};
             double *a_sum = partial + task * 2 * c_all, *b_sum = a_sum + c_all;
             for (size_t c = 0; c < c_all; c++) a_sum[c] = 0, b_sum[c] = 0;
             chunk_sums(b, &span, a_sum, b_sum, coef + n * 6 * c_all);
@@ -861,7 +907,7 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
                 for (size_t c = 0; c < 2 * c_all; c++) sum_n[c] += part[c];
             }
         }
-        if (b->dinp.data) {
+        if (b->grad.dx[0]) {
 #pragma omp for schedule(static)
             for (size_t ng = 0; ng < pl->n * pl->g; ng++) {
                 size_t n = ng / pl->g, c0 = ng % pl->g * pl->cg;
@@ -875,7 +921,7 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
             for (size_t task = 0; task < pl->n_tasks; task++) {
                 size_t r0, r1, n = chunk_rows_of(pl, task, &r0, &r1);
                 const float *alpha = coef + n * 6 * c_all + c_all, *ya = alpha + 3 * c_all;
-                const ChunkSpan span = {(n * pl->s + r0) * c_all, r1 - r0, c_all, ya, ya + c_all, buf};
+                const ChunkSpan span = {n * pl->s + r0, r1 - r0, c_all, ya, ya + c_all, buf};
                 chunk_input_grad(b, &span, alpha, alpha + c_all, alpha + 2 * c_all);
             }
         }
@@ -883,13 +929,22 @@ static void backward_chunks(const GroupNormPlan *pl, const BackwardArgs *b) {
     }
 }
 
-static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift, Tensor mean,
-                     Tensor rstd, Tensor weight, Tensor bias, int n_groups, bool silu, const char *where) {
+static void backward(Tensor dinp, Tensor dinp2, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor inp2,
+                     Tensor shift, Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups, bool silu,
+                     const char *where) {
+    Tensor part = inp;
+    const Input in = input_of(inp, inp2, &inp, where); /* inp now has the whole shape */
     const GroupNormPlan pl = plan_of(inp, n_groups, where);
     size_t stats_shape[2] = {pl.n, pl.g}, channels[1] = {pl.c};
     expect_shift(shift, &pl, where);
     tensor_expect(dout, where, "dout", inp.ndim, inp.shape);
-    if (!tensor_is_none(dinp)) tensor_expect(dinp, where, "dinp", inp.ndim, inp.shape);
+    if (!tensor_is_none(dinp)) tensor_expect(dinp, where, "dinp", part.ndim, part.shape);
+    if (!tensor_is_none(inp2)) {
+        CHECK(tensor_is_none(dinp) == tensor_is_none(dinp2), "%s: one of dinp and dinp2 is none", where);
+        if (!tensor_is_none(dinp2)) tensor_expect(dinp2, where, "dinp2", inp2.ndim, inp2.shape);
+    } else {
+        CHECK(tensor_is_none(dinp2), "%s: dinp2 is given without inp2", where);
+    }
     tensor_expect(mean, where, "mean", 2, stats_shape);
     tensor_expect(rstd, where, "rstd", 2, stats_shape);
     if (!tensor_is_none(weight)) tensor_expect(weight, where, "weight", 1, channels);
@@ -900,18 +955,20 @@ static void backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
     }
     if (!tensor_is_none(dbias)) tensor_expect(dbias, where, "dbias", 1, channels);
     if (tensor_is_none(dinp) && tensor_is_none(dweight) && tensor_is_none(dbias)) return;
-    const BackwardArgs b = {dinp, dweight, dbias, dout, inp, mean, rstd, weight.data, bias.data, shift.data, silu};
+    const InputGrad grad = {{dinp.data, dinp2.data}, {dinp.overwrite, dinp2.overwrite}};
+    const BackwardArgs b = {dweight, dbias, dout, mean, rstd, in, grad, weight.data, bias.data, shift.data, silu};
     if (pl.slabs) backward_slabs(&pl, &b);
     else backward_chunks(&pl, &b);
 }
 
 void group_norm_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor mean, Tensor rstd,
                          Tensor weight, int n_groups) {
-    backward(dinp, dweight, dbias, dout, inp, tensor_none(), mean, rstd, weight, tensor_none(), n_groups, false,
-             __func__);
+    backward(dinp, tensor_none(), dweight, dbias, dout, inp, tensor_none(), tensor_none(), mean, rstd, weight,
+             tensor_none(), n_groups, false, __func__);
 }
 
-void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift,
-                              Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups) {
-    backward(dinp, dweight, dbias, dout, inp, shift, mean, rstd, weight, bias, n_groups, true, __func__);
+void group_norm_silu_backward(Tensor dinp, Tensor dinp2, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
+                              Tensor inp2, Tensor shift, Tensor mean, Tensor rstd, Tensor weight, Tensor bias,
+                              int n_groups) {
+    backward(dinp, dinp2, dweight, dbias, dout, inp, inp2, shift, mean, rstd, weight, bias, n_groups, true, __func__);
 }

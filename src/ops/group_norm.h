@@ -19,9 +19,10 @@
  * if that sum were their input, without forming it; backward reads the same inp and shift, and dinp is
  * the gradient with respect to that sum (so also to shift, summed over positions). This is diffusers'
  * ResnetBlock2D adding the time embedding before norm2, with one pass over the activation fewer.
- * inp2, (N, ..., C2) or tensor_none(): the fused forward ops normalise concat(inp, inp2) along channels
- * (C + C2 of them, shift (N, C + C2)) without forming it, as an up block's resnet does with its hidden
- * state and skip; same bits as on the concatenation, which backward then takes as inp. */
+ * inp2, (N, ..., C2) or tensor_none(): the fused ops normalise concat(inp, inp2) along channels (C + C2 of
+ * them, shift (N, C + C2)) without forming it, as an up block's resnet does with its hidden state and skip;
+ * backward reads the same two parts and writes (or adds to) the input gradient in two parts too, dinp
+ * (N, ..., C) and dinp2 (N, ..., C2), each by its own overwrite flag; same bits as on the concatenation. */
 #ifndef DIFFUSE_GROUP_NORM_H
 #define DIFFUSE_GROUP_NORM_H
 
@@ -39,7 +40,8 @@ void group_norm_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp
                              int n_groups, float eps);
 void group_norm_silu_forward_bf16(uint16_t *out, Tensor mean, Tensor rstd, Tensor inp, Tensor inp2, Tensor shift,
                                   Tensor weight, Tensor bias, int n_groups, float eps);
-void group_norm_silu_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor shift,
-                              Tensor mean, Tensor rstd, Tensor weight, Tensor bias, int n_groups);
+void group_norm_silu_backward(Tensor dinp, Tensor dinp2, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp,
+                              Tensor inp2, Tensor shift, Tensor mean, Tensor rstd, Tensor weight, Tensor bias,
+                              int n_groups);
 
 #endif

@@ -203,7 +203,7 @@ void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
             linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, dinp.overwrite ? 0.0f : 1.0f, dinp.data,
                          Fi);
         if (dweight.data && narrow_weight_grad_serves(Fo, Fi))
-            narrow_weight_grad(dweight.data, dout.data, Fo, inp.data, Fi, M);
+            narrow_weight_grad(dweight.data, dout.data, Fo, inp.data, Fi, NULL, 0, M);
         else if (dweight.data)
             linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
     }

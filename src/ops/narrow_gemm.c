@@ -43,11 +43,12 @@ bool narrow_gemm_serves(size_t k, size_t co) {
 #if defined(__AVX512F__)
 #define NARROW_INLINE static inline __attribute__((always_inline))
 
-/* What every block of a call reads and writes. */
+/* What every block of a call reads and writes: out's first co_a channels in out[0] (rows co_a wide), the
+ * rest in out[1] (co = co_a with one output), each with its residual or NULL. */
 typedef struct Product {
-    float *out;
-    const float *residual, *x[2], *wt, *bias; /* wt: the weight transposed, (K, co) */
-    size_t c[2], co;
+    float *out[2];
+    const float *residual[2], *x[2], *wt, *bias; /* wt: the weight transposed, (K, co) */
+    size_t c[2], co, co_a;
     float scale;
 } Product;
 
@@ -75,18 +76,17 @@ NARROW_INLINE void block(const Product *p, size_t row, size_t j0, const int R, c
             }
         }
     }
-    float *out = p->out;
-    const float *residual = p->residual;
     const bool scaled = p->scale != 1.0f;
     const __m512 scale = _mm512_set1_ps(p->scale);
 #pragma GCC unroll 24
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int j = 0; j < J; j++) {
-            const size_t at = (row + r) * co + j0 + 16 * j;
+            const size_t ch = j0 + 16 * j, part = ch >= p->co_a;
+            const size_t at = part ? (row + r) * (co - p->co_a) + ch - p->co_a : (row + r) * p->co_a + ch;
             __m512 v = acc[r][j];
-            if (residual) v = _mm512_add_ps(_mm512_loadu_ps(residual + at), v);
-            _mm512_storeu_ps(out + at, scaled ? _mm512_mul_ps(v, scale) : v);
+            if (p->residual[part]) v = _mm512_add_ps(_mm512_loadu_ps(p->residual[part] + at), v);
+            _mm512_storeu_ps(p->out[part] + at, scaled ? _mm512_mul_ps(v, scale) : v);
         }
 }
 
@@ -137,11 +137,25 @@ void narrow_gemm_kco(float *out, const float *residual, const float *a, size_t c
                      const float *weight_kco, const float *bias, size_t co, size_t rows, float scale) {
     CHECK(narrow_gemm_can(co), "narrow_gemm: %zu output channels, expected a multiple of 16 on an AVX-512 build", co);
 #if defined(__AVX512F__)
-    const Product p = {out, residual, {a, cb ? b : NULL}, weight_kco, bias, {ca, cb}, co, scale};
+    const Product p = {{out, NULL}, {residual, NULL}, {a, cb ? b : NULL}, weight_kco, bias, {ca, cb}, co, co, scale};
     run(&p, rows);
 #else
     (void)out, (void)residual, (void)a, (void)ca, (void)b, (void)cb, (void)weight_kco, (void)bias, (void)rows,
         (void)scale;
+#endif
+}
+
+void narrow_gemm_kco_split(float *out_a, bool add_a, float *out_b, bool add_b, size_t co_a, const float *x, size_t k,
+                           const float *weight_kco, size_t co, size_t rows) {
+    CHECK(narrow_gemm_can(co) && co_a % 16 == 0 && co_a < co,
+          "narrow_gemm_kco_split: %zu output channels split at %zu, expected multiples of 16 on an AVX-512 build", co,
+          co_a);
+#if defined(__AVX512F__)
+    const Product p = {{out_a, out_b}, {add_a ? out_a : NULL, add_b ? out_b : NULL}, {x, NULL}, weight_kco, NULL,
+                       {k, 0}, co, co_a, 1.0f};
+    run(&p, rows);
+#else
+    (void)out_a, (void)add_a, (void)out_b, (void)add_b, (void)x, (void)k, (void)weight_kco, (void)rows;
 #endif
 }
 
@@ -171,9 +185,10 @@ bool narrow_weight_grad_serves(size_t co, size_t ci) {
 }
 
 #if defined(__AVX512F__)
-/* part[o][i] = the sums over rows [r0, r1) of dout[r][o0 + o] inp[r][i0 + i], o < R, i < 16 J (row stride ci). */
-NARROW_INLINE void grad_block(float *part, const float *dout, size_t co, const float *inp, size_t ci, size_t r0,
-                              size_t r1, size_t o0, size_t i0, const int R, const int J) {
+/* part[o][i] = the sums over rows [r0, r1) of dout[r][o0 + o] inp[r][i0 + i], o < R, i < 16 J (inp's row
+ * stride ci, part's ld). */
+NARROW_INLINE void grad_block(float *part, size_t ld, const float *dout, size_t co, const float *inp, size_t ci,
+                              size_t r0, size_t r1, size_t o0, size_t i0, const int R, const int J) {
     __m512 acc[16][4];
 #pragma GCC unroll 16
     for (int o = 0; o < R; o++)
@@ -193,19 +208,21 @@ NARROW_INLINE void grad_block(float *part, const float *dout, size_t co, const f
 #pragma GCC unroll 16
     for (int o = 0; o < R; o++)
 #pragma GCC unroll 4
-        for (int j = 0; j < J; j++) _mm512_storeu_ps(part + (o0 + o) * ci + i0 + 16 * j, acc[o][j]);
+        for (int j = 0; j < J; j++) _mm512_storeu_ps(part + (o0 + o) * ld + i0 + 16 * j, acc[o][j]);
 }
 
-/* One chunk's partial sums, every (o, i), into part (co, ci): blocks of 64 input channels (J = 4, 4 outputs
- * at a time) and a narrower last one (J <= 3, 8 or 16 outputs at a time). */
-static void grad_chunk(float *part, const float *dout, size_t co, const float *inp, size_t ci, size_t r0, size_t r1) {
+/* One chunk's partial sums, every (o, i), into part (co, ld): the input's ci channels at column 0 of part;
+ * blocks of 64 input channels (J = 4, 4 outputs at a time) and a narrower last one (J <= 3, 8 or 16 outputs
+ * at a time). */
+static void grad_chunk(float *part, size_t ld, const float *dout, size_t co, const float *inp, size_t ci, size_t r0,
+                       size_t r1) {
     for (size_t i0 = 0; i0 < ci; i0 += 64) {
         const int j = ci - i0 >= 64 ? 4 : (int)((ci - i0) / 16), r = j == 4 ? 4 : j == 1 ? 16 : 8;
         for (size_t o0 = 0; o0 < co; o0 += (size_t)r) switch (j) {
-            case 1: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 16, 1); break;
-            case 2: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 8, 2); break;
-            case 3: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 8, 3); break;
-            default: grad_block(part, dout, co, inp, ci, r0, r1, o0, i0, 4, 4); break;
+            case 1: grad_block(part, ld, dout, co, inp, ci, r0, r1, o0, i0, 16, 1); break;
+            case 2: grad_block(part, ld, dout, co, inp, ci, r0, r1, o0, i0, 8, 2); break;
+            case 3: grad_block(part, ld, dout, co, inp, ci, r0, r1, o0, i0, 8, 3); break;
+            default: grad_block(part, ld, dout, co, inp, ci, r0, r1, o0, i0, 4, 4); break;
             }
     }
 }
@@ -213,8 +230,11 @@ static void grad_chunk(float *part, const float *dout, size_t co, const float *i
 static GrowBuffer grad_partials;
 #endif
 
-void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *inp, size_t ci, size_t rows) {
-    CHECK(narrow_weight_grad_serves(co, ci), "narrow_weight_grad: %zu x %zu is not served here", co, ci);
+void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *a, size_t ca, const float *b,
+                        size_t cb, size_t rows) {
+    const size_t ci = ca + cb;
+    CHECK(narrow_weight_grad_serves(co, ci) && ca % 16 == 0, "narrow_weight_grad: %zu x (%zu + %zu) is not served here",
+          co, ca, cb);
 #if defined(__AVX512F__)
     if (rows == 0) return;
     /* an even number of chunks of about the same size, so that two threads share them evenly */
@@ -227,7 +247,8 @@ void narrow_weight_grad(float *dweight, const float *dout, size_t co, const floa
 #pragma omp for schedule(static)
         for (size_t c = 0; c < n_chunks; c++) {
             const size_t r1 = (c + 1) * chunk_rows < rows ? (c + 1) * chunk_rows : rows;
-            grad_chunk(partial + c * size, dout, co, inp, ci, c * chunk_rows, r1);
+            grad_chunk(partial + c * size, ci, dout, co, a, ca, c * chunk_rows, r1);
+            if (cb) grad_chunk(partial + c * size + ca, ci, dout, co, b, cb, c * chunk_rows, r1);
         }
 #pragma omp for schedule(static)
         for (size_t x = 0; x < size; x += 16) {
@@ -237,6 +258,6 @@ void narrow_weight_grad(float *dweight, const float *dout, size_t co, const floa
         }
     }
 #else
-    (void)dweight, (void)dout, (void)inp, (void)rows;
+    (void)dweight, (void)dout, (void)a, (void)b, (void)rows;
 #endif
 }

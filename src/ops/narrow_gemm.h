@@ -8,9 +8,13 @@
  *   layer's, or a 1x1 convolution's), bias (co) or NULL, residual (rows, co) or NULL, which may be out.
  * narrow_gemm_kco: the same with the weight given transposed, (ca + cb, co): a linear layer's weight
  *   (Fo, Fi) for its input gradient, dinp += dout weight (co = Fi, residual = out = dinp).
- * narrow_weight_grad: dweight (co, ci) += doutᵀ inp over the rows, dout (rows, co), inp (rows, ci): in
- *   fixed chunks of rows whose partial sums add up in chunk order, so the result does not depend on the
- *   thread count. */
+ * narrow_gemm_kco_split: the same product of x (rows, k) with weight_kco (k, co), no bias, scale 1, its first
+ *   co_a output channels in out_a (rows, co_a) and the rest in out_b (rows, co - co_a), each added to
+ *   (add_a, add_b) or written: a 1x1 convolution's input gradient for an input in two parts (co_a a multiple
+ *   of 16).
+ * narrow_weight_grad: dweight (co, ca + cb) += doutᵀ concat(a, b) over the rows, dout (rows, co), a (rows,
+ *   ca), b (rows, cb) or NULL (cb = 0), ca a multiple of 16: in fixed chunks of rows whose partial sums add up
+ *   in chunk order, so the result does not depend on the thread count. */
 #ifndef DIFFUSE_NARROW_GEMM_H
 #define DIFFUSE_NARROW_GEMM_H
 
@@ -26,7 +30,11 @@ void narrow_gemm(float *out, const float *residual, const float *a, size_t ca, c
 void narrow_gemm_kco(float *out, const float *residual, const float *a, size_t ca, const float *b, size_t cb,
                      const float *weight_kco, const float *bias, size_t co, size_t rows, float scale);
 
+void narrow_gemm_kco_split(float *out_a, bool add_a, float *out_b, bool add_b, size_t co_a, const float *x, size_t k,
+                           const float *weight_kco, size_t co, size_t rows);
+
 bool narrow_weight_grad_serves(size_t co, size_t ci);
-void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *inp, size_t ci, size_t rows);
+void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *a, size_t ca, const float *b,
+                        size_t cb, size_t rows);
 
 #endif

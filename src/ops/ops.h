@@ -14,7 +14,7 @@
  *     instead, which spares the caller zeroing a buffer that only they write first (a pass over memory
  *     that cost 4 % of fashion-mnist's training step): add_scaled_backward (da), concat_channels_backward
  *     (da, db), conv2d_backward (dinp), linear_backward (dinp), attention_backward (dq, dk, dv),
- *     group_norm_backward and group_norm_silu_backward (dinp).
+ *     group_norm_backward and group_norm_silu_backward (dinp, dinp2), shortcut_add_backward (da, db).
  *   - Every op CHECKs the shapes it receives against each other and names the offending argument.
  *   - The heavy ops (conv2d, linear, attention) have a `_reference` twin in plain loops, obviously
  *     correct, against which the fast path is tested. Results do not depend on thread timing.

@@ -16,6 +16,8 @@
 #include "ops/shortcut_add.h"
 
 #include "core/check.h"
+#include "ops/conv2d_internal.h"
+#include "ops/elementwise.h"
 #include "ops/narrow_gemm.h"
 #include "ops/precision.h"
 
@@ -69,4 +71,42 @@ void shortcut_add_forward(Tensor out, Tensor a, Tensor b, Tensor weight, Tensor 
         narrow_gemm(out.data, out.data, a.data, ca, b_data, cb, weight.data, bias.data, co, n * h * w, scale);
     else
         identity_add(out.data, a.data, ca, b_data, cb, n * h * w, scale);
+}
+
+bool shortcut_add_backward_fused(size_t ca, size_t cb, size_t co, bool has_weight) {
+    if (force_mode == 0 || cb == 0) return false;
+    if (!has_weight) return ca + cb == co;
+    if (ops_precision() != OPS_PRECISION_FP32) return false;
+    const bool narrow = force_mode == 1 ? narrow_gemm_can(ca + cb) && narrow_gemm_can(co)
+                                        : narrow_gemm_serves(co, ca + cb) && narrow_weight_grad_serves(co, ca + cb);
+    return narrow && ca % 16 == 0;
+}
+
+void shortcut_add_backward(Tensor da, Tensor db, Tensor dweight, Tensor dbias, Tensor d, Tensor a, Tensor b,
+                           Tensor weight) {
+    EXPECT_NDIM(d, "d", 4);
+    const size_t n = d.shape[0], h = d.shape[1], w = d.shape[2], co = d.shape[3], rows = n * h * w;
+    tensor_expect(a, __func__, "a", 4, (size_t[]){n, h, w, a.ndim == 4 ? a.shape[3] : 0});
+    tensor_expect(b, __func__, "b", 4, (size_t[]){n, h, w, b.ndim == 4 ? b.shape[3] : 0});
+    const size_t ca = a.shape[3], cb = b.shape[3];
+    tensor_expect(da, __func__, "da", 4, a.shape);
+    tensor_expect(db, __func__, "db", 4, b.shape);
+    const bool has_weight = !tensor_is_none(weight);
+    CHECK(shortcut_add_backward_fused(ca, cb, co, has_weight), "%s: %zu + %zu -> %zu channels is not served here",
+          __func__, ca, cb, co);
+    if (!has_weight) {
+        concat_channels_backward(da, db, d);
+        return;
+    }
+    tensor_expect(weight, __func__, "weight", 4, (size_t[]){co, ca + cb, 1, 1});
+    /* da, db (+)= d weight: weight (Co, Ca + Cb) is the product's (K, outputs) */
+    narrow_gemm_kco_split(da.data, !da.overwrite, db.data, !db.overwrite, ca, d.data, co, weight.data, ca + cb, rows);
+    if (!tensor_is_none(dweight)) {
+        tensor_expect(dweight, __func__, "dweight", 4, weight.shape);
+        narrow_weight_grad(dweight.data, d.data, co, a.data, ca, b.data, cb, rows);
+    }
+    if (!tensor_is_none(dbias)) {
+        tensor_expect(dbias, __func__, "dbias", 1, (size_t[]){co});
+        conv2d_bias_gradient(dbias.data, d.data, rows, co);
+    }
 }

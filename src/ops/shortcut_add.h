@@ -23,6 +23,16 @@ bool shortcut_add_fused(size_t ca, size_t cb, size_t co, bool has_weight);
 
 void shortcut_add_forward(Tensor out, Tensor a, Tensor b, Tensor weight, Tensor bias, float scale);
 
+/* The shortcut's backward for an input in two parts, given d (N, H, W, Co), the gradient of the sum before
+ * the scale (dout scale): da and db (+)= the two parts of d weight (d itself for the identity), each written
+ * or added to by its overwrite flag; dweight += dᵀ concat(a, b) and dbias += d's column sums (either may be
+ * none). It reads a and b where they lie and writes da and db where they lie: no concatenation of the
+ * input nor split of its gradient. Same bits as conv2d_backward on the concatenation (and
+ * concat_channels_backward). Only where shortcut_add_backward_fused() says so. */
+bool shortcut_add_backward_fused(size_t ca, size_t cb, size_t co, bool has_weight);
+void shortcut_add_backward(Tensor da, Tensor db, Tensor dweight, Tensor dbias, Tensor d, Tensor a, Tensor b,
+                           Tensor weight);
+
 /* Tests and benchmarks: 0 turns the pass off, 1 on wherever the build has it, -1 restores the rule. */
 void shortcut_add_force(int mode);
 
