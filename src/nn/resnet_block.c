@@ -268,10 +268,13 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     /* temb = time_emb_proj(silu_emb) */
     linear_backward(d_silu_emb, g[UNET_RESNET_TIME_EMB_PROJ_WEIGHT], g[UNET_RESNET_TIME_EMB_PROJ_BIAS], d_temb, silu_emb,
                     p[UNET_RESNET_TIME_EMB_PROJ_WEIGHT]);
-    /* c1 = conv1(a1r) */
+    /* c1 = conv1(a1r); conv1's bias gradient, d_c1 summed over samples and positions, from d_temb, which
+     * already holds d_c1 summed over positions (default mode), rather than another pass over d_c1 */
     Tensor d_a1r = SCRATCH4_TO_WRITE(scratch, 1, n, oh, ow, c_in);
-    conv_input_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], g[UNET_RESNET_CONV1_BIAS], d_c1, &a->a1r,
-                    p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
+    conv_input_backward(d_a1r, g[UNET_RESNET_CONV1_WEIGHT], scale_shift ? g[UNET_RESNET_CONV1_BIAS] : tensor_none(),
+                        d_c1, &a->a1r, p[UNET_RESNET_CONV1_WEIGHT], conv2d_params(1, 1));
+    if (!scale_shift && !tensor_is_none(g[UNET_RESNET_CONV1_BIAS]))
+        linear_bias_backward(g[UNET_RESNET_CONV1_BIAS], d_temb);
     /* a1r, xr = resample(a1), resample(x_cat) */
     Tensor d_a1 = d_a1r;
     if (resample) {

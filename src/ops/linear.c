@@ -188,6 +188,13 @@ static void bias_gradient(Tensor dbias, Tensor dout, LinearShape s) {
     for (size_t o = 0; o < Fo; o++) dbias.data[o] += partial[o];
 }
 
+void linear_bias_backward(Tensor dbias, Tensor dout) {
+    CHECK(dout.ndim >= 1, "%s: dout has no dimensions", __func__);
+    const size_t fo = dout.shape[dout.ndim - 1];
+    tensor_expect(dbias, __func__, "dbias", 1, (size_t[]){fo});
+    bias_gradient(dbias, dout, (LinearShape){fo ? tensor_numel(dout) / fo : 0, 0, fo});
+}
+
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
     LinearShape s = linear_check_backward(__func__, dinp, dweight, dbias, dout, inp, weight);
     const size_t M = s.M, Fi = s.Fi, Fo = s.Fo;

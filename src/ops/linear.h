@@ -24,6 +24,10 @@ void linear_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
  * the residual. */
 void linear_residual_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, Tensor residual, float scale);
 void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight);
+/* dbias (Fo) += dout (..., Fo) summed over its rows: linear_backward's bias gradient alone, for any bias added
+ * along the last dimension (a resnet's conv1 bias from the time embedding's gradient, which already holds
+ * c1's gradient summed over positions). */
+void linear_bias_backward(Tensor dbias, Tensor dout);
 
 /* bf16 precision: whether linear_forward takes the bf16 products at these sizes (M rows, Fi -> Fo); then
  * the same passes on inp given in bf16, M rows of Fi (as group_norm_forward_bf16 writes it), the forward
