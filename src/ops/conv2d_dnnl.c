@@ -655,6 +655,11 @@ void conv2d_hold_weights(bool hold) {
     hold_weights = hold;
 }
 
+bool conv2d_fast_runs_winograd_fp32(Conv2dShape s, Conv2dParams p, bool *hold) {
+    *hold = hold_weights;
+    return use_winograd && conv2d_winograd_fp32_fits(s, p);
+}
+
 void conv2d_cache_free(void) {
     held_weights_free();
     conv2d_winograd_bf16_free();
@@ -894,7 +899,8 @@ static void forward(Conv2dShape s, Tensor out, const float *inp, const uint16_t 
         return;
     }
     if (inp && use_winograd && conv2d_winograd_fp32_fits(s, p)) {
-        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s, p, hold_weights);
+        conv2d_winograd_fp32_forward(out.data, inp, weight.data, with_bias ? bias.data : NULL, s, p, hold_weights,
+                                     NULL);
         return;
     }
     Conv2dShape call = s;
@@ -1081,8 +1087,9 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         return;
     }
     if (use_winograd && conv2d_winograd_fp32_fits(s, p)) { /* the bias gradient below */
-        if (want_dinp) conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s, p);
-        if (want_dweight && inp) conv2d_winograd_fp32_backward_weights(dweight.data, dout.data, inp, s, p);
+        if (want_dinp)
+            conv2d_winograd_fp32_backward_data(dinp.data, !dinp.overwrite, dout.data, weight.data, s, p, NULL);
+        if (want_dweight && inp) conv2d_winograd_fp32_backward_weights(dweight.data, dout.data, inp, s, p, NULL);
         want_dinp = false;
         want_dweight = want_dweight && !inp;
     }

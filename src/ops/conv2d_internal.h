@@ -16,6 +16,12 @@ typedef struct Conv2dShape {
     size_t ho, wo;      /* out (N, Ho, Wo, Co) */
 } Conv2dShape;
 
+/* Where an image's pixels lie: pixel (n, y, x) at n image + y row + x pixel floats, its channels contiguous.
+ * NULL where a function takes one: a contiguous (N, H, W, C) image. */
+typedef struct ImageStrides {
+    size_t pixel, row, image;
+} ImageStrides;
+
 /* `where` names the public function in failure messages. */
 Conv2dShape conv2d_check_forward(const char *where, Tensor out, Tensor inp, Tensor weight, Tensor bias,
                                  Conv2dParams p);
@@ -82,20 +88,24 @@ void conv2d_winograd_bf16_free(void);
 /* fp32 Winograd F(4x4, 3x3) for 3x3 convolutions at stride 1 with padding 1, and F(4x4, 2x2) for 2x2 ones
  * padded by one row and one column (the upsamplers' phases), on CPUs that split 512-bit FMAs
  * (conv2d_winograd_fp32.c): forward, backward-data and backward-weights (dweight +=; inp in fp32), as the
- * bf16 ones above (hold: within a budget). serves: whether its rule takes s; fits: whether it runs s, the
- * test switches included. Tests only: on false keeps fp32 on oneDNN's kernels; every_size runs it at every
+ * bf16 ones above (hold: within a budget); out (forward) or dout (backward) where out_view says (NULL:
+ * contiguous), so that an upsampler's phase is written and read in place. serves: whether its rule takes s;
+ * fits: whether it runs s, the test switches included. Tests only: on false keeps fp32 on oneDNN's kernels; every_size runs it at every
  * shape it can, backward-weights in chunks 16x smaller (default: on, by its rule). */
 bool conv2d_winograd_fp32_serves(Conv2dShape s, Conv2dParams p);
 bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p);
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, Conv2dParams p, bool hold);
+                                  Conv2dShape s, Conv2dParams p, bool hold, const ImageStrides *out_view);
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s, Conv2dParams p);
+                                        Conv2dShape s, Conv2dParams p, const ImageStrides *out_view);
 void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
-                                           Conv2dParams p);
+                                           Conv2dParams p, const ImageStrides *out_view);
 void conv2d_winograd_fp32_release_held(void);
 void conv2d_winograd_fp32_free(void);
 void conv2d_fast_use_winograd_fp32(bool on, bool every_size);
+/* Whether conv2d_forward and conv2d_backward run s on our fp32 Winograd now, for a caller that runs it
+ * itself on views (upsample_conv.c); *hold: whether weights are held (conv2d_hold_weights). */
+bool conv2d_fast_runs_winograd_fp32(Conv2dShape s, Conv2dParams p, bool *hold);
 /* Tests only: on false keeps bf16 precision on oneDNN's kernels; every_size runs the bf16 Winograd at
  * every shape it can, small ones included (default: on, by its size rule). */
 void conv2d_fast_use_winograd_bf16(bool on, bool every_size);

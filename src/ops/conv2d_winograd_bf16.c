@@ -289,7 +289,7 @@ static void transform_chunk_outputs(float *out, bool accumulate, const float *bi
 #pragma GCC unroll 2
                 for (size_t j = 0; j < 2; j++) {
                     if (at.x + j >= g.w) break;
-                    float *dst = out + ((at.n * g.h + at.y + i) * g.w + at.x + j) * g.outs + o;
+                    float *dst = out + tile_out_at(g, at.n, at.y + i, at.x + j) + o;
                     _mm512_storeu_ps(dst, accumulate ? _mm512_add_ps(_mm512_loadu_ps(dst), y[j]) : y[j]);
                 }
             }
@@ -337,7 +337,7 @@ static inline __attribute__((always_inline)) void transform_grad(__m512 z[16], c
 #pragma GCC unroll 2
         for (size_t j = 0; j < 2; j++)
             dy[i][j] = o.y + i < g.h && o.x + j < g.w
-                           ? _mm512_loadu_ps(dout + ((o.n * g.h + o.y + i) * g.w + o.x + j) * g.outs + c)
+                           ? _mm512_loadu_ps(dout + tile_out_at(g, o.n, o.y + i, o.x + j) + c)
                            : _mm512_setzero_ps();
     const __m512 zero = _mm512_setzero_ps();
     const __m512 rows[4][2] = {{dy[0][0], dy[0][1]},

@@ -344,18 +344,20 @@ static const WinogradTransforms *transforms_of(Conv2dShape s) {
 
 /* The tiles of s's output, or for backward-data of its input's gradient: a convolution of dout with the
  * flipped kernel, padded by r - 1 - the padding before. */
-static TileGeometry geometry_of(Conv2dShape s, Conv2dParams p, bool backward_data) {
+/* out_view: where the forward's output (backward-data's input) lies, or NULL. */
+static TileGeometry geometry_of(Conv2dShape s, Conv2dParams p, bool backward_data, const ImageStrides *out_view) {
     TileGeometry g = backward_data ? tile_geometry(s.h, s.w, s.co, s.ci, 4) : tile_geometry(s.h, s.w, s.ci, s.co, 4);
     const size_t top = (size_t)p.pad_top, left = (size_t)p.pad_left;
     g.pad_top = backward_data ? s.kh - 1 - top : top;
     g.pad_left = backward_data ? s.kw - 1 - left : left;
+    if (out_view) *(backward_data ? &g.in : &g.out) = *out_view;
     return g;
 }
 
 void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
-                                           Conv2dParams p) {
+                                           Conv2dParams p, const ImageStrides *out_view) {
     const WinogradTransforms *tr = transforms_of(s);
-    const TileGeometry g = geometry_of(s, p, false);
+    const TileGeometry g = geometry_of(s, p, false, out_view);
     const size_t tiles = s.n * g.tiles_per_image, tile_bytes = tr->terms * (s.ci + s.co) * sizeof(float);
     if (s.ci * s.co >= BLOCK_WEIGHTS && s.ci * s.co <= PARTIAL_WEIGHTS) {
         weights_by_block(tr, dweight, dout, inp, g, tiles);
@@ -396,17 +398,17 @@ static const float *forward_weights(const WinogradTransforms *tr, const float *w
 }
 
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, Conv2dParams p, bool hold) {
+                                  Conv2dShape s, Conv2dParams p, bool hold, const ImageStrides *out_view) {
     const WinogradTransforms *tr = transforms_of(s);
-    run(tr, out, false, inp, forward_weights(tr, weight, s, hold), bias, s.n, geometry_of(s, p, false));
+    run(tr, out, false, inp, forward_weights(tr, weight, s, hold), bias, s.n, geometry_of(s, p, false, out_view));
 }
 
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s, Conv2dParams p) {
+                                        Conv2dShape s, Conv2dParams p, const ImageStrides *out_view) {
     const WinogradTransforms *tr = transforms_of(s);
     float *u = grow_buffer(&transformed_weights, tr->terms * s.ci * s.co * sizeof(float));
     tr->weights(u, weight, s.co, s.ci, true);
-    run(tr, dinp, accumulate, dout, u, NULL, s.n, geometry_of(s, p, true));
+    run(tr, dinp, accumulate, dout, u, NULL, s.n, geometry_of(s, p, true, out_view));
 }
 
 void conv2d_winograd_fp32_release_held(void) { held_transforms_free(&held); }
@@ -421,18 +423,18 @@ void conv2d_winograd_fp32_free(void) {
 #else
 #define KERNEL_BUILT 0
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,
-                                  Conv2dShape s, Conv2dParams p, bool hold) {
-    (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)p, (void)hold;
+                                  Conv2dShape s, Conv2dParams p, bool hold, const ImageStrides *out_view) {
+    (void)out, (void)inp, (void)weight, (void)bias, (void)s, (void)p, (void)hold, (void)out_view;
     CHECK(false, "conv2d_winograd_fp32_forward: built without AVX-512");
 }
 void conv2d_winograd_fp32_backward_data(float *dinp, bool accumulate, const float *dout, const float *weight,
-                                        Conv2dShape s, Conv2dParams p) {
-    (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s, (void)p;
+                                        Conv2dShape s, Conv2dParams p, const ImageStrides *out_view) {
+    (void)dinp, (void)accumulate, (void)dout, (void)weight, (void)s, (void)p, (void)out_view;
     CHECK(false, "conv2d_winograd_fp32_backward_data: built without AVX-512");
 }
 void conv2d_winograd_fp32_backward_weights(float *dweight, const float *dout, const float *inp, Conv2dShape s,
-                                           Conv2dParams p) {
-    (void)dweight, (void)dout, (void)inp, (void)s, (void)p;
+                                           Conv2dParams p, const ImageStrides *out_view) {
+    (void)dweight, (void)dout, (void)inp, (void)s, (void)p, (void)out_view;
     CHECK(false, "conv2d_winograd_fp32_backward_weights: built without AVX-512");
 }
 void conv2d_winograd_fp32_release_held(void) {}

@@ -1,7 +1,10 @@
 /* The tiles of a Winograd convolution (stride 1, as many outputs as inputs) over channels-last images
  * (N, H, W, C): m x m outputs per tile, numbered image by image, row by row; with an r x r kernel each reads
  * an (m + r - 1) x (m + r - 1) input patch from pad_top rows and pad_left columns before its first output
- * (3x3 kernels: one each). conv2d_winograd_bf16.c tiles by 2, conv2d_winograd_fp32.c by 4. */
+ * (3x3 kernels: one each). conv2d_winograd_bf16.c tiles by 2, conv2d_winograd_fp32.c by 4.
+ * Pixel (n, y, x) of the input lies at n in.image + y in.row + x in.pixel floats, its channels contiguous,
+ * and likewise for the output: contiguous images, or one phase of an image twice the size, whose every
+ * other pixel of every other row it is (upsample_conv.c). */
 #ifndef DIFFUSE_OPS_WINOGRAD_TILES_H
 #define DIFFUSE_OPS_WINOGRAD_TILES_H
 
@@ -9,15 +12,26 @@
 #include <stddef.h>
 
 #include "core/work_steal.h"
+#include "ops/conv2d_internal.h"
+
+/* Of a contiguous (N, h, w, c) image. */
+static inline ImageStrides image_strides(size_t h, size_t w, size_t c) { return (ImageStrides){c, w * c, h * w * c}; }
 
 typedef struct TileGeometry {
     size_t h, w, ins, outs, m, tiles_w, tiles_per_image, pad_top, pad_left;
+    ImageStrides in, out;
 } TileGeometry;
 
-/* For a 3x3 kernel with padding 1. */
+/* For a 3x3 kernel with padding 1, contiguous images. */
 static inline TileGeometry tile_geometry(size_t h, size_t w, size_t ins, size_t outs, size_t m) {
     return (TileGeometry){.h = h, .w = w, .ins = ins, .outs = outs, .m = m, .tiles_w = (w + m - 1) / m,
-                          .tiles_per_image = ((h + m - 1) / m) * ((w + m - 1) / m), .pad_top = 1, .pad_left = 1};
+                          .tiles_per_image = ((h + m - 1) / m) * ((w + m - 1) / m), .pad_top = 1, .pad_left = 1,
+                          .in = image_strides(h, w, ins), .out = image_strides(h, w, outs)};
+}
+
+/* Where output pixel (n, y, x) starts. */
+static inline size_t tile_out_at(TileGeometry g, size_t n, size_t y, size_t x) {
+    return n * g.out.image + y * g.out.row + x * g.out.pixel;
 }
 
 /* The image of a tile and its first output position. */
@@ -35,7 +49,7 @@ static inline TileOrigin tile_origin(TileGeometry g, size_t tile) {
 static inline bool tile_patch_position(TileGeometry g, TileOrigin o, int i, int j, size_t *at) {
     const long y = (long)o.y - (long)g.pad_top + i, x = (long)o.x - (long)g.pad_left + j;
     const bool inside = y >= 0 && y < (long)g.h && x >= 0 && x < (long)g.w;
-    *at = inside ? ((o.n * g.h + (size_t)y) * g.w + (size_t)x) * g.ins : 0;
+    *at = inside ? o.n * g.in.image + (size_t)y * g.in.row + (size_t)x * g.in.pixel : 0;
     return inside;
 }
 
