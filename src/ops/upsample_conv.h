@@ -7,9 +7,9 @@
  * upsampled image: each of the four output phases (even or odd row, even or odd column) sees only a 2x2
  * block of inp, through a 2x2 kernel whose taps are sums of the 3x3 kernel's. So four 2x2 convolutions of
  * inp, 4/9 of the multiply-adds, written in place in out where they run on our fp32 Winograd (else one pass
- * interleaves their outputs). Wider layers upsample and
- * convolve, where the 3x3 convolution runs as Winograd, as fast or faster, unless the phases' 2x2
- * convolutions run as our fp32 Winograd too (conv2d_winograd_fp32_serves); measured in upsample_conv.c.
+ * interleaves their outputs). Wider layers upsample and convolve, where the 3x3 convolution runs as
+ * Winograd, as fast or faster, unless the phases' 2x2 convolutions run as our fp32 Winograd too
+ * (conv2d_winograd_fp32_serves); measured in upsample_conv.c.
  *
  * Work buffers, sized by the caller from upsample_conv_work_floats:
  *   work           the upsampled image (and its gradient), or the phases' outputs (or gradients, and
