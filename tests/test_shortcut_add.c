@@ -1,7 +1,8 @@
 /* shortcut_add: the fused pass against the ops it stands for (concatenation, conv2d_forward_reference with
  * a 1x1 kernel, then (out + shortcut) scale), across register blocks, channel blocks, leftover rows, one or
  * two sources, with and without bias, the identity shortcut; its backward on two parts; guard words;
- * thread-count independence; the rule that picks it; CHECK failures. The U-Net's comparisons with diffusers run it too. */
+ * thread-count independence; the rule that picks it; CHECK failures. The U-Net's comparisons with diffusers
+ * run it too. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

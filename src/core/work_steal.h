@@ -26,9 +26,10 @@ typedef struct WorkShare {
 /* Deals units out to shares[0, team) evenly, before the parallel region. A share whose thread does not
  * start (a smaller team than asked for) is stolen by the others, so every unit still runs once. */
 static inline void work_share_init(WorkShare *shares, size_t team, size_t units) {
-    for (size_t t = 0; t < team; t++)
-        atomic_store_explicit(&shares[t].bounds, (uint64_t)(units * t / team) << 32 | (uint64_t)(units * (t + 1) / team),
-                              memory_order_relaxed);
+    for (size_t t = 0; t < team; t++) {
+        const uint64_t front = units * t / team, back = units * (t + 1) / team;
+        atomic_store_explicit(&shares[t].bounds, front << 32 | back, memory_order_relaxed);
+    }
 }
 
 /* Claims up to `piece` units from the front of `share` (owner) or the back (thief): a thief half of what

@@ -241,9 +241,8 @@ void resnet_backward(LayerState *s, Tensor d_in, Tensor d_skip, Tensor d_silu_em
     Tensor d_c1 = SCRATCH4_TO_WRITE(scratch, 3, n, oh, ow, c_out); /* norm2's backward writes it */
     if (!scale_shift) {
         group_norm_silu_backward(d_c1, tensor_none(), g[UNET_RESNET_NORM2_WEIGHT], g[UNET_RESNET_NORM2_BIAS], d_a2,
-                                 a->c1, tensor_none(), a->temb,
-                                 a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT], p[UNET_RESNET_NORM2_BIAS],
-                                 l->norm_groups);
+                                 a->c1, tensor_none(), a->temb, a->mean2, a->rstd2, p[UNET_RESNET_NORM2_WEIGHT],
+                                 p[UNET_RESNET_NORM2_BIAS], l->norm_groups);
         /* norm2's input is c1 + temb */
         add_channel_backward(tensor_none(), d_temb, d_c1);
     } else {

@@ -313,9 +313,8 @@ static void head_backward(LayerState *s, Tensor d_in, Tensor dout, Tensor in, co
     conv_input_backward(d_act, s->g[UNET_OUT_CONV_WEIGHT], s->g[UNET_OUT_CONV_BIAS], dout, &s->head.act,
                         s->p[UNET_OUT_CONV_WEIGHT], conv2d_params(1, 1));
     group_norm_silu_backward(d_in, tensor_none(), s->g[UNET_OUT_NORM_WEIGHT], s->g[UNET_OUT_NORM_BIAS], d_act, in,
-                             tensor_none(), tensor_none(),
-                             s->head.mean, s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT], s->p[UNET_OUT_NORM_BIAS],
-                             l->norm_groups);
+                             tensor_none(), tensor_none(), s->head.mean, s->head.rstd, s->p[UNET_OUT_NORM_WEIGHT],
+                             s->p[UNET_OUT_NORM_BIAS], l->norm_groups);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

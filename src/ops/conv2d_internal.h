@@ -90,8 +90,9 @@ void conv2d_winograd_bf16_free(void);
  * (conv2d_winograd_fp32.c): forward, backward-data and backward-weights (dweight +=; inp in fp32), as the
  * bf16 ones above (hold: within a budget); out (forward) or dout (backward) where out_view says (NULL:
  * contiguous), so that an upsampler's phase is written and read in place. serves: whether its rule takes s;
- * fits: whether it runs s, the test switches included. Tests only: on false keeps fp32 on oneDNN's kernels; every_size runs it at every
- * shape it can, backward-weights in chunks 16x smaller (default: on, by its rule). */
+ * fits: whether it runs s, the test switches included. Tests only: on false keeps fp32 on oneDNN's kernels;
+ * every_size runs it at every shape it can, backward-weights in chunks 16x smaller (default: on, by its
+ * rule). */
 bool conv2d_winograd_fp32_serves(Conv2dShape s, Conv2dParams p);
 bool conv2d_winograd_fp32_fits(Conv2dShape s, Conv2dParams p);
 void conv2d_winograd_fp32_forward(float *out, const float *inp, const float *weight, const float *bias,

@@ -77,9 +77,7 @@ bool shortcut_add_backward_fused(size_t ca, size_t cb, size_t co, bool has_weigh
     if (force_mode == 0 || cb == 0) return false;
     if (!has_weight) return ca + cb == co;
     if (ops_precision() != OPS_PRECISION_FP32) return false;
-    const bool narrow = force_mode == 1 ? narrow_gemm_can(ca + cb) && narrow_gemm_can(co)
-                                        : narrow_gemm_serves(co, ca + cb) && narrow_weight_grad_serves(co, ca + cb);
-    return narrow && ca % 16 == 0;
+    return narrow_gemm_serves(co, ca + cb) && narrow_weight_grad_serves(co, ca + cb) && ca % 16 == 0;
 }
 
 void shortcut_add_backward(Tensor da, Tensor db, Tensor dweight, Tensor dbias, Tensor d, Tensor a, Tensor b,

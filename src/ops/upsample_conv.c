@@ -44,10 +44,15 @@ static Conv2dParams phase_params(int a, int b) {
     return (Conv2dParams){.stride = 1, .pad_top = 1 - a, .pad_bottom = a, .pad_left = 1 - b, .pad_right = b};
 }
 
+/* The 2x2 convolution of a phase. */
+static Conv2dShape phase_shape(size_t n, size_t h, size_t w, size_t ci, size_t co) {
+    return (Conv2dShape){.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
+}
+
 bool upsample_conv_uses_phases(size_t n, size_t h, size_t w, size_t ci, size_t co) {
     if (force_phases >= 0) return force_phases == 1;
-    const Conv2dShape phase = {.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
-    return ci < UPSAMPLE_CONV_PHASES_MAX_CHANNELS || conv2d_winograd_fp32_serves(phase, phase_params(0, 0));
+    return ci < UPSAMPLE_CONV_PHASES_MAX_CHANNELS ||
+           conv2d_winograd_fp32_serves(phase_shape(n, h, w, ci, co), phase_params(0, 0));
 }
 
 size_t upsample_conv_work_floats(size_t n, size_t h, size_t w, size_t ci, size_t co, bool backward) {
@@ -110,8 +115,7 @@ static ImageStrides phase_strides(size_t h, size_t w, size_t co) {
 /* Whether the phases run on our fp32 Winograd, which writes and reads them in place in the (N, 2H, 2W, Co)
  * image: no interleaving pass (2.1 % of fashion-mnist's sampling step, 1.1 % of its training step); and
  * whether weights are held. */
-static bool phases_in_place(size_t n, size_t h, size_t w, size_t ci, size_t co, bool *hold) {
-    const Conv2dShape phase = {.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
+static bool phases_in_place(Conv2dShape phase, bool *hold) {
     bool runs = true;
     for (int a = 0; a < 2; a++)
         for (int b = 0; b < 2; b++) runs = runs && conv2d_fast_runs_winograd_fp32(phase, phase_params(a, b), hold);
@@ -158,9 +162,9 @@ void upsample_conv_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias, f
     }
     CHECK(phase_weights, "%s: %zu input channels take the phases, but phase_weights is NULL", __func__, ci);
     phase_kernels(phase_weights, weight);
+    const Conv2dShape s = phase_shape(n, h, w, ci, co);
     bool hold;
-    if (phases_in_place(n, h, w, ci, co, &hold)) {
-        const Conv2dShape s = {.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
+    if (phases_in_place(s, &hold)) {
         const ImageStrides view = phase_strides(h, w, co);
         if (!tensor_is_none(bias)) tensor_expect(bias, __func__, "bias", 1, (size_t[]){co});
         for (int a = 0; a < 2; a++)
@@ -199,9 +203,9 @@ void upsample_conv_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor do
     float *dout_phases = work, *dkernels = work + 4 * n * h * w * co;
     const bool weights = !tensor_is_none(dweight);
     if (weights) memset(dkernels, 0, 16 * co * ci * sizeof(float));
+    const Conv2dShape s = phase_shape(n, h, w, ci, co);
     bool hold;
-    if (phases_in_place(n, h, w, ci, co, &hold)) {
-        const Conv2dShape s = {.n = n, .h = h, .w = w, .ci = ci, .co = co, .kh = 2, .kw = 2, .ho = h, .wo = w};
+    if (phases_in_place(s, &hold)) {
         const ImageStrides view = phase_strides(h, w, co);
         if (!tensor_is_none(dbias)) {
             tensor_expect(dbias, __func__, "dbias", 1, (size_t[]){co});
