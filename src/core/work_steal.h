@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/check.h"
+
 /* One thread's share, [front, back) packed in one word (front in the high half) so that the owner's and a
  * thief's claims are single compare-and-swaps; a cache line each. */
 typedef struct WorkShare {
@@ -26,6 +28,7 @@ typedef struct WorkShare {
 /* Deals units out to shares[0, team) evenly, before the parallel region. A share whose thread does not
  * start (a smaller team than asked for) is stolen by the others, so every unit still runs once. */
 static inline void work_share_init(WorkShare *shares, size_t team, size_t units) {
+    CHECK(units < ((uint64_t)1 << 32), "work_share_init: %zu units, at most 2^32 - 1 fit a share's bounds", units);
     for (size_t t = 0; t < team; t++) {
         const uint64_t front = units * t / team, back = units * (t + 1) / team;
         atomic_store_explicit(&shares[t].bounds, front << 32 | back, memory_order_relaxed);
@@ -56,7 +59,7 @@ static inline bool work_share_claim(WorkShare *share, bool owner, size_t piece, 
 }
 
 /* The next piece [*begin, *end) for thread `id`: from its own share while it lasts, then from the others'
- * in turn; false when no unit is left. Units must number below 2^32. */
+ * in turn; false when no unit is left. */
 static inline bool work_share_next(WorkShare *shares, size_t team, size_t id, size_t piece, size_t least,
                                    size_t *begin, size_t *end) {
     if (id < team && work_share_claim(&shares[id], true, piece, least, begin, end)) return true;
