@@ -941,7 +941,7 @@ static void test_pointwise_narrow(void) {
         float *dinp = xmalloc(n_inp(c) * sizeof(float)), *dweight = xmalloc(n_weight(c) * sizeof(float));
         narrow_gemm_kco(dinp, NULL, v.dout.data, c->co, NULL, 0, v.weight.data, NULL, c->ci, rows, 1.0f);
         memset(dweight, 0, n_weight(c) * sizeof(float));
-        narrow_weight_grad(dweight, v.dout.data, c->co, v.inp.data, c->ci, NULL, 0, rows);
+        narrow_weight_grad(dweight, NULL, v.dout.data, c->co, v.inp.data, c->ci, NULL, 0, rows);
         conv2d_backward(v.dinp, v.dweight, v.dbias, v.dout, v.inp, v.weight, c->p);
         EXPECT(same_bits(v.dinp.data, dinp, n_inp(c)), "%s: dinp is not narrow_gemm_kco's", case_str(c));
         EXPECT(same_bits(v.dweight.data, dweight, n_weight(c)), "%s: dweight is not narrow_weight_grad's",

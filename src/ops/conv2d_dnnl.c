@@ -1093,15 +1093,17 @@ static void backward(Conv2dShape s, Tensor dinp, Tensor dweight, Tensor dbias, T
         want_dinp = false;
         want_dweight = want_dweight && !inp;
     }
-    if (pointwise_narrow_fits(s, p)) { /* the bias gradient below */
+    if (pointwise_narrow_fits(s, p)) { /* the bias gradient with the weight's, else below */
         const size_t rows = s.n * s.h * s.w;
         /* dinp (+)= dout weight: weight (Co, Ci) is the product's (K, outputs) */
         if (want_dinp)
             narrow_gemm_kco(dinp.data, dinp.overwrite ? NULL : dinp.data, dout.data, s.co, NULL, 0, weight.data,
                             NULL, s.ci, rows, 1.0f);
-        if (want_dweight && inp) narrow_weight_grad(dweight.data, dout.data, s.co, inp, s.ci, NULL, 0, rows);
+        if (want_dweight && inp) {
+            narrow_weight_grad(dweight.data, dbias.data, dout.data, s.co, inp, s.ci, NULL, 0, rows);
+            return;
+        }
         want_dinp = false;
-        want_dweight = want_dweight && !inp;
     }
     if (want_dweight && inp && ops_precision() == OPS_PRECISION_FP32 && conv2d_narrow_weights_fit(s, p)) {
         conv2d_narrow_weight_grad(dweight, dbias, dout.data, inp, s, p);

@@ -209,10 +209,11 @@ void linear_backward(Tensor dinp, Tensor dweight, Tensor dbias, Tensor dout, Ten
         else if (dinp.data)
             linear_sgemm('N', 'N', M, Fi, Fo, dout.data, Fo, weight.data, Fi, dinp.overwrite ? 0.0f : 1.0f, dinp.data,
                          Fi);
-        if (dweight.data && narrow_weight_grad_serves(Fo, Fi))
-            narrow_weight_grad(dweight.data, dout.data, Fo, inp.data, Fi, NULL, 0, M);
-        else if (dweight.data)
-            linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
+        if (dweight.data && narrow_weight_grad_serves(Fo, Fi)) { /* the bias gradient in the same pass */
+            narrow_weight_grad(dweight.data, dbias.data, dout.data, Fo, inp.data, Fi, NULL, 0, M);
+            return;
+        }
+        if (dweight.data) linear_sgemm('T', 'N', Fo, Fi, M, dout.data, Fo, inp.data, Fi, 1.0f, dweight.data, Fi);
     }
     bias_gradient(dbias, dout, s);
 }

@@ -228,10 +228,19 @@ static void grad_chunk(float *part, size_t ld, const float *dout, size_t co, con
 }
 
 static GrowBuffer grad_partials;
+
+/* part[o] = the sums over rows [r0, r1) of dout[r][o] (co a multiple of 16). */
+static void bias_chunk(float *part, const float *dout, size_t co, size_t r0, size_t r1) {
+    for (size_t o = 0; o < co; o += 16) {
+        __m512 sum = _mm512_setzero_ps();
+        for (size_t r = r0; r < r1; r++) sum = _mm512_add_ps(sum, _mm512_loadu_ps(dout + r * co + o));
+        _mm512_storeu_ps(part + o, sum);
+    }
+}
 #endif
 
-void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *a, size_t ca, const float *b,
-                        size_t cb, size_t rows) {
+void narrow_weight_grad(float *dweight, float *dbias, const float *dout, size_t co, const float *a, size_t ca,
+                        const float *b, size_t cb, size_t rows) {
     const size_t ci = ca + cb;
     CHECK(narrow_weight_grad_serves(co, ci) && ca % 16 == 0, "narrow_weight_grad: %zu x (%zu + %zu) is not served here",
           co, ca, cb);
@@ -240,24 +249,27 @@ void narrow_weight_grad(float *dweight, const float *dout, size_t co, const floa
     /* an even number of chunks of about the same size, so that two threads share them evenly */
     const size_t wanted = ((rows + GRAD_CHUNK_ROWS - 1) / GRAD_CHUNK_ROWS + 1) / 2 * 2;
     const size_t chunk_rows = (rows + wanted - 1) / wanted, n_chunks = (rows + chunk_rows - 1) / chunk_rows;
-    const size_t size = co * ci;
-    float *partial = grow_buffer(&grad_partials, n_chunks * size * sizeof(float));
+    /* each chunk's partial: the weight's (co, ci), then the bias's co while its rows are in cache */
+    const size_t size = co * ci, stride = size + (dbias ? co : 0);
+    float *partial = grow_buffer(&grad_partials, n_chunks * stride * sizeof(float));
 #pragma omp parallel if (rows * size >= 64 * NARROW_PARALLEL_ELEMS)
     {
 #pragma omp for schedule(static)
         for (size_t c = 0; c < n_chunks; c++) {
-            const size_t r1 = (c + 1) * chunk_rows < rows ? (c + 1) * chunk_rows : rows;
-            grad_chunk(partial + c * size, ci, dout, co, a, ca, c * chunk_rows, r1);
-            if (cb) grad_chunk(partial + c * size + ca, ci, dout, co, b, cb, c * chunk_rows, r1);
+            const size_t r0 = c * chunk_rows, r1 = (c + 1) * chunk_rows < rows ? (c + 1) * chunk_rows : rows;
+            grad_chunk(partial + c * stride, ci, dout, co, a, ca, r0, r1);
+            if (cb) grad_chunk(partial + c * stride + ca, ci, dout, co, b, cb, r0, r1);
+            if (dbias) bias_chunk(partial + c * stride + size, dout, co, r0, r1);
         }
 #pragma omp for schedule(static)
-        for (size_t x = 0; x < size; x += 16) {
+        for (size_t x = 0; x < stride; x += 16) {
             __m512 sum = _mm512_loadu_ps(partial + x);
-            for (size_t c = 1; c < n_chunks; c++) sum = _mm512_add_ps(sum, _mm512_loadu_ps(partial + c * size + x));
-            _mm512_storeu_ps(dweight + x, _mm512_add_ps(_mm512_loadu_ps(dweight + x), sum));
+            for (size_t c = 1; c < n_chunks; c++) sum = _mm512_add_ps(sum, _mm512_loadu_ps(partial + c * stride + x));
+            float *to = x < size ? dweight + x : dbias + (x - size);
+            _mm512_storeu_ps(to, _mm512_add_ps(_mm512_loadu_ps(to), sum));
         }
     }
 #else
-    (void)dweight, (void)dout, (void)a, (void)b, (void)rows;
+    (void)dweight, (void)dbias, (void)dout, (void)a, (void)b, (void)rows;
 #endif
 }

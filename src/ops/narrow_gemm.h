@@ -13,8 +13,9 @@
  *   (add_a, add_b) or written: a 1x1 convolution's input gradient for an input in two parts (co_a a multiple
  *   of 16).
  * narrow_weight_grad: dweight (co, ca + cb) += doutᵀ concat(a, b) over the rows, dout (rows, co), a (rows,
- *   ca), b (rows, cb) or NULL (cb = 0), ca a multiple of 16: in fixed chunks of rows whose partial sums add up
- *   in chunk order, so the result does not depend on the thread count. */
+ *   ca), b (rows, cb) or NULL (cb = 0), ca a multiple of 16, and dbias (co, or NULL) += dout's column sums
+ *   in the same pass over dout: in fixed chunks of rows whose partial sums add up in chunk order, so the
+ *   result does not depend on the thread count. */
 #ifndef DIFFUSE_NARROW_GEMM_H
 #define DIFFUSE_NARROW_GEMM_H
 
@@ -34,7 +35,7 @@ void narrow_gemm_kco_split(float *out_a, bool add_a, float *out_b, bool add_b, s
                            const float *weight_kco, size_t co, size_t rows);
 
 bool narrow_weight_grad_serves(size_t co, size_t ci);
-void narrow_weight_grad(float *dweight, const float *dout, size_t co, const float *a, size_t ca, const float *b,
-                        size_t cb, size_t rows);
+void narrow_weight_grad(float *dweight, float *dbias, const float *dout, size_t co, const float *a, size_t ca,
+                        const float *b, size_t cb, size_t rows);
 
 #endif

@@ -99,12 +99,11 @@ void shortcut_add_backward(Tensor da, Tensor db, Tensor dweight, Tensor dbias, T
     tensor_expect(weight, __func__, "weight", 4, (size_t[]){co, ca + cb, 1, 1});
     /* da, db (+)= d weight: weight (Co, Ca + Cb) is the product's (K, outputs) */
     narrow_gemm_kco_split(da.data, !da.overwrite, db.data, !db.overwrite, ca, d.data, co, weight.data, ca + cb, rows);
-    if (!tensor_is_none(dweight)) {
+    if (!tensor_is_none(dbias)) tensor_expect(dbias, __func__, "dbias", 1, (size_t[]){co});
+    if (!tensor_is_none(dweight)) { /* with the bias gradient in the same pass */
         tensor_expect(dweight, __func__, "dweight", 4, weight.shape);
-        narrow_weight_grad(dweight.data, d.data, co, a.data, ca, b.data, cb, rows);
-    }
-    if (!tensor_is_none(dbias)) {
-        tensor_expect(dbias, __func__, "dbias", 1, (size_t[]){co});
+        narrow_weight_grad(dweight.data, dbias.data, d.data, co, a.data, ca, b.data, cb, rows);
+    } else if (!tensor_is_none(dbias)) {
         conv2d_bias_gradient(dbias.data, d.data, rows, co);
     }
 }
