@@ -1,5 +1,5 @@
-/* Core: CHECK, errors, tensor views and their shape checks, the planned arena, the counter-based RNG, half
- * floats, threads, atomic files and the safetensors reader and writer. */
+/* Core: CHECK, errors, tensor views and their shape checks, the planned arena, the counter-based RNG, work
+ * shares, half floats, threads, atomic files and the safetensors reader and writer. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -229,11 +229,11 @@ static void test_rng_distributions(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Half floats */
+/* Work shares */
 
-/* Work shares: every unit runs exactly once, pieces never exceed `piece` nor (the owner's, while units are
- * left) fall below `least`; with as many threads as shares, with fewer (their shares stolen whole), with a
- * thread that runs slowly (stolen from) and with more shares than units. */
+/* Every unit runs exactly once and no piece exceeds `piece`, with as many threads as shares,
+ * with fewer (their shares stolen whole), with a thread that runs slowly (stolen from) and with more shares
+ * than units. */
 static void expect_each_unit_once(size_t units, size_t shares_n, int threads, size_t piece, size_t least,
                                   bool slow_thread) {
     WorkShare *shares = alloc_aligned(shares_n * sizeof(WorkShare));
@@ -245,8 +245,11 @@ static void expect_each_unit_once(size_t units, size_t shares_n, int threads, si
         const size_t id = (size_t)omp_get_thread_num();
         size_t b0, b1;
         while (work_share_next(shares, shares_n, id, piece, least, &b0, &b1)) {
-            if (b1 - b0 > piece) too_big = true;
-            for (size_t u = b0; u < b1 && u < units; u++) {
+            if (b1 - b0 > piece) {
+#pragma omp atomic write
+                too_big = true;
+            }
+            for (size_t u = b0; u < b1; u++) {
 #pragma omp atomic
                 runs[u]++;
             }
@@ -270,6 +273,9 @@ static void test_work_shares_run_each_unit_once(void) {
     expect_each_unit_once(0, 2, 2, 4, 1, false);
     expect_each_unit_once(5000, 2, 2, 64, 4, true);
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Half floats */
 
 static void test_half_conversions(void) {
     EXPECT(half_to_float(0x3C00) == 1.0f && half_to_float(0xC000) == -2.0f, "half 1, -2");
