@@ -729,11 +729,18 @@ static void bad_call(void *ctx) {
     case 7: group_norm_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt, mt, rt, wt, 4); break;
     case 8:
         group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_none(), tensor_none(), tensor_none(), xt, xt,
-                                 tensor_none(), tensor_none(), mt, rt,
-                                 wt, tensor_1d(w, 4), 4);
+                                 tensor_none(), tensor_none(), mt, rt, wt, tensor_1d(w, 4), 4);
         break;
     case 9:
         group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, xt, tensor_none(), tensor_2d(b, 1, 8), wt, bt, 4, 1e-5f);
+        break;
+    case 10: /* a second part's gradient without the part */
+        group_norm_silu_backward(tensor_3d(y, 2, 3, 8), tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), xt, xt,
+                                 tensor_none(), tensor_none(), mt, rt, wt, bt, 4);
+        break;
+    case 11: /* two parts, the second one's gradient missing */
+        group_norm_silu_backward(tensor_3d(y, 2, 3, 4), tensor_none(), tensor_none(), tensor_none(), xt,
+                                 tensor_3d(x, 2, 3, 4), tensor_3d(x, 2, 3, 4), tensor_none(), mt, rt, wt, bt, 4);
         break;
     default: /* a second part of 3 samples next to the first's 2 */
         group_norm_silu_forward(tensor_3d(y, 2, 3, 8), mt, rt, tensor_3d(x, 2, 3, 4), tensor_3d(x, 3, 3, 4),
@@ -750,6 +757,8 @@ static void test_group_norm_check_failures(void) {
         "dweight is requested but weight is none",      "dinp has shape (2, 3, 4), expected (2, 3, 8)",
         "group_norm_silu_backward: bias has shape (4), expected (8)",
         "group_norm_silu_forward: shift has shape (1, 8), expected (2, 8)",
+        "group_norm_silu_backward: dinp2 is given without inp2",
+        "group_norm_silu_backward: one of dinp and dinp2 is none",
         "group_norm_silu_forward: inp2 has shape (3, 3, 4), expected (2, 3, 4)",
     };
     for (int i = 0; i < (int)(sizeof expected / sizeof expected[0]); i++)
