@@ -53,6 +53,18 @@ static inline bool tile_patch_position(TileGeometry g, TileOrigin o, int i, int 
     return inside;
 }
 
+/* Where the input patch (patch x patch positions) of the tile at o starts, in the input at in; NULL when part
+ * of it lies outside the image. */
+static inline const float *tile_patch_base(TileGeometry g, TileOrigin o, const float *in, size_t patch) {
+    if (o.y < g.pad_top || o.x < g.pad_left || o.y - g.pad_top + patch > g.h || o.x - g.pad_left + patch > g.w)
+        return NULL;
+    return in + o.n * g.in.image + (o.y - g.pad_top) * g.in.row + (o.x - g.pad_left) * g.in.pixel;
+}
+
+/* Of the m x m outputs of the tile at o, how many rows and columns lie inside the image. */
+static inline size_t tile_rows_inside(TileGeometry g, TileOrigin o) { return g.h - o.y < g.m ? g.h - o.y : g.m; }
+static inline size_t tile_cols_inside(TileGeometry g, TileOrigin o) { return g.w - o.x < g.m ? g.w - o.x : g.m; }
+
 /* The most tiles per chunk: a multiple of `block` (the GEMM's row blocks) whose buffers of tile_bytes per
  * tile fit in chunk_bytes. */
 static inline size_t tile_chunk_max(size_t tile_bytes, size_t chunk_bytes, size_t block) {
