@@ -24,17 +24,18 @@
  *     accumulators vectorised over C; chunks depend only on the shape (>= 32K elements, <= 64 per sample)
  *     and their partial results merge in chunk order.
  * In both, channels fold into groups after their per-channel sums. Tasks go to the threads in static
- * shares, so that each keeps the samples it had in the ops before (dynamic scheduling: attention_kernels.inc).
+ * shares, so that each keeps the samples it had in the ops before (dynamic scheduling measured slower:
+ * attention_kernels.inc).
  *
  * Statistics, in double and numerically robust. A task walks its chunk in 64 KB blocks (a slab is one
  * block) that stay in L2 and makes two passes over each: channel means, then squared deviations from them;
  * blocks merge into the task's per-channel moments and channels into groups by Chan, Golub & LeVeque's
  * pairwise update (mean and M2 of a union), chunks into the sample likewise. Eight rows of a channel are
- * summed in float before each double accumulation (block_moments says why that is safe). Measured in cache at U-Net widths, one thread,
- * per element: Welford per channel in double 0.16 ns, these two passes all in double 0.20 ns, with the
- * float eight-row steps 0.08 ns. The input comes from memory twice, for the statistics and for the output;
- * for tensors past GN_LARGE_BYTES the statistics pass prefetches its next block and the output is written
- * with non-temporal stores.
+ * summed in float before each double accumulation (block_moments says why that is safe). Measured in cache
+ * at U-Net widths, one thread, per element: Welford per channel in double 0.16 ns, these two passes all in
+ * double 0.20 ns, with the float eight-row steps 0.08 ns. The input comes from memory twice, for the
+ * statistics and for the output; for tensors past GN_LARGE_BYTES the statistics pass prefetches its next
+ * block and the output is written with non-temporal stores.
  *
  * Output: y = x a_c + b_c with a_c = rstd w_c and b_c = bias_c - mean a_c, PyTorch's formula; its rounding
  * (~ulp(mean) rstd |w|) is the size of the error the input's own rounding already carries.
