@@ -60,8 +60,7 @@ static void train_step(void *ctx) {
 static int net_init(Bench *b, const UNetConfig *cfg, bool with_grads, Error *err) {
     if (unet_init(&b->net, cfg, with_grads, err)) return -1;
     unet_init_weights(&b->net, 1);
-    unet_plan(&b->net, b->batch, (size_t)cfg->sample_height, (size_t)cfg->sample_width);
-    return 0;
+    return unet_plan(&b->net, b->batch, (size_t)cfg->sample_height, (size_t)cfg->sample_width, err);
 }
 
 static void sample_step(void *ctx) {

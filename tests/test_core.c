@@ -423,6 +423,20 @@ static void test_safetensors_reads_half_types(void) {
     safetensors_close(&st);
 }
 
+/* A plan too large to allocate is an error the caller can report (unet_plan names the batch), not a stop. */
+static void test_arena_refuses_what_cannot_be_had(void) {
+    EXPECT(alloc_floats_or_null(SIZE_MAX / 2, 3) == NULL, "an overflowing count allocated");
+    float *small = alloc_floats_or_null(3, 5);
+    EXPECT(small && small[14] == 0.0f, "15 zeroed floats refused");
+    alloc_free(small);
+    Arena arena = {0};
+    arena_begin_count(&arena);
+    arena_live(&arena, 0, 0);
+    (void)arena_floats(&arena, SIZE_MAX / 2); /* more bytes than size_t holds */
+    EXPECT(arena_allocate(&arena) == -1 && arena.base == NULL, "2^63 floats allocated");
+    arena_free(&arena);
+}
+
 int main(void) {
     RUN(test_check_aborts_with_message);
     RUN(test_tensor_shape_checks);
@@ -430,6 +444,7 @@ int main(void) {
     RUN(test_arena_shares_disjoint_lifetimes);
     RUN(test_arena_random_plans_never_overlap);
     RUN(test_arena_rejects_a_changed_plan);
+    RUN(test_arena_refuses_what_cannot_be_had);
     RUN(test_philox_known_answer);
     RUN(test_rng_addressable_and_thread_independent);
     RUN(test_work_shares_run_each_unit_once);

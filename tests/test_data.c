@@ -762,6 +762,7 @@ static void test_packed_bad_files(void) {
         {"pixel offset", "pixel section", 40, 64, 1, 0},
         {"label section", "label section", 64, 12, 1, 0},
         {"classes", "outside the 2 classes", 36, 2, 1, 0},
+        {"class count", "4294967295 class names cannot fit", 36, 0xffffffffu, 1, 0},
         {"truncated", "truncated", 0, 0, 0, n - 10},
         {"header only", "too short for a packed header", 0, 0, 0, 100},
     };

@@ -1,8 +1,9 @@
-/* Model folders: loading what diffusers' save_pretrained wrote (F32, F16, BF16, sharded, and with the
- * legacy attention names) and comparing with the values diffusers saved; saving and reloading; and every
- * kind of malformed folder (truncated or lying safetensors, wrong dtype size, misshaped, missing and extra
- * tensors, broken or unsupported config.json, bad shard index) giving a one-line error that names the
- * file and the problem. Fixtures: tests/fixtures/model_tiny*, from tools/make_model_fixtures.py. */
+/* Model folders: loading what diffusers' save_pretrained wrote (F32, F16, BF16, sharded, and with the legacy
+ * attention names) and comparing with the values diffusers saved; saving and reloading; and every kind of malformed
+ * folder (truncated or lying safetensors, wrong dtype size, misshaped, missing and extra tensors, broken or
+ * unsupported config.json or one whose sizes multiply past the bounds, bad shard index, a shard that is a FIFO)
+ * giving a one-line error that names the file and the problem. Fixtures: tests/fixtures/model_tiny*, from
+ * tools/make_model_fixtures.py. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -460,6 +461,13 @@ static void test_malformed_shards(void) {
     write_bytes(path_in(folder, MODEL_WEIGHTS_INDEX_FILE), index, strlen(index));
     EXPECT_LOAD_ERROR("index pointing to the wrong shard", folder, "other.safetensors", "cannot open");
     model_free(&good);
+
+    /* A shard that is a FIFO: refused at once rather than waited on forever. */
+    folder = case_folder("shard_fifo", NULL);
+    EXPECT(mkfifo(path_in(folder, "part.safetensors"), 0600) == 0, "mkfifo");
+    index = "{\"weight_map\": {\"conv_in.weight\": \"part.safetensors\"}}";
+    write_bytes(path_in(folder, MODEL_WEIGHTS_INDEX_FILE), index, strlen(index));
+    EXPECT_LOAD_ERROR("FIFO shard", folder, "shard_fifo/part.safetensors", "not a regular file");
 }
 
 static void test_malformed_configs(void) {
@@ -475,6 +483,9 @@ static void test_malformed_configs(void) {
     EXPECT_LOAD_ERROR("unsupported field", folder, "bad_field/config.json", "unknown field 'cross_attention_dim'");
     folder = case_folder("empty_config", "");
     EXPECT_LOAD_ERROR("empty config", folder, "empty_config/config.json", "not valid JSON");
+    /* Sizes each within its bound whose product is not: refused before anything is allocated. */
+    folder = case_folder("huge_sample", "{\"sample_size\": 65536, \"block_out_channels\": [32, 64, 64, 64]}");
+    EXPECT_LOAD_ERROR("huge sample_size", folder, "huge_sample/config.json", "65536x65536x3 values per image");
 }
 
 int main(void) {

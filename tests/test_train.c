@@ -1,9 +1,9 @@
-/* `diffuse train` end to end, as a user runs it: on Fashion-MNIST with a tiny model the loss falls; the run
- * folder is a diffusers pipeline; 2N straight steps equal N steps + resume + N steps byte for byte (with
- * EMA and dropout on, so every piece of state is exercised); Ctrl-C finishes the step, checkpoints and
- * exits 0; and bad input (missing data, corrupt or mislabelled files, a truncated checkpoint, an
- * unwritable folder, unknown options, non-numbers) is one line on stderr and exit 1, with nothing written
- * before lost; --precision bf16 trains close to fp32 and resumes exactly. */
+/* `diffuse train` end to end, as a user runs it: on Fashion-MNIST with a tiny model the loss falls; the run folder is
+ * a diffusers pipeline; 2N straight steps equal N steps + resume + N steps byte for byte (with EMA and dropout on, so
+ * every piece of state is exercised); Ctrl-C finishes the step, checkpoints and exits 0; and bad input (missing data,
+ * corrupt or mislabelled files, a truncated checkpoint or one with an impossible step count, a model predicting other
+ * channels than it takes, an unwritable folder, unknown options, non-numbers) is one line on stderr and exit 1, with
+ * nothing written before lost; --precision bf16 trains close to fp32 and resumes exactly. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/alloc.h"
 #include "harness.h"
 #include "data/image_decode.h"
 #include "io/fs.h"
@@ -29,6 +30,39 @@
 static char *read_file(const char *path, size_t *n) {
     Error err;
     return fs_read_text(path, (size_t)1 << 28, n, &err);
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f, "cannot write %s", path);
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+/* Rewrites the safetensors file at path with `from` replaced by `to` in its header (padded with spaces to 8
+ * bytes); false when the header lacks `from`. */
+static bool replace_in_header(const char *path, const char *from, const char *to) {
+    size_t n;
+    char *bytes = read_file(path, &n);
+    uint64_t len = 0;
+    for (int i = 0; bytes && n >= 8 && i < 8; i++) len |= (uint64_t)(unsigned char)bytes[i] << (8 * i);
+    char *at = bytes && n >= 8 && len <= n - 8 ? strstr(bytes + 8, from) : NULL;
+    if (!at || at + strlen(from) > bytes + 8 + len) {
+        free(bytes);
+        return false;
+    }
+    size_t grown = len + strlen(to) - strlen(from), padded = (grown + 7) / 8 * 8;
+    char *out = xmalloc(8 + padded + (n - 8 - len));
+    for (int i = 0; i < 8; i++) out[i] = (char)(padded >> (8 * i));
+    size_t head = (size_t)(at - bytes);
+    memcpy(out + 8, bytes + 8, head - 8);
+    memcpy(out + head, to, strlen(to));
+    memcpy(out + head + strlen(to), at + strlen(from), 8 + len - (head + strlen(from)));
+    memset(out + 8 + grown, ' ', padded - grown);
+    memcpy(out + 8 + padded, bytes + 8 + len, n - 8 - len);
+    write_bytes(path, out, 8 + padded + (n - 8 - len));
+    free(bytes), free(out);
+    return true;
 }
 
 static bool same_bytes(const char *a, const char *b) {
@@ -170,6 +204,16 @@ static void test_resume_equals_uninterrupted(void) {
     snprintf(unet, sizeof unet, "%s/unet/diffusion_pytorch_model.safetensors", resumed);
     snprintf(state, sizeof state, "%s/unet/diffusion_pytorch_model.safetensors", straight);
     EXPECT(same_bytes(unet, state), "a failed resume changed the run folder");
+    /* A step count past what the counters hold is a damaged checkpoint, not a run to continue. */
+    char tampered[600];
+    snprintf(tampered, sizeof tampered, "%s", harness_tmp_path("tampered"));
+    snprintf(command, sizeof command, "mkdir -p %s/checkpoints && cp -r %s/checkpoints/step-8 %s/checkpoints/",
+             tampered, straight, tampered);
+    EXPECT(system(command) == 0, "%s", command);
+    snprintf(state, sizeof state, "%s/checkpoints/step-8/training_state.safetensors", tampered);
+    EXPECT(replace_in_header(state, "\"step\":\"8\"", "\"step\":\"9223372036854775807\""), "no step in %s", state);
+    snprintf(args_resume, sizeof args_resume, "%s --out %s --resume --steps 12", args, tampered);
+    cli_expect_failure(args_resume, "metadata 'step' is '9223372036854775807'");
     /* Without --resume an existing run is not overwritten. */
     char again[1400];
     snprintf(again, sizeof again, "%s --out %s", args, straight);
@@ -212,13 +256,6 @@ static void test_interrupt_checkpoints_and_exits_zero(void) {
     EXPECT(r->status == 0, "the interrupted run folder does not load: %s", r->err);
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f, "cannot write %s", path);
-    fwrite(data, 1, n, f);
-    fclose(f);
-}
-
 static void test_bad_input(void) {
     char args[2000];
     const char *tmp = harness_tmp_dir();
@@ -234,6 +271,15 @@ static void test_bad_input(void) {
     cli_expect_failure(args, "unknown optimizer 'adam'");
     snprintf(args, sizeof args, "train --model no-such-preset --data fashion-mnist --out %s/r3", tmp);
     cli_expect_failure(args, "no-such-preset");
+    /* A model predicting twice the channels (a learned variance) cannot be trained on the objective. */
+    char config[600];
+    snprintf(config, sizeof config, "%s/out2.json", tmp);
+    const char *json = "{\"block_out_channels\": [8, 16], \"down_block_types\": [\"DownBlock2D\", \"DownBlock2D\"], "
+                       "\"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\"], \"norm_num_groups\": 4, "
+                       "\"in_channels\": 1, \"out_channels\": 2, \"sample_size\": 28}";
+    write_bytes(config, json, strlen(json));
+    snprintf(args, sizeof args, "train --model %s --data fashion-mnist --out %s/r3 --steps 1", config, tmp);
+    cli_expect_failure(args, "predicts 2 channels from 1: training needs out_channels = in_channels");
     /* An output folder inside a regular file cannot be created. */
     char blocker[600];
     snprintf(blocker, sizeof blocker, "%s/a-file", tmp);

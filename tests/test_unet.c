@@ -44,6 +44,12 @@ typedef struct Case {
 
 static Fixture *fx;
 
+/* unet_plan, stopping the run if the plan cannot be had (the tests' sizes are small). */
+static void plan_or_stop(UNet *net, size_t n, size_t h, size_t w) {
+    Error err = {0};
+    CHECK(unet_plan(net, n, h, w, &err) == 0, "%s", err.message);
+}
+
 static float *fixture_named(const char *config, const char *what, size_t n) {
     char key[256];
     snprintf(key, sizeof key, "%s.%s", config, what);
@@ -79,7 +85,7 @@ static void case_open(Case *c, const char *config) {
         for (size_t i = 0; i < c->n; i++) c->labels[i] = (int)l[i];
         free(l);
     }
-    unet_plan(&c->net, c->n, c->h, c->w);
+    plan_or_stop(&c->net, c->n, c->h, c->w);
 }
 
 static void case_close(Case *c) {
@@ -152,7 +158,7 @@ static Bf16Run bf16_run(Case *c, bool bf16_activations) {
                  xmalloc(c->net.n_params * sizeof(float)), 0};
     unet_bf16_activations(bf16_activations);
     ops_set_precision(OPS_PRECISION_BF16);
-    unet_plan(&c->net, c->n, c->h, c->w);
+    plan_or_stop(&c->net, c->n, c->h, c->w);
     r.plan_bytes = unet_plan_bytes(&c->net);
     unet_zero_grads(&c->net);
     unet_forward(&c->net, r.out, c->x, c->t, c->labels, NULL);
@@ -269,11 +275,11 @@ static void test_dropout_follows_samples(void) {
     float t[2] = {10, 500};
     uint64_t ids[2] = {41, 7};
     UNetDropoutKeys keys = {.active = true, .seed = 5, .step = 12, .sample_ids = ids};
-    unet_plan(&net, 2, h, w);
+    plan_or_stop(&net, 2, h, w);
     unet_forward(&net, pair, x, t, NULL, &keys);
     unet_forward(&net, plain, x, t, NULL, NULL);
     EXPECT(memcmp(pair, plain, 2 * per * sizeof(float)) != 0, "dropout 0.3 did not change the output");
-    unet_plan(&net, 1, h, w);
+    plan_or_stop(&net, 1, h, w);
     for (int i = 0; i < 2; i++) {
         UNetDropoutKeys one = {.active = true, .seed = 5, .step = 12, .sample_ids = &ids[i]};
         unet_forward(&net, single, x + (size_t)i * per, &t[i], NULL, &one);
@@ -296,7 +302,7 @@ static void test_plans_share_memory(void) {
     for (int train = 0; train < 2; train++) {
         UNet net;
         CHECK(unet_init(&net, &cfg, train, &err) == 0, "%s", err.message);
-        unet_plan(&net, 2, 32, 32);
+        plan_or_stop(&net, 2, 32, 32);
         plan[train] = unet_plan_bytes(&net);
         for (size_t i = 0; i < net.arena.n_requests; i++) end_to_end[train] += net.arena.requests[i].n * sizeof(float);
         unet_free(&net);
@@ -331,7 +337,7 @@ static void test_winograd_matches_direct(void) {
         out[winograd] = xmalloc(n * per * sizeof(float));
         dx[winograd] = xcalloc(n * per, sizeof(float));
         grads[winograd] = xmalloc(net.n_params * sizeof(float));
-        unet_plan(&net, n, 32, 32);
+        plan_or_stop(&net, n, 32, 32);
         unet_zero_grads(&net);
         unet_forward(&net, out[winograd], x, t, NULL, NULL);
         unet_backward(&net, dx[winograd], dout);
@@ -375,8 +381,8 @@ static void test_warm_steps_build_no_plans(void) {
         CHECK(unet_init(&sample, &cfg, false, &err) == 0, "%s", err.message);
         unet_init_weights(&train, 1);
         memcpy(sample.params, train.params, train.n_params * sizeof(float));
-        unet_plan(&train, n, h, w);
-        unet_plan(&sample, n, h, w);
+        plan_or_stop(&train, n, h, w);
+        plan_or_stop(&sample, n, h, w);
         float *x = xmalloc(n_in * sizeof(float)), *dx = xmalloc(n_in * sizeof(float));
         float *out = xmalloc(n_out * sizeof(float)), t[1] = {500};
         fill_normal(x, n_in, 7);

@@ -178,10 +178,15 @@ int cmd_sample(int argc, char **argv, Error *err) {
     if (trajectory) {
         gen.trajectory_images = (size_t)trajectory_images < gen.n_images ? (size_t)trajectory_images : gen.n_images;
         gen.trajectory_frames = (size_t)frames < n_steps + 1 ? (size_t)frames : n_steps + 1;
-        frames_buf = alloc_floats(gen.trajectory_images * gen.trajectory_frames * D);
+        frames_buf = alloc_floats_or_null(gen.trajectory_images * gen.trajectory_frames, D);
         gen.trajectory = frames_buf;
     }
-    images = alloc_floats(gen.n_images * D);
+    images = alloc_floats_or_null(gen.n_images, D);
+    if (!images || (trajectory && !frames_buf)) {
+        rc = error_set(err, "%zu images of %zux%zux%zu%s need more memory than this machine can give; ask for fewer",
+                       gen.n_images, h, w, c, trajectory ? " and their trajectory" : "");
+        goto done;
+    }
     SampleProgress progress = {.batch_size = gen.batch_size < gen.n_images ? gen.batch_size : gen.n_images};
     progress.n_batches = (gen.n_images + progress.batch_size - 1) / progress.batch_size;
     progress_init(&progress.bar, "sampling", "steps");

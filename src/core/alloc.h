@@ -15,6 +15,10 @@ char *xstrdup(const char *s);
 float *alloc_floats(size_t n_floats);
 void *alloc_aligned(size_t n_bytes);
 void alloc_free(void *ptr);
+/* The same, but NULL where those stop the program: for sizes read from a file or given on the command line
+ * (a model's parameters, its activations, the images asked for), so that the caller can say which. The
+ * count is n_items * item_floats, NULL when that overflows. */
+float *alloc_floats_or_null(size_t n_items, size_t item_floats);
 
 /* A buffer that only grows, for the scratch an op reuses from call to call: after the first call at the
  * largest size nothing is allocated. */

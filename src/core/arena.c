@@ -64,12 +64,14 @@ static size_t place_requests(ArenaRequest *requests, size_t n_requests) {
     return span;
 }
 
-void arena_allocate(Arena *arena) {
+int arena_allocate(Arena *arena) {
     CHECK(arena->base == NULL, "arena_allocate: already allocated");
     arena->capacity = place_requests(arena->requests, arena->n_requests);
-    arena->base = alloc_floats(arena->capacity ? arena->capacity : 1);
+    arena->base = alloc_floats_or_null(arena->capacity ? arena->capacity : 1, 1);
+    if (!arena->base) return -1;
     arena->next = 0;
     arena->first = 0, arena->last = INT_MAX;
+    return 0;
 }
 
 float *arena_floats(Arena *arena, size_t n) {

@@ -29,8 +29,9 @@ typedef struct Arena {
 } Arena;
 
 void arena_begin_count(Arena *arena);
-/* Lays out and allocates what the counting pass requested (zero-filled) and rewinds for the real pass. */
-void arena_allocate(Arena *arena);
+/* Lays out and allocates what the counting pass requested (zero-filled) and rewinds for the real pass;
+ * -1 when that memory cannot be had (capacity then says how much was asked for). */
+int arena_allocate(Arena *arena);
 /* The steps [first, last] (first <= last) during which the next requested buffers are in use. */
 void arena_live(Arena *arena, int first, int last);
 /* n floats, 64-byte aligned; NULL while counting (callers only store the pointer). */

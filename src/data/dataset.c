@@ -17,6 +17,7 @@
 #include "data/image_folder.h"
 #include "data/packed.h"
 #include "data/transform.h"
+#include "io/fs.h"
 
 static const char *const fashion_mnist_class_names[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
@@ -170,8 +171,8 @@ static int open_dir(Dataset *ds, const char *dir, int test_split, int split_give
 
 static int open_file(Dataset *ds, const char *path, Error *err) {
     uint8_t head[PACKED_MAGIC_BYTES] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = fs_open_file(path, err);
+    if (!f) return -1;
     size_t got = fread(head, 1, sizeof head, f);
     fclose(f);
     if (packed_has_magic(head, got)) return packed_open(ds, path, err);

@@ -17,6 +17,7 @@
 #include <png.h>
 
 #include "core/alloc.h"
+#include "io/fs.h"
 
 int image_decode_is_image_name(const char *name) {
     const char *dot = strrchr(name, '.');
@@ -228,12 +229,12 @@ int image_decode_memory(DecodedImage *img, const uint8_t *bytes, size_t n_bytes,
 
 int image_decode_file(DecodedImage *img, const char *path, Error *err) {
     *img = (DecodedImage){0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = fs_open_file(path, err);
+    if (!f) return -1;
     struct stat info;
-    if (fstat(fileno(f), &info) != 0 || !S_ISREG(info.st_mode)) {
+    if (fstat(fileno(f), &info) != 0) {
         fclose(f);
-        return error_set(err, "%s: not a regular file", path);
+        return error_set(err, "%s: cannot read: %s", path, strerror(errno));
     }
     size_t n_bytes = (size_t)info.st_size;
     if (n_bytes > IMAGE_DECODE_MAX_FILE_BYTES) {

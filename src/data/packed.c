@@ -185,6 +185,9 @@ static int parse_header(Dataset *ds, const uint8_t *h, uint64_t file_bytes, cons
         const char *names = (const char *)base + names_at;
         if (names[names_bytes - 1] != '\0')
             return error_set(err, "%s: class names are not NUL-terminated (corrupt file)", path);
+        if (n_classes > names_bytes) /* each name takes at least its NUL */
+            return error_set(err, "%s: %u class names cannot fit in %llu bytes (corrupt header)", path, n_classes,
+                             (unsigned long long)names_bytes);
         const char **list = xmalloc(n_classes * sizeof *list);
         size_t n = 0;
         for (const char *p = names; p < names + names_bytes && n < n_classes; p += strlen(p) + 1) list[n++] = p;

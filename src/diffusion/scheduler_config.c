@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "io/atomic_file.h"
+#include "io/fs.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Names */
@@ -418,8 +419,8 @@ int scheduler_config_parse_as(SchedulerConfig *cfg, const char *json, SamplerKin
 }
 
 static int read_config(SchedulerConfig *cfg, const char *path, const SamplerKind *as_kind, Error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return error_set(err, "%s: cannot open scheduler config (%s)", path, strerror(errno));
+    FILE *f = fs_open_file(path, err);
+    if (!f) return error_prefix(err, "scheduler config");
     size_t cap = 4096, len = 0;
     char *buf = xmalloc(cap);
     size_t got;

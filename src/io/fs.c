@@ -77,13 +77,38 @@ int fs_rename_folder(const char *from, const char *to, Error *err) {
     return 0;
 }
 
-int fs_map_file(const char *path, size_t min_bytes, const char *what, void **map, size_t *n_bytes, Error *err) {
-    int fd = open(path, O_RDONLY);
+/* O_NONBLOCK only for the open itself: a FIFO named by an untrusted file (a shard index, a folder's entry)
+ * would otherwise block there forever instead of failing the regular-file test. */
+int fs_open_regular(const char *path, Error *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)) {
         close(fd);
         return error_set(err, "%s: not a regular file", path);
+    }
+    return fd;
+}
+
+FILE *fs_open_file(const char *path, Error *err) {
+    int fd = fs_open_regular(path, err);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
+int fs_map_file(const char *path, size_t min_bytes, const char *what, void **map, size_t *n_bytes, Error *err) {
+    int fd = fs_open_regular(path, err);
+    if (fd < 0) return -1;
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        close(fd);
+        return error_set(err, "%s: cannot read: %s", path, strerror(errno));
     }
     size_t bytes = (size_t)info.st_size;
     if (bytes < min_bytes || bytes == 0) {
@@ -103,11 +128,8 @@ void fs_unmap_file(void *map, size_t n_bytes) {
 }
 
 char *fs_read_text(const char *path, size_t max_bytes, size_t *n_bytes, Error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        error_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
+    FILE *f = fs_open_file(path, err);
+    if (!f) return NULL;
     char *text = NULL;
     size_t len = 0, cap = 0;
     bool too_big = false;

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "core/error.h"
 
@@ -20,6 +21,11 @@ int fs_remove_tree(const char *path, Error *err);
 void fs_sync_parent(const char *path);
 /* Renames a finished folder into place and syncs its parent, so the rename survives a crash. */
 int fs_rename_folder(const char *from, const char *to, Error *err);
+/* Opens a regular file for reading: its descriptor (close it), or -1 with an error naming the file when it
+ * cannot be opened or is not a regular file (a folder, a FIFO, a device). */
+int fs_open_regular(const char *path, Error *err);
+/* The same as a stdio stream (fclose it), or NULL with the error. */
+FILE *fs_open_file(const char *path, Error *err);
 /* Maps a regular file read-only: *map and *n_bytes on success. An error names the file when it cannot be
  * opened, is not a regular file, or is shorter than min_bytes (`what` says what it should hold, e.g. "a
  * safetensors header"). Unmap with fs_unmap_file. */

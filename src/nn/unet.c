@@ -24,8 +24,14 @@ int unet_init(UNet *net, const UNetConfig *cfg, bool with_grads, Error *err) {
     *net = (UNet){0};
     if (unet_layout_init(&net->layout, cfg, err)) return -1;
     net->n_params = net->layout.params.n_floats;
-    net->params = alloc_floats(net->n_params);
-    if (with_grads) net->grads = alloc_floats(net->n_params);
+    net->params = alloc_floats_or_null(net->n_params, 1);
+    if (net->params && with_grads) net->grads = alloc_floats_or_null(net->n_params, 1);
+    if (!net->params || (with_grads && !net->grads)) {
+        const size_t n = net->n_params;
+        unet_free(net);
+        return error_set(err, "the model's %zu parameters need %.3g GB%s: more memory than this machine can give",
+                         n, (double)n * 4e-9, with_grads ? ", twice with their gradients" : "");
+    }
     return 0;
 }
 
@@ -215,7 +221,7 @@ static void plan_buffers(UNet *net) {
     }
 }
 
-void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
+int unet_plan(UNet *net, size_t batch, size_t height, size_t width, Error *err) {
     const UNetLayout *layout = &net->layout;
     size_t factor = (size_t)1 << (layout->config.n_blocks - 1);
     CHECK(batch > 0 && height > 0 && width > 0, "unet_plan: batch %zu, %zux%zu", batch, height, width);
@@ -252,8 +258,14 @@ void unet_plan(UNet *net, size_t batch, size_t height, size_t width) {
     }
     arena_begin_count(&net->arena);
     plan_buffers(net);
-    arena_allocate(&net->arena);
+    if (arena_allocate(&net->arena)) {
+        const double gb = (double)unet_plan_bytes(net) * 1e-9;
+        unet_unplan(net);
+        return error_set(err, "the activations of %zu images of %zux%zu need %.3g GB: more memory than this "
+                         "machine can give (a smaller --batch needs less)", batch, height, width, gb);
+    }
     plan_buffers(net);
+    return 0;
 }
 
 size_t unet_plan_bytes(const UNet *net) { return net->arena.capacity * sizeof(float); }

@@ -49,8 +49,9 @@ void unet_init_weights(UNet *net, uint64_t seed);
 
 /* Plans activations for `batch` images of height x width (each divisible by 2^(blocks - 1)). Replaces
  * any earlier plan. In bf16 precision (ops/precision.h) the convolution inputs that fused norms write are
- * kept in bf16; such a plan then needs bf16 precision for its passes. */
-void unet_plan(UNet *net, size_t batch, size_t height, size_t width);
+ * kept in bf16; such a plan then needs bf16 precision for its passes. An error (and no plan) when the
+ * activations need more memory than the machine gives. */
+int unet_plan(UNet *net, size_t batch, size_t height, size_t width, Error *err);
 
 /* Tests only: false makes bf16 plans keep every activation in fp32 (the convolutions round their inputs
  * themselves), to check that the bf16 copies give the same results. */

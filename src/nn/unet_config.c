@@ -325,6 +325,22 @@ int unet_config_validate(const UNetConfig *cfg, Error *err) {
     if ((cfg->sample_height && cfg->sample_height % factor) || (cfg->sample_width && cfg->sample_width % factor))
         return error_set(err, "sample_size %dx%d is not divisible by 2^(len(block_out_channels) - 1) = %d",
                          cfg->sample_height, cfg->sample_width, factor);
+    return unet_config_check_image_size(cfg, (size_t)cfg->sample_height, (size_t)cfg->sample_width, err);
+}
+
+/* 4 GB of fp32 per image in one activation at a level's own width: no real model comes near it, and with it
+ * a batch's buffers and the cost counts stay far from overflowing size_t and uint64. */
+#define UNET_MAX_LEVEL_VALUES ((size_t)1 << 30)
+
+int unet_config_check_image_size(const UNetConfig *cfg, size_t height, size_t width, Error *err) {
+    const size_t sides = cfg->in_channels > cfg->out_channels ? (size_t)cfg->in_channels : (size_t)cfg->out_channels;
+    for (int level = -1; level < cfg->n_blocks; level++) {
+        const size_t h = level < 0 ? height : height >> level, w = level < 0 ? width : width >> level;
+        const size_t c = level < 0 ? sides : (size_t)cfg->block_out_channels[level];
+        if (h > UNET_MAX_SAMPLE_SIZE || w > UNET_MAX_SAMPLE_SIZE || h * w * c > UNET_MAX_LEVEL_VALUES)
+            return error_set(err, "images of %zux%zu are too large for this model: %zux%zux%zu values per image "
+                             "in one activation, above the supported 2^30", height, width, h, w, c);
+    }
     return 0;
 }
 

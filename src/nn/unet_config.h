@@ -107,6 +107,10 @@ const char *const *unet_config_preset_names(void);
  * divisible by the norm groups and by attention_head_dim, a sample size divisible by 2^(n_blocks - 1).
  * The message names the offending field. */
 int unet_config_validate(const UNetConfig *cfg, Error *err);
+/* An error when images of height x width would give an activation of more than 2^30 values per image (the
+ * model's input or output, or a level's own channels): sizes far above any real model, whose products
+ * would overflow. unet_config_validate checks the config's sample_size with it. */
+int unet_config_check_image_size(const UNetConfig *cfg, size_t height, size_t width, Error *err);
 
 /* Parses a diffusers config.json (JSON text of json_bytes bytes) and validates it. `source` names the
  * file in messages. Fields starting with '_' are diffusers' bookkeeping and are skipped (diffusers skips

@@ -24,7 +24,6 @@ void unet_denoiser_free(UNetDenoiser *d) {
 }
 
 int unet_denoiser_fn(void *ctx, const float *x_t, const int64_t *timesteps, size_t n, float *out, Error *err) {
-    (void)err;
     UNetDenoiser *d = ctx;
     UNet *net = d->net;
     CHECK(n > 0, "unet_denoiser_fn: empty batch");
@@ -36,7 +35,9 @@ int unet_denoiser_fn(void *ctx, const float *x_t, const int64_t *timesteps, size
         d->timesteps_capacity = n;
     }
     for (size_t i = 0; i < n; i++) d->timesteps[i] = (float)timesteps[i];
-    if (net->batch != n || net->height != d->height || net->width != d->width) unet_plan(net, n, d->height, d->width);
+    if ((net->batch != n || net->height != d->height || net->width != d->width) &&
+        unet_plan(net, n, d->height, d->width, err))
+        return -1;
     unet_forward(net, out, x_t, d->timesteps, d->class_labels, NULL);
     return 0;
 }
@@ -72,6 +73,7 @@ int generate_validate(const UNet *net, const SchedulerConfig *scheduler, const G
     size_t h, w;
     resolved_size(net, opt, &h, &w);
     if (h == 0 || w == 0) return error_set(err, "the model's config has no sample_size; give the image size");
+    if (unet_config_check_image_size(cfg, h, w, err)) return -1;
     size_t factor = (size_t)1 << (cfg->n_blocks - 1);
     if (h % factor || w % factor)
         return error_set(err, "image size %zux%zu is not divisible by %zu (2^(levels - 1) of this model)", h, w, factor);

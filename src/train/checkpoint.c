@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,12 +146,15 @@ fail:
 /* ------------------------------------------------------------------------------------------------ */
 /* Loading */
 
-static int meta_long(const SafeTensors *st, const char *key, long *out, Error *err) {
+/* Counters up to 2^53 (exact as JSON numbers), so that no count read here overflows as training goes on. */
+#define META_MAX_COUNT (1L << 53)
+
+static int meta_long(const SafeTensors *st, const char *key, long max, long *out, Error *err) {
     const char *v = safetensors_meta_get(st, key);
     char *end;
     errno = 0;
     long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || errno || x < 0)
+    if (!v || *end || errno || x < 0 || x > max)
         return error_set(err, "%s: metadata '%s' is %s%s%s; the checkpoint is damaged", st->path, key,
                          v ? "'" : "missing", v ? v : "", v ? "'" : "");
     *out = x;
@@ -171,10 +175,12 @@ static int load_state(const char *path, TrainState *state, const CheckpointModel
         error_set(err, "%s: not a diffuse training state of version %s", path, STATE_VERSION);
         goto done;
     }
-    if (meta_long(&st, "step", &step, err) || meta_long(&st, "updates", &updates, err) ||
-        meta_long(&st, "data_epoch", &epoch, err) || meta_long(&st, "data_position", &position, err) ||
-        meta_long(&st, "world_size", &world, err) || meta_long(&st, "bad_steps", &bad, err) ||
-        meta_long(&st, "parameters", &n_params, err))
+    if (meta_long(&st, "step", META_MAX_COUNT, &step, err) ||
+        meta_long(&st, "updates", META_MAX_COUNT, &updates, err) ||
+        meta_long(&st, "data_epoch", META_MAX_COUNT, &epoch, err) ||
+        meta_long(&st, "data_position", META_MAX_COUNT, &position, err) ||
+        meta_long(&st, "world_size", INT_MAX, &world, err) || meta_long(&st, "bad_steps", META_MAX_COUNT, &bad, err) ||
+        meta_long(&st, "parameters", META_MAX_COUNT, &n_params, err))
         goto done;
     if (!kind || strcmp(kind, optimizer_kind_name(opt->cfg.kind)) != 0) {
         error_set(err, "%s: the run was trained with optimizer %s, not %s; resume with --optimizer %s", path,

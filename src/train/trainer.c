@@ -84,6 +84,10 @@ static int open_model(Trainer *tr, Error *err) {
         return error_set(err, "model %s has a non-square sample_size %dx%d; training takes square images (--resolution)",
                          cfg->model, mc->sample_height, mc->sample_width);
     if (unet_config_validate(mc, err)) return error_prefix(err, "model %s", cfg->model);
+    /* The objective predicts one value per input value (noise, x0 or v); a learned variance is not trained. */
+    if (mc->out_channels != mc->in_channels)
+        return error_set(err, "model %s predicts %d channels from %d: training needs out_channels = in_channels",
+                         cfg->model, mc->out_channels, mc->in_channels);
     if (unet_init(&tr->net, mc, true, err)) return -1;
     if (src.kind == MODEL_SOURCE_FOLDER) {
         if (model_weights_load(src.path, &tr->net.layout.params, tr->net.params, NULL, err)) return -1;
@@ -208,7 +212,7 @@ static int trainer_init(Trainer *tr, const TrainConfig *cfg, Error *err) {
     tr->lr_schedule.total_steps = tr->total_steps;
     if (schedule_init(&tr->schedule, &cfg->schedule, err)) return -1;
     tr->scheduler = train_config_scheduler(cfg);
-    unet_plan(&tr->net, tr->batch, tr->data.height, tr->data.width);
+    if (unet_plan(&tr->net, tr->batch, tr->data.height, tr->data.width, err)) return -1;
     optimizer_init(&tr->opt, cfg->optimizer, tr->net.n_params);
     if (cfg->ema) tr->ema = alloc_floats(tr->net.n_params);
     allocate_buffers(tr);
