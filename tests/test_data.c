@@ -693,7 +693,7 @@ static void test_image_folder_corrupt_files(void) {
 /* Packed files */
 
 static void fill_dataset(Dataset *ds, size_t count, size_t h, size_t w, size_t c, bool labels) {
-    dataset_alloc(ds, "synthetic", count, h, w, c, labels);
+    CHECK(dataset_alloc(ds, "synthetic", count, h, w, c, labels, NULL) == 0, "dataset_alloc");
     for (size_t i = 0; i < count * h * w * c; i++) ds->owned_pixels[i] = (uint8_t)(i * 31 + i / 7);
     if (labels) {
         const char *names[3] = {"cat", "dog", "a longer class name"};

@@ -16,7 +16,7 @@
 /* n images of h x w x c whose first byte is the index (mod 256) and whose rows are left-right
  * asymmetric, labelled i % 7 when labelled. */
 static void make_dataset(Dataset *ds, size_t n, size_t h, size_t w, size_t c, bool labelled) {
-    dataset_alloc(ds, "synthetic", n, h, w, c, labelled);
+    CHECK(dataset_alloc(ds, "synthetic", n, h, w, c, labelled, NULL) == 0, "dataset_alloc");
     size_t bytes = h * w * c;
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < bytes; k++) ds->owned_pixels[i * bytes + k] = (uint8_t)(k == 0 ? i : (k * 13 + i) % 251);

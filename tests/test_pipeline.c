@@ -502,7 +502,7 @@ static void test_scheduler_from_config(void) {
 /* Evaluation */
 
 static void make_dataset(Dataset *ds, size_t count, bool labels) {
-    dataset_alloc(ds, "test images", count, 8, 8, 3, labels);
+    CHECK(dataset_alloc(ds, "test images", count, 8, 8, 3, labels, NULL) == 0, "dataset_alloc");
     for (size_t i = 0; i < count * 8 * 8 * 3; i++) ds->owned_pixels[i] = (uint8_t)((i * 2654435761u) >> 24);
     for (size_t i = 0; labels && i < count; i++) ds->labels[i] = (int)(i % 3);
     if (labels) dataset_set_class_names(ds, (const char *const[]){"a", "b", "c"}, 3);

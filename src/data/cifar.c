@@ -72,7 +72,10 @@ int cifar_read(Dataset *ds, const char *const *paths, size_t n_paths, Error *err
         records[i] = n_bytes / CIFAR_RECORD_BYTES;
         total += records[i];
     }
-    dataset_alloc(ds, paths[0], total, CIFAR_SIDE, CIFAR_SIDE, 3, true);
+    if (dataset_alloc(ds, paths[0], total, CIFAR_SIDE, CIFAR_SIDE, 3, true, err)) {
+        free(records);
+        return -1;
+    }
     dataset_set_class_names(ds, cifar_class_names, CIFAR_N_CLASSES);
     size_t first = 0;
     for (size_t i = 0; i < n_paths; i++) {

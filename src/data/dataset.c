@@ -32,16 +32,24 @@ const uint8_t *dataset_image(const Dataset *ds, size_t i) {
     return ds->pixels + i * dataset_image_bytes(ds);
 }
 
-void dataset_alloc(Dataset *ds, const char *source, size_t count, size_t height, size_t width, size_t channels,
-                   bool with_labels) {
+int dataset_alloc(Dataset *ds, const char *source, size_t count, size_t height, size_t width, size_t channels,
+                  bool with_labels, Error *err) {
     *ds = (Dataset){.count = count, .height = height, .width = width, .channels = channels,
                     .source = xstrdup(source)};
     CHECK(count && height && width && channels, "empty data set %zux%zux%zux%zu", count, height, width, channels);
-    CHECK(height <= SIZE_MAX / width / channels && count <= SIZE_MAX / (height * width * channels),
-          "data set size overflows");
-    ds->owned_pixels = alloc_aligned(count * dataset_image_bytes(ds));
+    /* calloc: a large block comes zeroed from the kernel untouched, so the slots of images that then fail to
+     * decode cost no memory (an image folder reserves one per file before decoding). */
+    if (height <= SIZE_MAX / width / channels) ds->owned_pixels = calloc(count, dataset_image_bytes(ds));
+    if (!ds->owned_pixels) {
+        const double gb = (double)count * (double)height * (double)width * (double)channels * 1e-9;
+        error_set(err, "%s: %zu images of %zux%zux%zu need %.3g GB: more memory than this machine can give", source,
+                  count, height, width, channels, gb);
+        dataset_free(ds);
+        return -1;
+    }
     ds->pixels = ds->owned_pixels;
     if (with_labels) ds->labels = xcalloc(count, sizeof *ds->labels);
+    return 0;
 }
 
 void dataset_set_class_names(Dataset *ds, const char *const *names, size_t n) {

@@ -62,8 +62,8 @@ const uint8_t *dataset_image(const Dataset *ds, size_t i);
 size_t dataset_image_bytes(const Dataset *ds);
 
 /* ---- for the source readers: an empty data set with owned storage for count images ---- */
-void dataset_alloc(Dataset *ds, const char *source, size_t count, size_t height, size_t width, size_t channels,
-                   bool with_labels);
+int dataset_alloc(Dataset *ds, const char *source, size_t count, size_t height, size_t width, size_t channels,
+                  bool with_labels, Error *err);
 /* Copies n names as the class names (n_classes = n). */
 void dataset_set_class_names(Dataset *ds, const char *const *names, size_t n);
 

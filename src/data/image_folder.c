@@ -166,7 +166,7 @@ int image_folder_read(Dataset *ds, const char *root, const DatasetOptions *optio
         rc = error_set(err, "%s: none of the %zu image files can be read (first: %s)", root, files.n, messages[0]);
         goto done;
     }
-    dataset_alloc(ds, root, files.n, height, width, channels, false);
+    if ((rc = dataset_alloc(ds, root, files.n, height, width, channels, false, err))) goto done;
     assign_classes(ds, &files);
 
     size_t image_bytes = dataset_image_bytes(ds);
