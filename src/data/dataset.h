@@ -61,7 +61,8 @@ void dataset_convert(Dataset *ds, size_t resolution, size_t channels, ResizeFilt
 const uint8_t *dataset_image(const Dataset *ds, size_t i);
 size_t dataset_image_bytes(const Dataset *ds);
 
-/* ---- for the source readers: an empty data set with owned storage for count images ---- */
+/* ---- for the source readers: an empty data set with owned storage for count images (an error when that
+ * memory cannot be had) ---- */
 int dataset_alloc(Dataset *ds, const char *source, size_t count, size_t height, size_t width, size_t channels,
                   bool with_labels, Error *err);
 /* Copies n names as the class names (n_classes = n). */
