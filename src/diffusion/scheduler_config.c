@@ -419,32 +419,10 @@ int scheduler_config_parse_as(SchedulerConfig *cfg, const char *json, SamplerKin
 }
 
 static int read_config(SchedulerConfig *cfg, const char *path, const SamplerKind *as_kind, Error *err) {
-    FILE *f = fs_open_file(path, err);
-    if (!f) return error_prefix(err, "scheduler config");
-    size_t cap = 4096, len = 0;
-    char *buf = xmalloc(cap);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (len + 1 == cap) {
-            if (cap > ((size_t)64 << 20)) {
-                fclose(f);
-                free(buf);
-                return error_set(err, "%s: larger than 64 MiB; not a scheduler config", path);
-            }
-            cap *= 2;
-            buf = xrealloc(buf, cap);
-        }
-    }
-    int read_error = ferror(f);
-    fclose(f);
-    if (read_error) {
-        free(buf);
-        return error_set(err, "%s: read error", path);
-    }
-    buf[len] = 0;
-    int rc = parse_config(cfg, buf, as_kind, path, err);
-    free(buf);
+    char *json = fs_read_text(path, (size_t)64 << 20, NULL, err);
+    if (!json) return error_prefix(err, "scheduler config");
+    int rc = parse_config(cfg, json, as_kind, path, err);
+    free(json);
     return rc;
 }
 
