@@ -11,6 +11,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/json_values.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -68,6 +69,27 @@ static void test_error_messages(void) {
     error_prefix(&err, "loading %s", "model");
     EXPECT(strcmp(err.message, "loading model: file.json: bad 7") == 0, "message: %s", err.message);
     EXPECT(error_set(NULL, "ignored") == -1, "NULL error");
+}
+
+/* The bound on JSON values, one plus the commas, brackets and braces outside strings (their escaped quotes
+ * and backslashes skipped): each text is taken at its bound and refused one below. */
+static void test_json_value_bound(void) {
+    static const struct {
+        const char *text;
+        size_t values;
+    } cases[] = {
+        {"1", 1}, {"[]", 2}, {"[1,2,3]", 4}, {"{\"a,[{\":\"x,y\"}", 2}, {"[\"a\\\",[\",1]", 3}, {"[\"\\\\\",1]", 3},
+        {"{\"a\":{\"b\":[1,{}]}}", 6},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *text = cases[i].text;
+        Error err = {{0}};
+        EXPECT(json_check_values(text, strlen(text), cases[i].values, "t.json", &err) == 0, "%s: refused at %zu: %s",
+               text, cases[i].values, err.message);
+        EXPECT(json_check_values(text, strlen(text), cases[i].values - 1, "t.json", &err) == -1 &&
+                   strstr(err.message, "t.json: more than"),
+               "%s: taken at %zu values", text, cases[i].values - 1);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -385,6 +407,13 @@ static void test_safetensors_rejects_malformed_files(void) {
                     4, "shape overflows");
     expect_bad_file("not an object", "[1,2,3]", 0, "not a JSON object");
     expect_bad_file("metadata not strings", "{\"__metadata__\":{\"format\":1}}", 0, "not a string");
+    /* more values than cJSON should be asked to hold (4 MB of "0," here) */
+    char *many = xmalloc(2 * JSON_MAX_VALUES + 16);
+    size_t at = (size_t)sprintf(many, "{\"a\":[");
+    for (size_t i = 0; i < JSON_MAX_VALUES; i++) at += (size_t)sprintf(many + at, "0,");
+    strcpy(many + at, "0]}");
+    expect_bad_file("too many values", many, 0, "more than 2097152 JSON values");
+    free(many);
 
     /* Header length larger than the file, and a file shorter than the length field. */
     unsigned char lying[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
@@ -441,6 +470,7 @@ int main(void) {
     RUN(test_check_aborts_with_message);
     RUN(test_tensor_shape_checks);
     RUN(test_error_messages);
+    RUN(test_json_value_bound);
     RUN(test_arena_shares_disjoint_lifetimes);
     RUN(test_arena_random_plans_never_overlap);
     RUN(test_arena_rejects_a_changed_plan);

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/json_values.h"
 #include "diffusion/objective.h"
 #include "diffusion/sampler.h"
 #include "diffusion/schedule.h"
@@ -513,6 +514,13 @@ static void test_config_errors(void) {
     expect_parse_error("{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": -5.1}",
                        "supported: -Infinity");
     expect_parse_error("{\"_class_name\": \"DDPMScheduler\", \"beta_end\": NaN}", "not valid JSON");
+    /* an ignored key holding more values than cJSON should be asked to hold (it took 2.7 GB at 64 MB) */
+    char *many = xmalloc(2 * JSON_MAX_VALUES + 64);
+    size_t at = (size_t)sprintf(many, "{\"_class_name\": \"DDPMScheduler\", \"x\": [");
+    for (size_t i = 0; i < JSON_MAX_VALUES; i++) at += (size_t)sprintf(many + at, "0,");
+    strcpy(many + at, "0]}");
+    expect_parse_error(many, "more than 2097152 JSON values");
+    free(many);
     Error err;
     EXPECT(scheduler_config_read(&(SchedulerConfig){0}, "tests/fixtures/no-such-file.json", &err) == -1 &&
                contains(err.message, "no-such-file.json"), "%s", err.message);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json_values.h"
 #include "io/atomic_file.h"
 #include "io/fs.h"
 
@@ -376,6 +377,7 @@ static bool variance_type_carries(const cJSON *v, SamplerKind file_kind, Sampler
 /* as_kind NULL: the file's own class. */
 static int parse_config(SchedulerConfig *cfg, const char *json, const SamplerKind *as_kind, const char *what,
                         Error *err) {
+    if (json_check_values(json, strlen(json), JSON_MAX_VALUES, what, err)) return -1;
     char *text = replace_infinities(json);
     cJSON *root = cJSON_Parse(text);
     free(text);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/json_values.h"
 #include "io/atomic_file.h"
 #include "io/fs.h"
 #include "io/safetensors.h"
@@ -156,6 +157,10 @@ static int load_shards(LoadState *s, const char *folder, const char *index_path,
     size_t n_bytes;
     char *text = fs_read_text(index_path, MODEL_JSON_MAX_BYTES, &n_bytes, err);
     if (!text) return -1;
+    if (json_check_values(text, n_bytes, JSON_MAX_VALUES, index_path, err)) {
+        free(text);
+        return -1;
+    }
     cJSON *root = cJSON_ParseWithLength(text, n_bytes);
     free(text);
     if (!root) return error_set(err, "%s: not valid JSON", index_path);

@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/half.h"
+#include "core/json_values.h"
 #include "io/atomic_file.h"
 #include "io/fs.h"
 
@@ -127,6 +128,7 @@ static int parse_metadata(SafeTensors *st, const cJSON *meta, Error *err) {
 
 static int parse_header(SafeTensors *st, const char *json, size_t json_bytes, const unsigned char *data_start,
                         size_t data_bytes, Error *err) {
+    if (json_check_values(json, json_bytes, JSON_MAX_VALUES, st->path, err)) return -1;
     cJSON *root = cJSON_ParseWithLength(json, json_bytes);
     if (!root) return error_set(err, "%s: header is not valid JSON (corrupt or not a safetensors file)", st->path);
     int rc = 0;

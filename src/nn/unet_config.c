@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json_values.h"
 
 /* What diffusers writes as _diffusers_version: the release whose config format and names we follow. */
 #define UNET_DIFFUSERS_VERSION "0.42.1"
@@ -634,6 +635,7 @@ static int parse_object(UNetConfig *cfg, const cJSON *root, Error *err) {
 }
 
 int unet_config_from_json(UNetConfig *cfg, const char *json, size_t json_bytes, const char *source, Error *err) {
+    if (json_check_values(json, json_bytes, JSON_MAX_VALUES, source, err)) return -1;
     cJSON *root = cJSON_ParseWithLength(json, json_bytes);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json_values.h"
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -134,6 +135,7 @@ static int check_resume_config(const Trainer *tr, const char *saved_json, const 
     static const char *const keys[] = {"data",       "seed",          "batch_per_rank", "grad_accum",
                                        "optimizer",  "prediction_type", "num_train_timesteps", "beta_schedule",
                                        "resolution", "ema",           "precision"};
+    if (json_check_values(saved_json, strlen(saved_json), JSON_MAX_VALUES, checkpoint, err)) return -1;
     cJSON *saved = cJSON_Parse(saved_json), *now = cJSON_Parse(tr->config_json);
     int rc = 0;
     if (!saved || !now) {
