@@ -1,5 +1,6 @@
 /* Core: CHECK, errors, tensor views and their shape checks, the planned arena, the counter-based RNG, work
- * shares, half floats, threads, atomic files and the safetensors reader and writer. */
+ * shares, half floats, threads, the JSON value bound, atomic files and the safetensors reader and
+ * writer. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
